@@ -1,0 +1,205 @@
+"""``mlepi <stage>``: one subcommand per workflow rule; each parses its arguments and calls one ``run``.
+
+Every stage takes its configuration either as ``--config FILE`` (a whole config file, validated and
+completed with defaults; what a user types) or as ``--params JSON`` (only the sections the stage needs;
+what a Snakemake rule passes, so that a change elsewhere in the config does not rerun it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import config as config_mod
+
+# Sections each stage reads; the Snakemake rules pass exactly these (workflow/rules/common.smk).
+STAGE_SECTIONS = {
+    "structure": ["system", "dft"],
+    "displace": ["system", "phonons"],
+    "dft": ["system", "dft"],
+    "phonons": ["phonons"],
+    "thermal": ["thermal"],
+    "train": ["model", "train"],
+    "bands": ["system", "bands"],
+}
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", metavar="FILE", help="config file (YAML), e.g. config/config.yaml")
+    group.add_argument("--params", metavar="JSON", help="the stage's config sections as JSON (Snakemake)")
+
+
+def _stage_config(args, stage: str) -> dict:
+    sections = STAGE_SECTIONS[stage]
+    if args.params is not None:
+        return config_mod.from_params(args.params, sections)
+    if args.config is not None:
+        full = config_mod.load(args.config)
+        return {name: full[name] for name in sections}
+    # No config at all: the schema defaults (the embedded default system).
+    return config_mod.validate({}, sections, source="defaults")
+
+
+def cmd_structure(args):
+    from . import structure
+
+    structure.run(_stage_config(args, "structure"), args.out, log_path=args.log)
+
+
+def cmd_displace(args):
+    from . import displace
+
+    paths = displace.run(args.structure, _stage_config(args, "displace"), args.out_dir)
+    print(f"wrote {len(paths)} supercells to {args.out_dir}")
+
+
+def cmd_dft(args):
+    from . import dft
+
+    dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log)
+
+
+def cmd_phonons(args):
+    from . import phonons
+
+    summary = phonons.run(args.disp, args.pristine, args.fd, _stage_config(args, "phonons"), args.out_dir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
+
+
+def cmd_thermal(args):
+    from . import thermal
+
+    paths = thermal.run(args.phonopy, args.pristine, _stage_config(args, "thermal"), args.temperature,
+                        args.purpose, args.out)
+    print(f"wrote {len(paths)} file(s) of thermal samples at {args.temperature} K")
+
+
+def cmd_dataset(args):
+    from . import dataset
+
+    n = dataset.run(args.frames, args.out, extxyz_path=args.extxyz)
+    print(f"wrote {n} frames to {args.out}")
+
+
+def cmd_train(args):
+    from . import train
+
+    cfg = _stage_config(args, "train")
+    train.run(args.dataset, cfg, args.out_dir, resume=not args.restart)
+
+
+def cmd_infer(args):
+    from . import infer
+
+    infer.run(args.model, args.structures, args.out)
+
+
+def cmd_bands(args):
+    from . import bands
+
+    bands.run(args, _stage_config(args, "bands"))
+
+
+def cmd_compare(args):
+    from . import compare
+
+    result = compare.compare(args.a, args.b)
+    print(json.dumps(result, indent=2) if args.json else compare.format_table(result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlepi",
+        description="Machine-learning electron-phonon interactions from finite differences. Each "
+                    "subcommand is one stage of the Snakemake workflow; run `mlepi STAGE --help`.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    p = sub.add_parser("structure", help="build and relax the primitive cell (GPAW LCAO, PBE+D3)")
+    _add_config(p)
+    p.add_argument("--out", required=True, help="relaxed primitive cell (.extxyz)")
+    p.add_argument("--log", help="GPAW/optimizer text log")
+    p.set_defaults(func=cmd_structure)
+
+    p = sub.add_parser("displace", help="phonopy finite-difference displacements of the supercell")
+    _add_config(p)
+    p.add_argument("--structure", required=True, help="relaxed primitive cell (.extxyz)")
+    p.add_argument("--out-dir", required=True, help="writes phonopy_disp.yaml, pristine.extxyz, fd_*.extxyz")
+    p.set_defaults(func=cmd_displace)
+
+    p = sub.add_parser("dft", help="GPAW LCAO SCF of one structure: energy, forces, E_F, H(R), S(R)",
+                       description="Run GPAW (LCAO, PBE+D3) on one structure and write a frames file "
+                                   "with energy, forces, Fermi level and the H(R), S(R) blocks.")
+    p.add_argument("structure", help="structure file (.extxyz, one structure)")
+    _add_config(p)
+    p.add_argument("--out", required=True, help="frames file to write (.h5)")
+    p.add_argument("--name", help="frame name (default: the structure file's stem)")
+    p.add_argument("--log", help="GPAW text log")
+    p.set_defaults(func=cmd_dft)
+
+    p = sub.add_parser("phonons", help="force sets -> phonopy force constants -> phonon bands")
+    _add_config(p)
+    p.add_argument("--disp", required=True, help="phonopy_disp.yaml from `mlepi displace`")
+    p.add_argument("--pristine", required=True, help="DFT frames file of the undisplaced supercell")
+    p.add_argument("--fd", required=True, nargs="+", help="DFT frames files of fd_000, fd_001, ... in order")
+    p.add_argument("--out-dir", required=True, help="writes FORCE_SETS, phonopy_params.yaml, band.yaml, plot")
+    p.set_defaults(func=cmd_phonons)
+
+    p = sub.add_parser("thermal", help="Monte Carlo thermal displacements at one temperature")
+    _add_config(p)
+    p.add_argument("--phonopy", required=True, help="phonopy_params.yaml with force constants")
+    p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz)")
+    p.add_argument("--temperature", required=True, type=float, help="temperature (K)")
+    p.add_argument("--purpose", required=True, choices=["train", "infer"],
+                   help="train: one file per sample in OUT (a directory); infer: all samples in OUT")
+    p.add_argument("--out", required=True, help="output directory (train) or .extxyz file (infer)")
+    p.set_defaults(func=cmd_thermal)
+
+    p = sub.add_parser("dataset", help="merge DFT frames files into one dataset (HDF5)")
+    p.add_argument("--frames", required=True, nargs="+", help="DFT frames files (.h5)")
+    p.add_argument("--out", required=True, help="dataset file (.h5)")
+    p.add_argument("--extxyz", help="also export energies and forces as extended XYZ (MACE/NequIP)")
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("train", help="train HedgeNet (run under torchrun for several GPUs/processes)")
+    _add_config(p)
+    p.add_argument("--dataset", required=True, help="dataset file from `mlepi dataset`")
+    p.add_argument("--out-dir", required=True, help="writes model.pt, checkpoint.pt, metrics.csv")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    for name, help_text in (("infer", "HedgeNet predictions for many structures (thermal samples)"),
+                            ("predict", "HedgeNet prediction for a structure of your own")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("model", help="trained model (model.pt)")
+        p.add_argument("structures", help="structure file (.extxyz, one or more structures)")
+        p.add_argument("--out", required=True, help="frames file to write (.h5)")
+        p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("compare", help="errors of frame B against reference frame A (H, forces, eigenvalues)")
+    p.add_argument("a", help="reference frames file (e.g. DFT)")
+    p.add_argument("b", help="frames file to test (e.g. HedgeNet)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .errors import USER_ERRORS
+
+    try:
+        args.func(args)
+    except USER_ERRORS as err:
+        print(f"mlepi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

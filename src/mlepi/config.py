@@ -1,0 +1,101 @@
+"""Configuration: one JSON Schema (``schemas/config.schema.yaml``) defines every key, its type, unit,
+default and bounds. Snakemake validates the config with it at parse time (``workflow/rules/common.smk``),
+and every ``mlepi`` command validates again what it is given, with the same code, so the two views cannot
+drift apart. Unknown keys are errors; missing keys take the schema default.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(str(resources.files("mlepi") / "schemas" / "config.schema.yaml"))
+
+
+class ConfigError(ValueError):
+    """A config file or section is missing, malformed or violates the schema."""
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills ``default`` values of missing properties (and of missing sub-objects)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sub_schema):
+        if isinstance(instance, dict):
+            for key, prop in properties.items():
+                if key not in instance:
+                    if "default" in prop:
+                        instance[key] = copy.deepcopy(prop["default"])
+                    elif prop.get("type") == "object":
+                        instance[key] = {}
+        yield from check_properties(validator, properties, instance, sub_schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def validate(config: dict, sections: list[str] | None = None, source: str = "config") -> dict:
+    """Validate ``config`` in place (defaults filled) and return it.
+
+    With ``sections``, only those top-level sections are checked (what a single stage receives).
+    Raises :class:`ConfigError` naming the first offending field and what the schema expects.
+    """
+    full = schema()
+    if sections is not None:
+        unknown = set(config) - set(sections)
+        if unknown:
+            raise ConfigError(f"{source}: unexpected sections {sorted(unknown)}; expected {sections}")
+        full = {**full, "properties": {k: full["properties"][k] for k in sections}, "required": []}
+        for name in sections:
+            config.setdefault(name, {})
+    errors = sorted(_Validator(full).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        hint = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+        raise ConfigError(f"{source}: field '{where}': {err.message}" + (f" ({hint})" if hint else ""))
+    return config
+
+
+def load(path) -> dict:
+    """Read a YAML config file, validate it and fill defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found; start from config/config.yaml")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return validate(config, source=str(path))
+
+
+def stage_params(config: dict, sections: list[str]) -> str:
+    """The sections a stage needs, as the canonical JSON a Snakemake rule passes on the command line.
+
+    Snakemake reruns a rule when this string changes, and only then (rule ``params``).
+    """
+    return json.dumps({name: config[name] for name in sections}, sort_keys=True)
+
+
+def from_params(text: str, sections: list[str]) -> dict:
+    """Parse and validate the JSON that :func:`stage_params` produced."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--params is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigError("--params must be a JSON object of config sections")
+    return validate(config, sections, source="--params")

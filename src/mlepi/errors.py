@@ -1,0 +1,14 @@
+"""Errors that are the user's to fix (bad config, wrong or missing file, unstable structure, SCF failure).
+
+The CLI prints these as one line naming the field or file and exits with status 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from .config import ConfigError
+from .frames import FramesFileError
+from .phonons import PhononError
+from .structure_io import StructureFileError
+from .thermal import UnstableModeError
+
+USER_ERRORS = (ConfigError, FramesFileError, StructureFileError, UnstableModeError, PhononError,
+               FileNotFoundError)

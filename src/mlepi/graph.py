@@ -1,0 +1,154 @@
+"""Neighbour lists, block edges and the graph of one frame for HedgeNet.
+
+Two edge sets live on every graph:
+
+- **message-passing edges** ``edge_index`` (i, j) with integer ``edge_cell_shift`` R: atom j sits at
+  ``pos[j] + R @ cell``. Intra-layer pairs (same ``layer``) are kept within ``cutoff_intra``, inter-layer pairs
+  within ``cutoff_inter``; ``edge_type`` is 0 (intra) or 1 (inter). No on-site (i, i, 0) edges.
+- **block edges** ``block_edge_index`` with ``block_cell_shift``: the H/S blocks of ``docs/data.md``, every
+  ordered (i, j, R) with |x_j + R cell - x_i| < rc_i + rc_j, the on-site (i, i, 0) included.
+
+Neighbour lists come from ASE's cell-list search (:func:`ase.neighborlist.primitive_neighbor_list`), which is
+linear in the number of atoms and maps atoms outside the cell into it while keeping R relative to the positions
+as given, so un-wrapped positions are fine. Edges are sorted by (i, j, R) so the graph of a frame is the same
+on every machine.
+
+The graph holds topology only (indices, integer shifts, species, layers); bond vectors are computed by the model
+in ``forward`` from ``pos``, ``cell`` and the shifts, so forces are -dE/dx by autograd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.neighborlist import primitive_neighbor_list
+from torch_geometric.data import Data
+
+from .frames import Frame
+
+INTRA, INTER = 0, 1  # edge types; more may follow, these two stay
+
+
+def neighbor_edges(positions, cell, pbc, cutoff, *, self_edges: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j, R) closer than ``cutoff``.
+
+    Parameters
+    ----------
+    positions : array [n_atoms, 3], Angstrom
+    cell : array [3, 3], Angstrom, lattice vectors as rows
+    pbc : array [3] of bool
+    cutoff : float or array [n_atoms]
+        A float: pairs with |d| < cutoff. An array of per-atom radii: pairs with |d| < r_i + r_j.
+    self_edges : bool, default False
+        Include the on-site pairs (i, i, R=0). Periodic images (i, i, R != 0) are always included.
+
+    Returns
+    -------
+    edge_index : int64 array [2, n_edges]
+        (i, j) of each pair, sorted by (i, j, R).
+    cell_shift : int64 array [n_edges, 3]
+        Integer lattice vector R: the bond vector is ``positions[j] + R @ cell - positions[i]``.
+    """
+    positions = np.asarray(positions, dtype=float)
+    cutoff = cutoff if np.isscalar(cutoff) else np.asarray(cutoff, dtype=float)
+    i, j, shift = primitive_neighbor_list("ijS", np.asarray(pbc, dtype=bool), np.asarray(cell, dtype=float),
+                                          positions, cutoff, self_interaction=self_edges)
+    shift = shift.astype(np.int64)
+    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, i))
+    edge_index = np.stack([i[order], j[order]]).astype(np.int64)  # [2, n_edges]
+    return edge_index, shift[order]  # [n_edges, 3]
+
+
+def basis_radii(numbers, basis: dict) -> np.ndarray:
+    """Basis cutoff radius rc (Angstrom) of each atom, ``[n_atoms]``, from ``basis['rcut']``."""
+    rcut = {int(z): float(r) for z, r in basis["rcut"].items()}
+    try:
+        return np.array([rcut[int(z)] for z in numbers])
+    except KeyError as err:
+        raise ValueError(f"basis {basis.get('name')!r} has no cutoff radius for Z={err.args[0]}") from None
+
+
+def block_edges(numbers, positions, cell, pbc, basis: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The H/S block edges of ``docs/data.md``: all (i, j, R) with |d| < rc_i + rc_j, on-site included.
+
+    Returns ``edge_index`` [2, n_edges] and ``cell_shift`` [n_edges, 3] as :func:`neighbor_edges`; both (i, j, R)
+    and (j, i, -R) are present.
+    """
+    return neighbor_edges(positions, cell, pbc, basis_radii(numbers, basis), self_edges=True)
+
+
+def edge_type(layer, edge_index) -> np.ndarray:
+    """Type of each edge, ``[n_edges]``: 0 (``INTRA``) for a same-layer pair, 1 (``INTER``) otherwise."""
+    layer = np.asarray(layer)
+    i, j = np.asarray(edge_index)
+    return np.where(layer[i] == layer[j], INTRA, INTER).astype(np.int64)
+
+
+def message_edges(positions, cell, pbc, layer, cutoff_intra: float, cutoff_inter: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Message-passing edges: intra-layer pairs within ``cutoff_intra``, inter-layer within ``cutoff_inter`` (Å).
+
+    Returns ``edge_index`` [2, n_edges], ``cell_shift`` [n_edges, 3] and ``edge_type`` [n_edges]; no on-site edges.
+    """
+    edge_index, shift = neighbor_edges(positions, cell, pbc, max(cutoff_intra, cutoff_inter))
+    kind = edge_type(layer, edge_index)
+    i, j = edge_index
+    d = np.linalg.norm(np.asarray(positions)[j] + shift @ np.asarray(cell) - np.asarray(positions)[i], axis=1)
+    keep = d < np.where(kind == INTRA, cutoff_intra, cutoff_inter)
+    return edge_index[:, keep], shift[keep], kind[keep]
+
+
+def frame_to_data(frame: Frame, basis: dict, cutoff_intra: float, cutoff_inter: float, *,
+                  targets: bool = True) -> Data:
+    """The graph of one frame as a ``torch_geometric.data.Data``.
+
+    Block edges are the frame's own (``frame.edge_index``, ``frame.cell_shift``) when it has them, so that the
+    targets ``H``, ``S`` line up; otherwise they are computed with :func:`block_edges`.
+
+    Attributes (float64 geometry; the model casts to its own dtype):
+
+    ==================== ======================== ======================================================
+    ``pos``              [n_atoms, 3] Å           Cartesian positions (as in the frame, not wrapped)
+    ``cell``             [1, 3, 3] Å              lattice vectors as rows (one per graph when batched)
+    ``numbers``          [n_atoms]                atomic numbers
+    ``layer``            [n_atoms]                layer index
+    ``edge_index``       [2, n_edges]             message-passing edges (i, j)
+    ``edge_cell_shift``  [n_edges, 3] int         R of atom j
+    ``edge_type``        [n_edges]                0 intra-layer, 1 inter-layer
+    ``block_edge_index`` [2, n_blocks]            H/S block edges (i, j), on-site included
+    ``block_cell_shift`` [n_blocks, 3] int        R of atom j
+    ``energy``           [1] eV                   target (if present and ``targets``)
+    ``forces``           [n_atoms, 3] eV/Å        target
+    ``H``, ``S``         [n_blocks, n, n] eV, 1   targets, zero-padded blocks
+    ==================== ======================== ======================================================
+    """
+    pos = np.asarray(frame.positions, dtype=float)
+    cell = np.asarray(frame.cell, dtype=float)
+    edge_index, edge_shift, kind = message_edges(pos, cell, frame.pbc, frame.layer, cutoff_intra, cutoff_inter)
+    if frame.edge_index is not None and frame.cell_shift is not None:
+        block_index, block_shift = np.asarray(frame.edge_index), np.asarray(frame.cell_shift)
+    else:
+        block_index, block_shift = block_edges(frame.numbers, pos, cell, frame.pbc, basis)
+    data = Data(
+        pos=torch.as_tensor(pos, dtype=torch.float64),  # [n_atoms, 3]
+        cell=torch.as_tensor(cell, dtype=torch.float64).unsqueeze(0),  # [1, 3, 3]
+        numbers=torch.as_tensor(np.asarray(frame.numbers), dtype=torch.long),  # [n_atoms]
+        layer=torch.as_tensor(np.asarray(frame.layer), dtype=torch.long),  # [n_atoms]
+        edge_index=torch.as_tensor(edge_index, dtype=torch.long),  # [2, n_edges]
+        edge_cell_shift=torch.as_tensor(edge_shift, dtype=torch.long),  # [n_edges, 3]
+        edge_type=torch.as_tensor(kind, dtype=torch.long),  # [n_edges]
+        block_edge_index=torch.as_tensor(block_index, dtype=torch.long),  # [2, n_blocks]
+        block_cell_shift=torch.as_tensor(block_shift, dtype=torch.long),  # [n_blocks, 3]
+        num_nodes=frame.n_atoms,
+    )
+    if targets:
+        if frame.energy is not None:
+            data.energy = torch.tensor([frame.energy], dtype=torch.float64)  # [1]
+        if frame.forces is not None:
+            data.forces = torch.as_tensor(frame.forces, dtype=torch.float64)  # [n_atoms, 3]
+        for key in ("H", "S"):
+            value = getattr(frame, key)
+            if value is not None:
+                data[key] = torch.as_tensor(value, dtype=torch.float64)  # [n_blocks, n_orb_max, n_orb_max]
+    return data

@@ -1,0 +1,163 @@
+"""Stage ``thermal``: Monte Carlo thermal displacements of a supercell in the harmonic approximation.
+
+With Phi the supercell force constants (eV/A^2), M the masses (amu) and
+D = M^-1/2 Phi M^-1/2 = sum_nu omega_nu^2 e_nu e_nu^T, a sample is
+
+    u = M^-1/2 sum_nu e_nu sigma_nu xi_nu,   sigma_nu^2 = hbar / (2 omega_nu) coth(hbar omega_nu / 2 k_B T),
+
+xi_nu ~ N(0, 1), over all modes but the three uniform translations; coth -> 1 at T = 0, so zero-point
+motion is included (the quantum harmonic oscillator's position distribution at temperature T is exactly
+this Gaussian). Samples come in antithetic pairs (xi, -xi) unless switched off. A mode with omega^2 < 0
+(or a non-translation mode softer than the tolerance) is an error naming its frequency: it means the
+structure is not a minimum of the DFT energy, and sampling it would be meaningless.
+
+Internally ASE units: energy eV, length A, mass amu, time A sqrt(amu/eV); omega in rad per that time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import phonopy
+from ase import units
+
+from . import provenance
+from .structure_io import read_structure, write_structures
+
+HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
+PURPOSES = {"train": 1, "infer": 2}
+
+
+class UnstableModeError(RuntimeError):
+    """The force constants have an imaginary (or vanishing non-translational) mode."""
+
+
+def omega_to_THz(omega) -> np.ndarray:
+    """Angular frequency in ASE units -> ordinary frequency in THz (imaginary shown negative)."""
+    return np.asarray(omega) * units.s / (2 * np.pi * 1e12)
+
+
+class HarmonicSampler:
+    """Normal modes of a supercell and the thermal distribution of its displacements.
+
+    Parameters
+    ----------
+    force_constants : array [n_atoms, n_atoms, 3, 3]
+        Supercell force constants (eV/A^2), translation-invariant (phonopy symmetrizes them).
+    masses : array [n_atoms]
+        Atomic masses (amu).
+    tolerance_THz : float
+        Non-translation modes must have a real frequency above this (THz); default 0.3.
+    """
+
+    def __init__(self, force_constants, masses, tolerance_THz: float = 0.3):
+        fc = np.asarray(force_constants, float)
+        n = len(masses)
+        if fc.shape != (n, n, 3, 3):
+            raise ValueError(f"force constants have shape {fc.shape}, expected {(n, n, 3, 3)}")
+        self.masses = np.asarray(masses, float)
+        inv_sqrt_m = np.repeat(self.masses ** -0.5, 3)  # [3n]
+        D = fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) * np.outer(inv_sqrt_m, inv_sqrt_m)
+        omega2, vectors = np.linalg.eigh(0.5 * (D + D.T))
+        # The three uniform translations are identified by overlap, not by being the lowest modes.
+        translations = np.zeros((3 * n, 3))
+        for axis in range(3):
+            translations[axis::3, axis] = np.sqrt(self.masses)
+        translations /= np.linalg.norm(translations, axis=0)
+        overlap = np.sum((translations.T @ vectors) ** 2, axis=0)  # [3n]
+        keep = np.ones(3 * n, bool)
+        keep[np.argsort(overlap)[-3:]] = False
+        freq_THz = omega_to_THz(np.sign(omega2) * np.sqrt(np.abs(omega2)))
+        soft = keep & (freq_THz < tolerance_THz)
+        if soft.any():
+            listed = ", ".join(f"{f:.3f}" for f in freq_THz[soft][:6])
+            kind = "imaginary" if (freq_THz[soft] < 0).any() else "vanishing"
+            raise UnstableModeError(
+                f"{soft.sum()} {kind} non-translational mode(s) at {listed} THz (negative = imaginary; "
+                f"tolerance {tolerance_THz} THz). Relax the structure with the DFT settings used for the "
+                "forces (with a dispersion correction for layered materials) before thermal sampling.")
+        self.omega = np.sqrt(omega2[keep])  # [n_modes] rad / ASE time
+        self.vectors = vectors[:, keep]  # [3n, n_modes] mass-weighted eigenvectors
+        self.frequencies_THz = freq_THz[keep]
+        self._inv_sqrt_m = inv_sqrt_m
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.masses)
+
+    def mode_variances(self, temperature: float) -> np.ndarray:
+        """sigma_nu^2 (amu A^2) of each mode's normal coordinate at ``temperature`` (K)."""
+        zero_point = HBAR / (2 * self.omega)
+        if temperature == 0:
+            return zero_point
+        x = HBAR * self.omega / (2 * units.kB * temperature)
+        return zero_point / np.tanh(x)
+
+    def covariance(self, temperature: float) -> np.ndarray:
+        """Analytic <u u^T> (A^2), ``[3 n_atoms, 3 n_atoms]`` in (atom, xyz) order."""
+        mw = self._inv_sqrt_m[:, None] * self.vectors  # [3n, n_modes]
+        return (mw * self.mode_variances(temperature)) @ mw.T
+
+    def sample(self, temperature: float, n_samples: int, rng: np.random.Generator,
+               antithetic: bool = True) -> np.ndarray:
+        """Displacements (A) ``[n_samples, n_atoms, 3]``; with ``antithetic`` sample 2k+1 = -sample 2k."""
+        if antithetic and n_samples % 2:
+            raise ValueError(f"antithetic sampling needs an even number of samples, got {n_samples}")
+        n_draw = n_samples // 2 if antithetic else n_samples
+        xi = rng.standard_normal((n_draw, len(self.omega)))  # [n_draw, n_modes]
+        if antithetic:
+            xi = np.stack([xi, -xi], axis=1).reshape(n_samples, -1)
+        amplitudes = xi * np.sqrt(self.mode_variances(temperature))
+        u = (amplitudes @ self.vectors.T) * self._inv_sqrt_m  # [n_samples, 3n]
+        return u.reshape(n_samples, self.n_atoms, 3)
+
+
+def sampler_from_phonopy(params_path, tolerance_THz: float) -> HarmonicSampler:
+    """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
+    phonon = phonopy.load(params_path, log_level=0)
+    fc = phonon.force_constants
+    if fc.shape[0] != fc.shape[1]:  # compact form [n_prim, n_super, 3, 3]
+        from phonopy.harmonic.force_constants import compact_fc_to_full_fc
+
+        fc = compact_fc_to_full_fc(phonon.primitive, fc)
+    return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz)
+
+
+def sample_rng(seed: int, purpose: str, temperature: float) -> np.random.Generator:
+    """Independent, reproducible stream for each (seed, purpose, temperature)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, PURPOSES[purpose], round(temperature * 1000)]))
+
+
+def run(params_path, pristine_path, config: dict, temperature: float, purpose: str, out) -> list[Path]:
+    """Draw the thermal samples of one temperature.
+
+    ``purpose='train'``: ``thermal.train_samples`` structures, one file each (``out`` is a directory,
+    files ``s000.extxyz``, ...), for DFT. ``purpose='infer'``: ``thermal.infer_samples`` structures in one
+    extended-XYZ file ``out`` for ML inference. Returns the written paths.
+    """
+    cfg = config["thermal"]
+    n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
+    sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"])
+    reference = read_structure(pristine_path)
+    if len(reference) != sampler.n_atoms:
+        raise ValueError(f"{pristine_path} has {len(reference)} atoms, the force constants "
+                         f"{sampler.n_atoms}: they come from different supercells")
+    u = sampler.sample(temperature, n_samples, sample_rng(cfg["seed"], purpose, temperature),
+                       cfg["antithetic"])
+    prov = provenance.record(config, seed=cfg["seed"])
+    frames, infos = [], []
+    for index, displacement in enumerate(u):
+        atoms = reference.copy()
+        atoms.positions = reference.positions + displacement
+        frames.append(atoms)
+        infos.append({"kind": "thermal", "temperature_K": float(temperature), "seed": cfg["seed"],
+                      "purpose": purpose, "sample_index": index, "antithetic": cfg["antithetic"],
+                      "provenance": prov})
+    if purpose == "infer":
+        write_structures(out, frames, infos)
+        return [Path(out)]
+    paths = [Path(out) / f"s{i:03d}.extxyz" for i in range(n_samples)]
+    for path, atoms, info in zip(paths, frames, infos):
+        write_structures(path, [atoms], [info])
+    return paths

@@ -1,0 +1,129 @@
+"""Thermal sampler: statistics against analytic covariances, limits in T, and phonopy's own sampler.
+
+The force constants are an isotropic spring network on the real AB bilayer supercell geometry (stiff
+intra-layer, soft inter-layer springs). It is translation invariant and stable by construction, so every
+quantity has an independent closed form, and phonopy accepts it like DFT force constants.
+"""
+
+import numpy as np
+import pytest
+from ase import units
+from ase.neighborlist import neighbor_list
+from phonopy import Phonopy
+from scipy import constants
+
+from mlepi.displace import to_phonopy
+from mlepi.structure import build_bilayer
+from mlepi.thermal import HBAR, HarmonicSampler, UnstableModeError, omega_to_THz, sample_rng
+
+
+def spring_force_constants(atoms, k_intra=20.0, k_inter=1.0, cutoff=3.6):
+    """Isotropic springs (eV/A^2) between neighbours; Phi_ii = -sum_j Phi_ij (acoustic sum rule)."""
+    n = len(atoms)
+    fc = np.zeros((n, n, 3, 3))
+    layer = atoms.arrays["layer"]
+    for i, j in zip(*neighbor_list("ij", atoms, cutoff)):
+        k = k_intra if layer[i] == layer[j] else k_inter
+        fc[i, j] -= k * np.eye(3)
+        fc[i, i] += k * np.eye(3)
+    return fc
+
+
+@pytest.fixture(scope="module")
+def supercell():
+    return build_bilayer("AB").repeat((3, 3, 1))
+
+
+@pytest.fixture(scope="module")
+def sampler(supercell):
+    return HarmonicSampler(spring_force_constants(supercell), supercell.get_masses())
+
+
+def test_sample_covariance_matches_analytic(sampler):
+    n = 4000
+    u = sampler.sample(300.0, n, np.random.default_rng(1), antithetic=True).reshape(n, -1)
+    sample_cov = u.T @ u / n  # mean is zero by construction (antithetic pairs)
+    cov = sampler.covariance(300.0)
+    # Antithetic partners have the same u u^T: n/2 independent estimates. Error of a sample
+    # covariance element: sqrt((C_ii C_jj + C_ij^2) / n_eff).
+    n_eff = n / 2
+    d = np.diag(cov)
+    sigma = np.sqrt((np.outer(d, d) + cov ** 2) / n_eff)
+    z = np.abs(sample_cov - cov) / sigma
+    assert z.max() < 5.5
+    # The total mean-square displacement: var(tr S) = 2 tr(C^2) / n_eff for Gaussian samples.
+    assert abs(np.trace(sample_cov) - np.trace(cov)) < 4 * np.sqrt(2 * np.trace(cov @ cov) / n_eff)
+
+
+def test_zero_temperature_is_zero_point_motion(sampler):
+    zero_point = sampler.covariance(0.0)
+    mw = sampler.vectors * np.repeat(sampler.masses ** -0.5, 3)[:, None]
+    assert np.allclose(zero_point, (mw * HBAR / (2 * sampler.omega)) @ mw.T)
+    assert np.allclose(sampler.covariance(1e-3), zero_point)
+    assert np.all(np.trace(sampler.covariance(50.0)) > np.trace(zero_point))
+
+
+def test_high_temperature_is_classical(sampler, supercell):
+    """At high T the covariance tends to k_B T Phi^+ (pseudo-inverse, translations projected out):
+    an independent route through the force constants alone (all masses equal here)."""
+    fc = spring_force_constants(supercell)
+    n = len(supercell)
+    phi = fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
+    phi_pinv = np.linalg.pinv(phi, rcond=1e-10, hermitian=True)
+    for T in (20000.0, 40000.0):
+        cov = sampler.covariance(T)
+        assert np.linalg.norm(cov / (units.kB * T) - phi_pinv) / np.linalg.norm(phi_pinv) < 0.01
+    msd = [np.trace(sampler.covariance(T)) for T in (10000.0, 20000.0)]
+    assert msd[1] / msd[0] == pytest.approx(2.0, rel=0.01)
+
+
+def test_agrees_with_phonopy_random_displacements(supercell, sampler):
+    """phonopy's own thermal sampler on the same force constants gives the same mean-square displacements."""
+    unit = build_bilayer("AB")
+    phonon = Phonopy(to_phonopy(unit), supercell_matrix=np.diag([3, 3, 1]), primitive_matrix="P")
+    fc = spring_force_constants(supercell)
+    # phonopy orders supercell atoms its own way: map ours onto its order by position.
+    frac_ours = supercell.get_scaled_positions()
+    frac_ph = phonon.supercell.scaled_positions
+    diff = frac_ph[:, None, :] - frac_ours[None, :, :]
+    order = np.argmin(np.linalg.norm(diff - np.round(diff), axis=2), axis=1)
+    phonon.force_constants = fc[np.ix_(order, order)]
+    T, n = 300.0, 3000
+    phonon.generate_displacements(number_of_snapshots=n, temperature=T, random_seed=7)
+    u_ph = phonon.displacements  # [n, n_atoms, 3]
+    msd_ph = np.mean(u_ph ** 2, axis=(0, 1))  # per Cartesian direction
+    msd_ours = np.diag(sampler.covariance(T)).reshape(-1, 3).mean(axis=0)
+    assert msd_ph == pytest.approx(msd_ours, rel=0.05)
+
+
+def test_zero_point_amplitude_of_a_carbon_mode():
+    """One C atom on an isotropic spring tuned to 48 THz: RMS zero-point amplitude ~0.03 A (DESIGN sec. 1)."""
+    mass = 12.011
+    omega_si = 2 * np.pi * 48e12
+    k = mass * (omega_si / units.s) ** 2  # eV/A^2, with omega in ASE units
+    fc = np.zeros((2, 2, 3, 3))  # a spring to a heavy partner, so the uniform translation stays a mode
+    fc[0, 0] = fc[1, 1] = k * np.eye(3)
+    fc[0, 1] = fc[1, 0] = -k * np.eye(3)
+    sampler = HarmonicSampler(fc, [mass, 1e9])  # heavy partner: the light atom moves at omega
+    expected = np.sqrt(constants.hbar / (2 * mass * constants.atomic_mass * omega_si)) * 1e10
+    rms = np.sqrt(np.diag(sampler.covariance(0.0))[:3].mean())
+    assert rms == pytest.approx(expected, rel=1e-3)
+    assert expected == pytest.approx(0.03, abs=0.003)
+    assert omega_to_THz(sampler.omega).max() == pytest.approx(48.0, rel=1e-3)
+
+
+def test_imaginary_mode_is_an_error(supercell):
+    fc = spring_force_constants(supercell, k_inter=-0.5)
+    with pytest.raises(UnstableModeError, match="imaginary"):
+        HarmonicSampler(fc, supercell.get_masses())
+
+
+def test_antithetic_pairs_and_seeds(sampler):
+    a = sampler.sample(300.0, 6, sample_rng(5, "train", 300.0))
+    b = sampler.sample(300.0, 6, sample_rng(5, "train", 300.0))
+    c = sampler.sample(300.0, 6, sample_rng(5, "infer", 300.0))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert np.array_equal(a[1::2], -a[0::2])
+    with pytest.raises(ValueError, match="even"):
+        sampler.sample(300.0, 3, np.random.default_rng(0))
