@@ -22,7 +22,7 @@ STAGE_SECTIONS = {
     "phonons": ["phonons"],
     "thermal": ["thermal"],
     "train": ["model", "train"],
-    "bands": ["system", "bands"],
+    "bands": ["bands"],
 }
 
 
@@ -100,7 +100,11 @@ def cmd_infer(args):
 def cmd_bands(args):
     from . import bands
 
-    bands.run(args, _stage_config(args, "bands"))
+    if len(args.temperatures) != len(args.frames):
+        raise config_mod.ConfigError(f"--temperatures has {len(args.temperatures)} values but --frames "
+                                     f"{len(args.frames)} files; give one frames file per temperature")
+    frames = dict(zip(args.temperatures, args.frames))
+    bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir)
 
 
 def cmd_compare(args):
@@ -178,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("structures", help="structure file (.extxyz, one or more structures)")
         p.add_argument("--out", required=True, help="frames file to write (.h5)")
         p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("bands", help="unfold near K, thermal averages, SWMcC fit, v_F(T), figures")
+    _add_config(p)
+    p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
+    p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
+    p.add_argument("--temperatures", required=True, nargs="+", type=float, help="temperatures (K)")
+    p.add_argument("--frames", required=True, nargs="+", help="frames file (.h5) per temperature, same order")
+    p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
+    p.set_defaults(func=cmd_bands)
 
     p = sub.add_parser("compare", help="errors of frame B against reference frame A (H, forces, eigenvalues)")
     p.add_argument("a", help="reference frames file (e.g. DFT)")

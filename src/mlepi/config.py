@@ -82,12 +82,18 @@ def load(path) -> dict:
     return validate(config, source=str(path))
 
 
-def stage_params(config: dict, sections: list[str]) -> str:
+def stage_params(config: dict, sections: list[str], drop: tuple[str, ...] = ()) -> str:
     """The sections a stage needs, as the canonical JSON a Snakemake rule passes on the command line.
 
-    Snakemake reruns a rule when this string changes, and only then (rule ``params``).
+    Snakemake reruns a rule when this string changes, and only then (rule ``params``). ``drop`` lists
+    ``section.key`` entries the rule does not read (they take their schema default when re-validated), so
+    that, e.g., changing the number of inference samples does not rerun the DFT of training samples.
     """
-    return json.dumps({name: config[name] for name in sections}, sort_keys=True)
+    selected = {name: dict(config[name]) for name in sections}
+    for entry in drop:
+        section, key = entry.split(".")
+        selected[section].pop(key)
+    return json.dumps(selected, sort_keys=True)
 
 
 def from_params(text: str, sections: list[str]) -> dict:

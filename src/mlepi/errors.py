@@ -4,11 +4,12 @@ The CLI prints these as one line naming the field or file and exits with status 
 bug and keeps its traceback.
 """
 
+from .bands import BandsError
 from .config import ConfigError
 from .frames import FramesFileError
 from .phonons import PhononError
 from .structure_io import StructureFileError
 from .thermal import UnstableModeError
 
-USER_ERRORS = (ConfigError, FramesFileError, StructureFileError, UnstableModeError, PhononError,
+USER_ERRORS = (BandsError, ConfigError, FramesFileError, StructureFileError, UnstableModeError, PhononError,
                FileNotFoundError)

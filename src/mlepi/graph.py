@@ -24,7 +24,7 @@ import torch
 from ase.neighborlist import primitive_neighbor_list
 from torch_geometric.data import Data
 
-from .frames import Frame
+from .frames import Frame, orbital_counts
 
 INTRA, INTER = 0, 1  # edge types; more may follow, these two stay
 
@@ -147,8 +147,24 @@ def frame_to_data(frame: Frame, basis: dict, cutoff_intra: float, cutoff_inter: 
             data.energy = torch.tensor([frame.energy], dtype=torch.float64)  # [1]
         if frame.forces is not None:
             data.forces = torch.as_tensor(frame.forces, dtype=torch.float64)  # [n_atoms, 3]
+        n_orb = n_orb_max(basis)
         for key in ("H", "S"):
             value = getattr(frame, key)
             if value is not None:
-                data[key] = torch.as_tensor(value, dtype=torch.float64)  # [n_blocks, n_orb_max, n_orb_max]
+                data[key] = torch.as_tensor(_pad_blocks(value, n_orb), dtype=torch.float64)  # [n_blocks, n, n]
     return data
+
+
+def n_orb_max(basis: dict) -> int:
+    """Largest orbital count of any element of the basis: the padded block size."""
+    return int(max(orbital_counts([int(z) for z in basis["orbitals"]], basis)))
+
+
+def _pad_blocks(blocks, n: int) -> np.ndarray:
+    """Zero-pad blocks [n_blocks, m, m] to [n_blocks, n, n] (a file may pad only to its own largest atom)."""
+    blocks = np.asarray(blocks, dtype=float)
+    if blocks.shape[1] > n:
+        raise ValueError(f"blocks of size {blocks.shape[1]} exceed the basis's largest orbital count {n}")
+    out = np.zeros((len(blocks), n, n))
+    out[:, : blocks.shape[1], : blocks.shape[2]] = blocks
+    return out

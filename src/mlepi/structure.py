@@ -34,6 +34,9 @@ from . import provenance
 
 SCHEMA = "mlepi.structure"
 SCHEMA_VERSION = 1
+# Initial Hessian guess of BFGS (eV/A^2). ASE's 70 suits covalent bonds; the interlayer coordinate is two
+# orders of magnitude softer, and 70 made the first steps tiny (7 steps instead of 4 for the AB bilayer).
+_BFGS_ALPHA = 5.0
 DEFAULT_LAYER_GAP = 1.0  # Angstrom: far below an interlayer distance (~3.4), far above thermal z spread
 
 log = logging.getLogger(__name__)
@@ -158,8 +161,7 @@ def relax(atoms, dft_cfg: dict, log_path=None):
         Start structure; with ``arrays['layer']`` (assigned from z if missing). Not modified.
     dft_cfg : dict
         The ``dft`` config section; uses ``relax_fmax`` (eV/Angstrom), ``relax_steps`` and the DFT
-        settings. The k mesh and grid are scaled from the primitive ones by the supercell multiples
-        inferred from the cell (``mlepi.dft.infer_supercell``).
+        settings, with the primitive k mesh and grid (``atoms`` is taken to be a primitive cell).
     log_path : path, optional
         Text log (appended): GPAW's output and the BFGS table. None: no log.
 
@@ -185,19 +187,20 @@ def relax(atoms, dft_cfg: dict, log_path=None):
     layer = atoms.arrays["layer"].copy()
     fmax, steps = float(dft_cfg["relax_fmax"]), int(dft_cfg["relax_steps"])
     atoms.set_constraint(FixSymmetry(atoms, symprec=1e-4))
-    supercell = dft.infer_supercell(atoms)
+    supercell = (1, 1)  # the structure stage relaxes primitive cells: the primitive k mesh applies
 
     with contextlib.ExitStack() as stack:
         txt = stack.enter_context(open(log_path, "a")) if log_path is not None else None
 
         def optimise(**scf_options) -> bool:
             atoms.calc = dft.make_calculator(atoms, dft_cfg, supercell=supercell, txt=txt, **scf_options)
-            return BFGS(atoms, logfile=txt).run(fmax=fmax, steps=steps)
+            return BFGS(atoms, logfile=txt, alpha=_BFGS_ALPHA).run(fmax=fmax, steps=steps)
 
         t0 = time.perf_counter()
-        converged = dft.with_scf_retry(optimise, label=f"relaxation of {atoms.get_chemical_formula()}")
+        label = f"relaxation of {atoms.get_chemical_formula()} [{dft.describe(dft_cfg, supercell)}]"
+        converged = dft.with_scf_retry(optimise, dft_cfg, label)
         forces = atoms.get_forces()  # symmetrised by FixSymmetry, as BFGS saw them
-        energy = atoms.get_potential_energy(force_consistent=True)
+        energy = dft.free_energy(atoms.calc, atoms)
         if txt is not None:
             txt.write(f"\n# mlepi relax: {time.perf_counter() - t0:.1f} s\n")
     max_force = float(np.linalg.norm(forces, axis=1).max())

@@ -1,0 +1,22 @@
+# mlepi: machine-learning electron-phonon interactions from finite differences.
+# Table of contents; the rules live in workflow/rules/, the science in src/mlepi/ (`mlepi STAGE --help`).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/structure.smk"
+include: "workflow/rules/dft.smk"
+include: "workflow/rules/phonons.smk"
+include: "workflow/rules/ml.smk"
+include: "workflow/rules/bands.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

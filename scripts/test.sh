@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite (real GPAW, phonopy, Snakemake and torch; ~15 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" OMP_NUM_THREADS=1
+.venv/bin/snakemake --lint --cores 1 >/dev/null
+exec .venv/bin/python -m pytest -ra "$@"

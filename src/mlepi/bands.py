@@ -1,0 +1,599 @@
+"""Stage ``bands``: thermal band renormalisation of AB bilayer graphene near K and the Fermi velocity v_F(T).
+
+For every temperature, every displaced supercell (a frame with H, S blocks, DFT or HedgeNet) is unfolded
+onto a short path through K (K→Γ and K→M, |k − K| ≤ ``k_range_1_A``); the four π bands near E_F are read
+off the unfolded weights, put on a common energy zero, averaged over samples (standard errors), and fitted
+by the SWMcC model (:mod:`mlepi.swmcc`) → γ0, γ1, γ3, γ4, Δ' and v_F = √3 a γ0 / 2ħ, with a seeded
+bootstrap over samples for the errors and the outer-band slope as an independent check. Choices and
+formulas: ``docs/bands.md``.
+
+Outputs in ``out_dir``: ``vf.csv``, ``bands.json`` (same numbers, the averaged bands, convergence with the
+number of samples, config and provenance), ``spectral.h5`` (thermal-averaged A(k, E) per T) and the figures
+``spectral_function.png``, ``vf.png``, ``convergence.png``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import figures, swmcc
+from .frames import FramesFile, FramesFileError
+from .provenance import atomic_path, record, write_json
+from .unfold import map_supercell, spectral_function, unfold
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "mlepi.bands"
+SPECTRAL_SCHEMA = "mlepi.spectral"
+SCHEMA_VERSION = 1
+N_BANDS = 4  # the four π bands of the SWMcC model
+UNITS = {"energy": "eV", "k": "1/Angstrom", "temperature": "K", "velocity": "1e6 m/s",
+         "spectral_function": "1/eV"}
+
+
+class BandsError(ValueError):
+    """The band analysis cannot proceed (inputs inconsistent with each other or with the config)."""
+
+
+def _key(default, unit: str, description: str, minimum=None, maximum=None, enum=None, exclusive_min=False):
+    meta = {"unit": unit, "description": description, "minimum": minimum, "maximum": maximum, "enum": enum,
+            "exclusive_minimum": exclusive_min}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BandsConfig:
+    """The ``bands`` config section; each key once, with unit, bounds and meaning (see :func:`config_schema`)."""
+
+    k_range_1_A: float = _key(0.1, "1/Angstrom", "largest |k - K| on each branch (K->Gamma, K->M)", 0.0, 0.8,
+                              exclusive_min=True)
+    n_k: int = _key(21, "", "k points per branch, K included (path has 2 n_k - 1 points)", 3, 401)
+    band_window_eV: float = _key(1.5, "eV", "half width of the window around E_F in which the four pi bands "
+                                 "are looked for", 0.0, 10.0, exclusive_min=True)
+    band_method: str = _key("centroid", "", "how four band energies are read from unfolded states: "
+                            "'centroid' (weight-quantile centroids) or 'max_weight' (the four states with the "
+                            "largest weight)", enum=("centroid", "max_weight"))
+    energy_reference: str = _key("k_midpoint", "", "energy zero of each sample: 'k_midpoint' (mean of the two "
+                                 "middle bands at K, the band-touching point) or 'fermi_level' (the frame's "
+                                 "stored E_F)", enum=("k_midpoint", "fermi_level"))
+    spectral_emin_eV: float = _key(-1.0, "eV", "lower end of the A(k, E) energy grid, relative to the zero",
+                                   -20.0, 0.0)
+    spectral_emax_eV: float = _key(1.0, "eV", "upper end of the A(k, E) energy grid, relative to the zero",
+                                   0.0, 20.0, exclusive_min=True)
+    n_energy: int = _key(401, "", "points of the A(k, E) energy grid", 11, 20001)
+    broadening_eV: float = _key(0.02, "eV", "Lorentzian HWHM or Gaussian sigma of A(k, E)", 0.0, 1.0,
+                                exclusive_min=True)
+    broadening_kind: str = _key("lorentzian", "", "line shape of A(k, E)", enum=("lorentzian", "gaussian"))
+    slope_q_min_1_A: float = _key(0.03, "1/Angstrom", "smallest |k - K| used by the outer-band slope check",
+                                  0.0, 0.8)
+    n_bootstrap: int = _key(200, "", "bootstrap resamplings of the samples for the errors (0: none)", 0, 100000)
+    seed: int = _key(0, "", "seed of the bootstrap", 0, 2 ** 32 - 1)
+    degeneracy_tol_eV: float = _key(1e-6, "eV", "supercell states closer than this count as degenerate in "
+                                    "the unfolding", 0.0, 0.01)
+    max_displacement_A: float = _key(1.0, "Angstrom", "largest distance of an atom from its reference site "
+                                     "before the frame is rejected", 0.0, 5.0, exclusive_min=True)
+    map_tol_A: float = _key(1e-3, "Angstrom", "tolerance of the supercell -> primitive atom mapping", 0.0, 0.5,
+                            exclusive_min=True)
+
+    @classmethod
+    def from_dict(cls, section: dict | None) -> "BandsConfig":
+        """Validated config; unknown keys, wrong types and out-of-bounds values are errors."""
+        section = dict(section or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise BandsError(f"unknown bands config keys {unknown}; known: {sorted(known)}")
+        cfg = cls(**{name: _check_value(known[name], value) for name, value in section.items()})
+        if cfg.spectral_emin_eV >= cfg.spectral_emax_eV:
+            raise BandsError("bands: spectral_emin_eV must be below spectral_emax_eV")
+        if cfg.slope_q_min_1_A >= cfg.k_range_1_A:
+            raise BandsError("bands: slope_q_min_1_A must be below k_range_1_A")
+        return cfg
+
+
+def _check_value(f, value):
+    """The value, ints promoted to float for float keys; BandsError naming the key if it does not fit."""
+    meta = f.metadata
+    kind = type(f.default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BandsError(f"bands.{f.name} must be {kind.__name__}, got {value!r}")
+    if meta["enum"] is not None and value not in meta["enum"]:
+        raise BandsError(f"bands.{f.name} must be one of {meta['enum']}, got {value!r}")
+    lo, hi = meta["minimum"], meta["maximum"]
+    if lo is not None and (value < lo or (meta["exclusive_minimum"] and value == lo)):
+        raise BandsError(f"bands.{f.name} = {value} is below its bound {lo} {meta['unit']}")
+    if hi is not None and value > hi:
+        raise BandsError(f"bands.{f.name} = {value} is above its bound {hi} {meta['unit']}")
+    return value
+
+
+def config_schema() -> dict:
+    """JSON Schema of the ``bands`` section, generated from :class:`BandsConfig` (one definition)."""
+    props = {}
+    for f in fields(BandsConfig):
+        meta = f.metadata
+        unit = f" ({meta['unit']})" if meta["unit"] else ""
+        prop = {"type": {float: "number", int: "integer", str: "string"}[type(f.default)],
+                "default": f.default, "description": meta["description"] + unit}
+        if meta["enum"] is not None:
+            prop["enum"] = list(meta["enum"])
+        if meta["minimum"] is not None:
+            prop["exclusiveMinimum" if meta["exclusive_minimum"] else "minimum"] = meta["minimum"]
+        if meta["maximum"] is not None:
+            prop["maximum"] = meta["maximum"]
+        props[f.name] = prop
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Geometry of the bilayer and the k path
+
+
+@dataclass(frozen=True)
+class BilayerGeometry:
+    """What the analysis needs from the primitive AB bilayer: lattice constant, orientation, K."""
+
+    a: float  # Å, |a1|
+    nn: np.ndarray  # [3, 2] Å, in-plane A1→B1 vectors in the (e1, e2) frame
+    plane: np.ndarray  # [2, 3] orthonormal in-plane axes e1, e2 (Cartesian)
+    reciprocal: np.ndarray  # [3, 3] 1/Å, rows b_i with a_i·b_j = 2π δ_ij
+    K_2d: np.ndarray  # [2] 1/Å, the zone corner of the first Brillouin zone in the (e1, e2) frame
+
+
+def bilayer_geometry(primitive, tol: float = 0.05) -> BilayerGeometry:
+    """Lattice constant, nearest-neighbour vectors and K of a 4-atom AB bilayer primitive cell.
+
+    The dimer pair is the two atoms on top of each other (different layers, same in-plane site); A1 is a
+    non-dimer atom and B1 the dimer atom of its layer. Which layer is called 1 does not matter: swapping
+    layers maps f(k) → f*(k), the bands at k onto those at −k, equal by time reversal.
+
+    Parameters
+    ----------
+    primitive : ase.Atoms
+        4 carbon atoms, hexagonal in-plane lattice a1, a2 (|a1| = |a2|, 60° or 120°), a3 the layer axis.
+    tol : float
+        Relative tolerance of the hexagonal-lattice checks.
+    """
+    cell = np.array(primitive.cell, float)
+    pos = primitive.get_positions()
+    if len(pos) != 4:
+        raise BandsError(f"the SWMcC analysis needs the 4-atom AB bilayer primitive cell, got {len(pos)} atoms")
+    a1, a2 = cell[0], cell[1]
+    a = float(np.linalg.norm(a1))
+    cos = a1 @ a2 / (a * np.linalg.norm(a2))
+    if abs(np.linalg.norm(a2) / a - 1) > tol or abs(abs(cos) - 0.5) > tol:
+        raise BandsError(f"in-plane lattice is not hexagonal (|a1| = {a:.4f}, |a2| = "
+                         f"{np.linalg.norm(a2):.4f} Å, cos = {cos:.4f}); a3 must be the layer axis")
+    normal = np.cross(a1, a2)
+    normal /= np.linalg.norm(normal)
+    e1 = a1 / a
+    plane = np.array([e1, np.cross(normal, e1)])
+    lat2d = cell[:2] @ plane.T  # [2, 2]
+    images = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]) @ lat2d
+
+    def in_plane(v):  # shortest in-plane image of a Cartesian difference vector
+        cand = (v @ plane.T)[None, :] + images
+        return cand[np.argmin(np.linalg.norm(cand, axis=1))]
+
+    height = pos @ normal
+    c_perp = abs(cell[2] @ normal)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)
+             if np.linalg.norm(in_plane(pos[j] - pos[i])) < tol * a]
+    if len(pairs) != 1:
+        raise BandsError(f"found {len(pairs)} vertically stacked pairs, expected 1 (AB stacking)")
+    dimer = pairs[0]
+    A1 = next(i for i in range(4) if i not in dimer)
+
+    def dz(i, j):
+        d = height[j] - height[i]
+        return abs(d - c_perp * np.round(d / c_perp))
+
+    B1 = min(dimer, key=lambda d: dz(A1, d))
+    delta = in_plane(pos[B1] - pos[A1])
+    if abs(np.linalg.norm(delta) * np.sqrt(3) / a - 1) > tol:
+        raise BandsError(f"A1-B1 distance {np.linalg.norm(delta):.4f} Å is not a/sqrt(3) for a = {a:.4f} Å")
+    rot = np.array([[-0.5, -np.sqrt(3) / 2], [np.sqrt(3) / 2, -0.5]])  # 120°
+    nn = np.array([delta, rot @ delta, rot @ rot @ delta])
+    reciprocal = 2.0 * np.pi * np.linalg.inv(cell).T
+    return BilayerGeometry(a=a, nn=nn, plane=plane, reciprocal=reciprocal, K_2d=swmcc.k_point(nn))
+
+
+@dataclass(frozen=True)
+class KPath:
+    """The two branches K→Γ and K→M, Γ side first, K once."""
+
+    k_reduced: np.ndarray  # [n, 3] primitive reduced coordinates
+    k_2d: np.ndarray  # [n, 2] 1/Å, absolute, in-plane frame of BilayerGeometry
+    distance: np.ndarray  # [n] 1/Å, signed |k − K|: negative towards Γ, positive towards M
+    branch: np.ndarray  # [n] 0: K→Γ, 1: K→M (K itself: 1)
+    index_K: int
+
+    @property
+    def q(self) -> np.ndarray:
+        return np.abs(self.distance)
+
+
+def k_path(geometry: BilayerGeometry, k_range: float, n_k: int) -> KPath:
+    """k = K + q u, q in [0, ``k_range``] (1/Å, ``n_k`` points per branch), u towards Γ and towards M."""
+    K = geometry.K_2d
+    u_gamma = -K / np.linalg.norm(K)
+    c, s = 0.5, np.sqrt(3) / 2
+    K_prime = np.array([[c, -s], [s, c]]) @ K  # the neighbouring corner; M is halfway
+    u_m = (0.5 * (K + K_prime) - K) / np.linalg.norm(0.5 * (K_prime - K))
+    q = np.linspace(0.0, k_range, n_k)
+    k_2d = np.concatenate([K + q[:0:-1, None] * u_gamma, K + q[:, None] * u_m])
+    distance = np.concatenate([-q[:0:-1], q])
+    branch = np.concatenate([np.zeros(n_k - 1, int), np.ones(n_k, int)])
+    k_cart = k_2d @ geometry.plane
+    k_red = k_cart @ np.linalg.inv(geometry.reciprocal)
+    return KPath(k_reduced=k_red, k_2d=k_2d, distance=distance, branch=branch, index_K=n_k - 1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Per sample: from unfolded states to four aligned band energies
+
+
+def select_bands(energies, weights, center: float, half_width: float, method: str = "centroid",
+                 n_bands: int = N_BANDS) -> tuple[np.ndarray, np.ndarray]:
+    """Four band energies ``[n_k, n_bands]`` (eV) per k from unfolded states within ``center ± half_width``.
+
+    ``centroid``: order the states in the window by energy, cut their cumulative weight into ``n_bands``
+    equal slices, and give each band the weight-averaged energy of its slice. It equals the band energy for
+    an undisplaced cell (weights 0/1), and otherwise the centroid of the band's spectral weight; it does not
+    depend on how degenerate states are rotated. ``max_weight``: the ``n_bands`` states of largest weight.
+
+    Returns the bands (ascending) and the total unfolded weight in the window ``[n_k]``.
+    """
+    energies, weights = np.asarray(energies), np.asarray(weights)
+    bands = np.empty((len(energies), n_bands))
+    total = np.empty(len(energies))
+    for i, (e, w) in enumerate(zip(energies, weights)):
+        inside = np.abs(e - center) <= half_width
+        e, w = e[inside], w[inside]
+        order = np.argsort(e)
+        e, w = e[order], w[order]
+        total[i] = w.sum()
+        if len(e) < n_bands:
+            raise BandsError(f"only {len(e)} states within {center:.3f} ± {half_width} eV at k point {i}; "
+                             "raise band_window_eV")
+        if method == "centroid":
+            cum = np.concatenate([[0.0], np.cumsum(w)])
+            edges = np.linspace(0.0, total[i], n_bands + 1)
+            overlap = np.clip(np.minimum(cum[None, 1:], edges[1:, None])
+                              - np.maximum(cum[None, :-1], edges[:-1, None]), 0.0, None)  # [n_bands, n_states]
+            bands[i] = overlap @ e / (total[i] / n_bands)
+        elif method == "max_weight":
+            bands[i] = np.sort(e[np.argsort(w, kind="stable")[-n_bands:]])
+        else:
+            raise BandsError(f"band_method must be 'centroid' or 'max_weight', got {method!r}")
+    return bands, total
+
+
+def midgap_by_count(energies_K: np.ndarray, n_electrons: float) -> float:
+    """Energy (eV) halfway between the highest occupied and lowest empty state at one k, spin-degenerate.
+
+    At the supercell k that holds the primitive K, every folded primitive k contributes its filled valence
+    bands below E_F, so this is a robust first guess of E_F for centring the band window.
+    """
+    n_occ = n_electrons / 2.0
+    if abs(n_occ - round(n_occ)) > 1e-6 or not 0 < n_occ < len(energies_K):
+        raise BandsError(f"cannot split {n_electrons} electrons over {len(energies_K)} states at K")
+    n_occ = int(round(n_occ))
+    e = np.sort(energies_K)
+    return 0.5 * (e[n_occ - 1] + e[n_occ])
+
+
+def n_valence_electrons(numbers, basis: dict, source: str = "") -> float:
+    """Valence electrons of the atoms ``numbers`` from the ``valence`` entry of a frames-file basis."""
+    valence = basis.get("valence")
+    if not valence:
+        raise FramesFileError(f"{source}: basis has no 'valence' entry; needed to locate E_F "
+                              "(or use energy_reference = 'fermi_level')")
+    try:
+        return float(sum(valence[str(int(z))] for z in numbers))
+    except KeyError as err:
+        raise FramesFileError(f"{source}: basis 'valence' lacks element {err.args[0]}") from None
+
+
+@dataclass
+class SampleBands:
+    """One sample's bands on the path, on its own energy zero."""
+
+    name: str
+    bands: np.ndarray  # [n_k, 4] eV, relative to `reference`
+    reference: float  # eV, the sample's energy zero on the frame's own scale
+    window_weight: np.ndarray  # [n_k] unfolded weight inside the band window
+    spectral: np.ndarray  # [n_k, n_E] 1/eV
+
+
+def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, energy_grid,
+                   source: str = "") -> SampleBands:
+    """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
+    energies, weights = unfold(frame, basis, path.k_reduced, mapping, degeneracy_tol=cfg.degeneracy_tol_eV,
+                               max_displacement=cfg.max_displacement_A)
+    iK = path.index_K
+    if cfg.energy_reference == "fermi_level":
+        if frame.fermi_level is None:
+            raise FramesFileError(f"{source}: frame {frame.name!r} has no fermi_level; use "
+                                  "energy_reference = 'k_midpoint'")
+        center = float(frame.fermi_level)
+    else:
+        center = midgap_by_count(energies[iK], n_valence_electrons(frame.numbers, basis, source))
+    bands, total = select_bands(energies, weights, center, cfg.band_window_eV, cfg.band_method)
+    if np.any(np.abs(total - N_BANDS) > 0.5):
+        i = int(np.argmax(np.abs(total - N_BANDS)))
+        raise BandsError(f"{source}: frame {frame.name!r}: unfolded weight {total[i]:.2f} within ±"
+                         f"{cfg.band_window_eV} eV of {center:.3f} eV at k point {i}, expected {N_BANDS}; "
+                         "adjust band_window_eV or k_range_1_A")
+    reference = center if cfg.energy_reference == "fermi_level" else 0.5 * (bands[iK, 1] + bands[iK, 2])
+    spectral = spectral_function(energies - reference, weights, energy_grid, cfg.broadening_eV,
+                                 cfg.broadening_kind)
+    return SampleBands(name=frame.name, bands=bands - reference, reference=reference, window_weight=total,
+                       spectral=spectral)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Over samples: averages, fits, bootstrap, convergence
+
+
+@dataclass
+class BandFit:
+    """SWMcC fit and velocity estimates of one set of averaged bands."""
+
+    fit: swmcc.SWMcCFit
+    vf_1e6_m_s: float
+    vf_slope_1e6_m_s: float
+
+
+def fit_bands(mean_bands: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg: BandsConfig,
+              initial: swmcc.SWMcCParams | None = None) -> BandFit:
+    """SWMcC fit of averaged bands (unweighted: the bootstrap supplies the errors) and the slope check."""
+    fit = swmcc.fit_swmcc(path.k_2d, mean_bands, geometry.a, nn=geometry.nn, initial=initial)
+    v_slope, _ = swmcc.outer_band_slope(path.q, mean_bands, path.branch, cfg.slope_q_min_1_A)
+    return BandFit(fit=fit, vf_1e6_m_s=float(swmcc.fermi_velocity(fit.params.gamma0, geometry.a)),
+                   vf_slope_1e6_m_s=v_slope)
+
+
+def standard_error(samples: np.ndarray) -> np.ndarray:
+    """Standard error of the mean over axis 0 (NaN for a single sample)."""
+    n = len(samples)
+    if n < 2:
+        return np.full(samples.shape[1:], np.nan)
+    return samples.std(axis=0, ddof=1) / np.sqrt(n)
+
+
+def bootstrap(samples: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg: BandsConfig,
+              start: swmcc.SWMcCParams, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Refit resampled (with replacement) sample means: arrays of parameters ``[n_boot, 6]``, v and v_slope."""
+    n = len(samples)
+    params, vf, vf_slope = [], [], []
+    for _ in range(cfg.n_bootstrap):
+        pick = rng.integers(0, n, size=n)
+        result = fit_bands(samples[pick].mean(axis=0), path, geometry, cfg, initial=start)
+        params.append(result.fit.params.to_array())
+        vf.append(result.vf_1e6_m_s)
+        vf_slope.append(result.vf_slope_1e6_m_s)
+    return {"params": np.array(params).reshape(-1, 6), "vf": np.array(vf), "vf_slope": np.array(vf_slope)}
+
+
+def convergence(samples: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg: BandsConfig,
+                start: swmcc.SWMcCParams, max_points: int = 12) -> dict[str, list]:
+    """v_F and the K-point bands from the first n samples, for n from 1 to N (about geometric steps)."""
+    n_total = len(samples)
+    ns = np.unique(np.round(np.geomspace(1, n_total, min(max_points, n_total))).astype(int))
+    out = {"n_samples": [], "vf_1e6_m_s": [], "bands_K_eV": [], "bands_K_err_eV": []}
+    for n in ns:
+        subset = samples[:n]
+        result = fit_bands(subset.mean(axis=0), path, geometry, cfg, initial=start)
+        out["n_samples"].append(int(n))
+        out["vf_1e6_m_s"].append(result.vf_1e6_m_s)
+        out["bands_K_eV"].append(subset[:, path.index_K].mean(axis=0).tolist())
+        out["bands_K_err_eV"].append(standard_error(subset[:, path.index_K]).tolist())
+    return out
+
+
+def _temperature_rng(seed: int, T: float) -> np.random.Generator:
+    # One stream per temperature, fixed by (seed, T): adding a temperature does not change the others.
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(T * 1000)),)))
+
+
+def analyse_temperature(T: float, samples: list[SampleBands], path: KPath, geometry: BilayerGeometry,
+                        cfg: BandsConfig) -> dict:
+    """Averages, SWMcC fit, bootstrap errors and convergence for one temperature (JSON-ready dict)."""
+    stack = np.array([s.bands for s in samples])  # [n_samples, n_k, 4]
+    mean, se = stack.mean(axis=0), standard_error(stack)
+    best = fit_bands(mean, path, geometry, cfg)
+    if not best.fit.success:
+        log.warning("bands: SWMcC fit at T = %s K did not converge: %s", T, best.fit.message)
+    params = best.fit.params
+    result = {"T_K": float(T), "n_samples": len(samples), "vf_1e6_m_s": best.vf_1e6_m_s,
+              "vf_slope_1e6_m_s": best.vf_slope_1e6_m_s, "params_eV": params.as_dict(),
+              "fit_errors_eV": best.fit.errors.as_dict(), "fit_covariance_eV2": best.fit.covariance.tolist(),
+              "fit_rms_eV": best.fit.rms_eV, "fit_success": best.fit.success}
+    boot = None
+    if len(samples) >= 2 and cfg.n_bootstrap >= 2:
+        boot = bootstrap(stack, path, geometry, cfg, params, _temperature_rng(cfg.seed, T))
+    nan = float("nan")
+    result["vf_err_1e6_m_s"] = float(boot["vf"].std(ddof=1)) if boot else nan
+    result["vf_slope_err_1e6_m_s"] = float(boot["vf_slope"].std(ddof=1)) if boot else nan
+    err = boot["params"].std(axis=0, ddof=1) if boot else np.full(6, nan)
+    result["params_err_eV"] = dict(zip(swmcc.PARAM_NAMES, map(float, err)))
+    result["bands_K_eV"] = mean[path.index_K].tolist()
+    result["bands_K_err_eV"] = se[path.index_K].tolist()
+    result["bands_mean_eV"] = mean.tolist()
+    result["bands_err_eV"] = se.tolist()
+    result["bands_fit_eV"] = swmcc.band_energies(path.k_2d, params, geometry.nn).tolist()
+    result["window_weight_mean"] = float(np.mean([s.window_weight for s in samples]))
+    result["sample_references_eV"] = [s.reference for s in samples]
+    result["sample_names"] = [s.name for s in samples]
+    result["convergence"] = convergence(stack, path, geometry, cfg, params)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stage
+
+
+CSV_COLUMNS = (["T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s", "vf_slope_1e6_m_s", "vf_slope_err_1e6_m_s"]
+               + [f"{p}_eV" for p in swmcc.PARAM_NAMES] + [f"{p}_err_eV" for p in swmcc.PARAM_NAMES]
+               + [f"band{b}_K{suffix}_eV" for b in range(1, N_BANDS + 1) for suffix in ("", "_err")])
+
+
+def csv_row(result: dict) -> dict:
+    """One ``vf.csv`` row from :func:`analyse_temperature`'s result."""
+    row = {key: result[key] for key in CSV_COLUMNS[:6]}
+    row.update({f"{p}_eV": result["params_eV"][p] for p in swmcc.PARAM_NAMES})
+    row.update({f"{p}_err_eV": result["params_err_eV"][p] for p in swmcc.PARAM_NAMES})
+    for b in range(N_BANDS):
+        row[f"band{b + 1}_K_eV"] = result["bands_K_eV"][b]
+        row[f"band{b + 1}_K_err_eV"] = result["bands_K_err_eV"][b]
+    return row
+
+
+def _read_structure(structure):
+    if hasattr(structure, "get_positions"):
+        return structure
+    from .structure_io import read_structure
+
+    return read_structure(structure)
+
+
+def _check_temperature(frame, T: float, source) -> None:
+    """A frame that records its temperature must be filed under that temperature."""
+    recorded = frame.info.get("temperature_K")
+    if recorded is not None and abs(float(recorded) - T) > 1e-6:
+        raise BandsError(f"{source}: frame {frame.name!r} was sampled at {recorded} K but is filed under {T} K")
+
+
+def _frames_sources(paths) -> list[Path]:
+    return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+
+
+def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
+        with_figures: bool = True) -> dict:
+    """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
+
+    Parameters
+    ----------
+    frames_paths_by_T : dict[float, path or list of paths]
+        Temperature (K) → frames file(s) (``docs/data.md``); every frame with H, S blocks is one thermal
+        sample of the supercell, its atoms in the order of ``supercell``.
+    primitive : path or ase.Atoms
+        The 4-atom AB bilayer primitive cell (extended XYZ, ``mlepi.structure_io``; the ``structure``
+        stage's ``primitive.extxyz``).
+    supercell : path or ase.Atoms
+        The undisplaced reference supercell the samples were displaced from, atoms in the order of the
+        frames (the ``displace`` stage's ``pristine.extxyz``).
+    config : dict
+        The ``bands`` config section (:class:`BandsConfig`); missing keys take their defaults.
+    out_dir : path
+        Output folder (created).
+    with_figures : bool
+        Also draw the three figures (default); False skips them (tests, quick looks).
+
+    Returns
+    -------
+    dict
+        The content of ``bands.json``.
+    """
+    cfg = BandsConfig.from_dict(config)
+    out_dir = Path(out_dir)
+    primitive, supercell = _read_structure(primitive), _read_structure(supercell)
+    geometry = bilayer_geometry(primitive)
+    mapping = map_supercell(primitive, supercell, tol=cfg.map_tol_A)
+    path = k_path(geometry, cfg.k_range_1_A, cfg.n_k)
+    energy_grid = np.linspace(cfg.spectral_emin_eV, cfg.spectral_emax_eV, cfg.n_energy)
+    results, spectra, basis_seen = [], {}, None
+    for T in sorted(frames_paths_by_T, key=float):
+        samples = []
+        for source in _frames_sources(frames_paths_by_T[T]):
+            frames = FramesFile(source)
+            if basis_seen is not None and frames.basis != basis_seen:
+                raise FramesFileError(f"{source}: basis differs from the other frames files")
+            basis_seen = frames.basis
+            for frame in frames:
+                _check_temperature(frame, float(T), source)
+                samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid, str(source)))
+        if not samples:
+            raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
+        log.info("bands: T = %s K, %d samples", T, len(samples))
+        result = analyse_temperature(float(T), samples, path, geometry, cfg)
+        result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
+        results.append(result)
+        spectra[float(T)] = np.mean([s.spectral for s in samples], axis=0)
+    cfg_dict = asdict(cfg)
+    document = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "units": UNITS, "config": cfg_dict,
+        "provenance": record(cfg_dict, seed=cfg.seed, inputs=[r["frames_files"] for r in results]),
+        "geometry": {"a_A": geometry.a, "nn_A": geometry.nn.tolist(), "K_2d_1_A": geometry.K_2d.tolist(),
+                     "plane": geometry.plane.tolist(), "K_reduced": path.k_reduced[path.index_K].tolist(),
+                     "supercell_matrix": mapping.supercell_matrix.tolist()},
+        "path": {"distance_1_A": path.distance.tolist(), "branch": path.branch.tolist(),
+                 "index_K": path.index_K, "k_reduced": path.k_reduced.tolist()},
+        "temperatures": results,
+    }
+    write_outputs(document, spectra, energy_grid, out_dir, with_figures)
+    return document
+
+
+def write_outputs(document: dict, spectra: dict, energy_grid: np.ndarray, out_dir: Path,
+                  with_figures: bool = True) -> None:
+    """``vf.csv``, ``bands.json``, ``spectral.h5`` and (``with_figures``) the three figures, each atomically."""
+    results = document["temperatures"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in csv_row(result).items()})
+    with atomic_path(out_dir / "vf.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    write_json(out_dir / "bands.json", _json_safe(document))
+    distance = np.array(document["path"]["distance_1_A"])
+    with atomic_path(out_dir / "spectral.h5") as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["schema"] = SPECTRAL_SCHEMA
+            h5.attrs["schema_version"] = SCHEMA_VERSION
+            h5.attrs["units"] = json.dumps(UNITS)
+            h5.attrs["provenance"] = json.dumps(document["provenance"], default=str)
+            h5.create_dataset("k_distance_1_A", data=distance)
+            h5.create_dataset("energy_eV", data=energy_grid)
+            for result in results:
+                g = h5.create_group(f"T_{result['T_K']:g}K")
+                g.attrs["T_K"] = result["T_K"]
+                g.attrs["n_samples"] = result["n_samples"]
+                g.create_dataset("A", data=spectra[result["T_K"]], compression="gzip")
+                g.create_dataset("bands_mean_eV", data=np.array(result["bands_mean_eV"]))
+                g.create_dataset("bands_err_eV", data=np.array(result["bands_err_eV"]))
+                g.create_dataset("bands_fit_eV", data=np.array(result["bands_fit_eV"]))
+    if not with_figures:
+        return
+    temps = [r["T_K"] for r in results]
+    figures.plot_spectral_function(distance, energy_grid, spectra, out_dir / "spectral_function.png",
+                                   bands={r["T_K"]: np.array(r["bands_mean_eV"]) for r in results},
+                                   model_bands={r["T_K"]: np.array(r["bands_fit_eV"]) for r in results})
+    figures.plot_vf(temps, [r["vf_1e6_m_s"] for r in results], [r["vf_err_1e6_m_s"] for r in results],
+                    out_dir / "vf.png", vf_slope=[r["vf_slope_1e6_m_s"] for r in results],
+                    vf_slope_err=[r["vf_slope_err_1e6_m_s"] for r in results])
+    figures.plot_convergence({r["T_K"]: r["convergence"] for r in results}, out_dir / "convergence.png",
+                             vf_err={r["T_K"]: r["vf_err_1e6_m_s"] for r in results})
+
+
+def _json_safe(value):
+    """NaN → None (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return None if np.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,125 @@
+"""The paper's figures (DESIGN.md §8), one ``plot_*`` function each, written atomically as files.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot, so that
+plotting needs no display and leaves no global state behind. Axis labels carry units.
+
+This part: band analysis (stage ``bands``): the unfolded spectral function at several temperatures, v_F(T),
+and convergence with the number of Monte Carlo samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
+
+from .provenance import atomic_path
+
+
+def _save(fig: Figure, path) -> None:
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150)
+
+
+def plot_spectral_function(k_distance, energies, spectra: Mapping[float, np.ndarray], path, *,
+                           bands: Mapping[float, np.ndarray] | None = None,
+                           model_bands: Mapping[float, np.ndarray] | None = None, max_columns: int = 4) -> None:
+    """Thermal-averaged A(k, E) near K, one panel per temperature.
+
+    Parameters
+    ----------
+    k_distance : array [n_k]
+        Signed |k − K| (1/Å): negative towards Γ, positive towards M.
+    energies : array [n_E]
+        Energy grid (eV) relative to the energy zero of the analysis.
+    spectra : mapping T (K) → array [n_k, n_E]
+        A(k, E) in 1/eV.
+    path : path
+        Output image (format from the suffix).
+    bands, model_bands : mapping T → array [n_k, n_bands], optional
+        Averaged band energies (markers) and fitted model bands (lines), eV.
+    """
+    temps = sorted(spectra)
+    n_col = min(len(temps), max_columns)
+    n_row = int(np.ceil(len(temps) / n_col))
+    fig = Figure(figsize=(3.2 * n_col + 0.8, 3.4 * n_row), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_row, n_col, sharey=True, squeeze=False)).ravel()
+    k = np.asarray(k_distance)
+    vmax = max(np.percentile(spectra[T], 99.5) for T in temps)
+    for ax, T in zip(axes, temps):
+        mesh = ax.pcolormesh(k, energies, np.asarray(spectra[T]).T, shading="nearest", cmap="magma",
+                             vmin=0.0, vmax=vmax, rasterized=True)
+        if model_bands is not None and T in model_bands:
+            ax.plot(k, model_bands[T], color="cyan", lw=0.8)
+        if bands is not None and T in bands:
+            ax.plot(k, bands[T], ls="none", marker=".", ms=2.5, color="white")
+        ax.set_title(f"T = {T:g} K")
+        ax.set_xlabel(r"$k - K$ (1/Å)  [Γ ← K → M]")
+        ax.set_ylim(energies[0], energies[-1])
+    for ax in axes[len(temps):]:
+        ax.set_visible(False)
+    for ax in axes[::n_col]:
+        ax.set_ylabel(r"$E - E_0$ (eV)")
+    fig.colorbar(mesh, ax=axes.tolist(), label=r"$A(k, E)$ (1/eV)")
+    _save(fig, path)
+
+
+def plot_vf(temperatures: Sequence[float], vf, vf_err, path, *, vf_slope=None, vf_slope_err=None,
+            label: str = "SWMcC fit", slope_label: str = "outer-band slope") -> None:
+    """v_F(T) (10^6 m/s) with error bars; optionally the outer-band-slope estimate beside it."""
+    fig = Figure(figsize=(4.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    T = np.asarray(temperatures, float)
+    ax.errorbar(T, vf, yerr=_finite(vf_err), marker="o", capsize=3, label=label)
+    if vf_slope is not None:
+        ax.errorbar(T, vf_slope, yerr=_finite(vf_slope_err) if vf_slope_err is not None else None,
+                    marker="s", capsize=3, ls="--", label=slope_label)
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel(r"$v_F$ ($10^6$ m/s)")
+    ax.legend(frameon=False)
+    _save(fig, path)
+
+
+def plot_convergence(convergence: Mapping[float, dict], path, *, vf_err: Mapping[float, float] | None = None) -> None:
+    """v_F and the K-point band energies against the number of Monte Carlo samples, per temperature.
+
+    ``convergence[T]`` holds lists ``n_samples``, ``vf_1e6_m_s``, ``bands_K_eV`` ``[n, 4]`` and
+    ``bands_K_err_eV`` ``[n, 4]`` (as written by :func:`mlepi.bands.convergence`); ``vf_err[T]`` (10^6 m/s),
+    the bootstrap error of the final value, is drawn as a band around it. The right panel shows each band
+    energy at K relative to its value from all samples, so the four bands share one scale.
+    """
+    fig = Figure(figsize=(8.5, 3.4), layout="constrained")
+    ax_v, ax_e = fig.subplots(1, 2)
+    markers = "os^v"
+    for T in sorted(convergence):
+        c = convergence[T]
+        n = np.asarray(c["n_samples"])
+        line, = ax_v.plot(n, c["vf_1e6_m_s"], marker="o", ms=3, label=f"{T:g} K")
+        if vf_err is not None and np.isfinite(vf_err.get(T, np.nan)):
+            v = c["vf_1e6_m_s"][-1]
+            ax_v.axhspan(v - vf_err[T], v + vf_err[T], color=line.get_color(), alpha=0.15)
+        e, err = np.asarray(c["bands_K_eV"]), np.asarray(c["bands_K_err_eV"], float)
+        for b in range(e.shape[1]):
+            ax_e.errorbar(n, 1e3 * (e[:, b] - e[-1, b]), yerr=1e3 * _finite(err[:, b]), marker=markers[b % 4],
+                          ms=3, capsize=2, lw=0.8, color=line.get_color(),
+                          label=f"band {b + 1}" if T == min(convergence) else None)
+    for ax in (ax_v, ax_e):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("number of samples")
+    ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
+    ax_e.set_ylabel(r"$E_b(K; n) - E_b(K; N)$ (meV)")
+    ax_v.legend(frameon=False, fontsize="small")
+    ax_e.legend(frameon=False, fontsize="small")
+    _save(fig, path)
+
+
+def _finite(err):
+    if err is None:
+        return None
+    err = np.asarray(err, float)
+    return np.where(np.isfinite(err), err, 0.0)

@@ -1,0 +1,152 @@
+"""Stage ``infer`` and command ``predict``: HedgeNet predictions for structures, written as a frames file.
+
+For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the block edges of
+:func:`mlepi.graph.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
+bands: :func:`mlepi.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
+electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
+on. Both k mesh and width default to the DFT parameters stored in the model (``model.metadata['dft_parameters']``,
+see :func:`occupation_settings`); pass them explicitly when the structures are a different supercell than the
+training frames, because the stored mesh belongs to the training cell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.dft.kpoints import monkhorst_pack
+
+from . import tb
+from .frames import Frame, write_frames
+from .graph import block_edges, frame_to_data
+from .model import HedgeNet
+from .provenance import record
+
+
+def kpoint_mesh(size, gamma: bool = True) -> np.ndarray:
+    """Reduced k points ``[n_k, 3]`` of a Monkhorst-Pack mesh of ``size`` (3 ints), Gamma-centred if ``gamma``."""
+    size = np.asarray(size, dtype=int)
+    kpts = monkhorst_pack(size)
+    if gamma:
+        kpts = kpts + np.where(size % 2 == 0, 0.5 / size, 0.0)  # even meshes: shift Gamma onto the mesh
+    return kpts
+
+
+def occupation_settings(dft_parameters: dict) -> tuple[tuple[int, int, int] | None, bool, float | None]:
+    """(k mesh size, Gamma-centred, Fermi-Dirac width in eV) from stored DFT parameters; None where absent.
+
+    Reads GPAW-style settings: ``kpts`` as ``[n1, n2, n3]`` or ``{"size": [...], "gamma": bool}``, and the width
+    as ``occupations.width`` (GPAW's ``{"name": "fermi-dirac", "width": w}``) or a top-level ``width``.
+    """
+    p = dft_parameters or {}
+    kpts, gamma = p.get("kpts"), True
+    if isinstance(kpts, dict):
+        gamma = bool(kpts.get("gamma", True))
+        kpts = kpts.get("size")
+    size = tuple(int(n) for n in kpts) if kpts is not None and len(kpts) == 3 else None
+    occ = p.get("occupations")
+    width = occ.get("width") if isinstance(occ, dict) else p.get("width")
+    return size, gamma, (None if width is None else float(width))
+
+
+def _info(atoms_info: dict) -> dict:
+    """The JSON-serialisable entries of ``atoms.info`` (temperature_K, seed, sample_index, ...)."""
+    info = {}
+    for key, value in atoms_info.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        value = value.tolist() if isinstance(value, np.ndarray) else value
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        info[key] = value
+    return info
+
+
+def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool | None = None,
+                   width: float | None = None, fermi_level: bool = True, device="cpu",
+                   dtype: torch.dtype = torch.float64) -> list[Frame]:
+    """Model frames for ``atoms_list`` (each with ``arrays['layer']``).
+
+    Parameters
+    ----------
+    model : a trained HedgeNet (``HedgeNet.load``).
+    atoms_list, names : structures and their unique frame names.
+    kpts : k mesh size (3 ints) for the Fermi level; default from the model's DFT parameters.
+    gamma : Gamma-centred mesh; default from the DFT parameters (True if unstated).
+    width : Fermi-Dirac width (eV); default from the DFT parameters.
+    fermi_level : compute the Fermi level (costs one generalized eigenproblem per k point).
+    device, dtype : where and in which precision to evaluate (float64 by default: exact for a float32-trained
+        model and smooth for finite differences of forces).
+
+    Returns
+    -------
+    list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``.
+    """
+    basis = model.basis
+    size, gamma_dft, width_dft = occupation_settings(model.metadata.get("dft_parameters", {}))
+    size = size if kpts is None else tuple(int(n) for n in kpts)
+    gamma = gamma_dft if gamma is None else gamma
+    width = width_dft if width is None else float(width)
+    if fermi_level and (size is None or width is None):
+        raise ValueError("the model stores no DFT k mesh or occupation width "
+                         f"(dft_parameters: {model.metadata.get('dft_parameters')}); pass kpts= and width=")
+    model = model.to(device=device, dtype=dtype).eval()
+    cfg = model.config
+    frames = []
+    for atoms, name in zip(atoms_list, names, strict=True):
+        frame = Frame.from_atoms(name, atoms, info=_info(atoms.info))
+        frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
+                                                         basis)
+        data = frame_to_data(frame, basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False).to(device)
+        with torch.no_grad():
+            out = model(data, forces=True)
+        frame.energy = float(out["energy"][0])
+        frame.forces = out["forces"].detach().cpu().double().numpy()
+        frame.H = out["H"].detach().cpu().double().numpy()
+        frame.S = out["S"].detach().cpu().double().numpy()
+        if fermi_level:
+            frame.fermi_level = _fermi_level(frame, basis, kpoint_mesh(size, gamma), width)
+        frames.append(frame)
+    return frames
+
+
+def _fermi_level(frame: Frame, basis: dict, kpts: np.ndarray, width: float) -> float:
+    valence = {int(z): float(v) for z, v in basis["valence"].items()}
+    n_electrons = sum(valence[int(z)] for z in frame.numbers)
+    try:
+        bands = tb.eigenvalues(frame, basis, kpts)
+    except np.linalg.LinAlgError as err:
+        raise ValueError(f"frame {frame.name!r}: predicted S(k) is not positive definite ({err}); the model is not "
+                         "trained well enough for this structure") from None
+    return tb.fermi_level(bands, n_electrons, width)
+
+
+def run(model_path, structures_path, out_path, *, kpts=None, width: float | None = None, device="cpu") -> None:
+    """Predict every structure of an extended-XYZ file (one or many frames) into a frames file.
+
+    Parameters
+    ----------
+    model_path : ``model.pt`` written by ``mlepi train``.
+    structures_path : extended XYZ with a per-atom ``layer`` column; ``atoms.info`` (temperature_K, seed,
+        sample_index, name, ...) is carried into each frame's ``info``; frame names are ``info['name']`` or
+        ``frame_0000``, ``frame_0001``, ...
+    out_path : frames file to write (``source='hedgenet'``).
+    kpts, width : k mesh size and Fermi-Dirac width (eV) for the Fermi level; default from the model.
+    """
+    import ase.io
+
+    model = HedgeNet.load(model_path, map_location=device)
+    atoms_list = ase.io.read(structures_path, index=":")
+    names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
+    frames = predict_frames(model, atoms_list, names, kpts=kpts, width=width, device=device)
+    size, gamma, width_dft = occupation_settings(model.metadata.get("dft_parameters", {}))
+    settings = {"model_path": str(model_path), "kpts": list(kpts) if kpts is not None else size,
+                "width": width if width is not None else width_dft}
+    parameters = {"model": "hedgenet", "model_config": model.config, **settings,
+                  "dft_parameters": model.metadata.get("dft_parameters"),
+                  "model_provenance": model.metadata.get("provenance")}
+    write_frames(out_path, frames, basis=model.basis, source="hedgenet", parameters=parameters,
+                 provenance=record(settings, structures=str(structures_path)))

@@ -1,0 +1,497 @@
+"""HedgeNet: heterogeneous message passing for energies, forces and LCAO Hamiltonian/overlap blocks.
+
+Architecture (first version)
+----------------------------
+- **Embeddings.** Each atom starts from a learned embedding of its species. ``num_interactions`` interaction
+  layers then add messages from neighbours. A message along edge (i, j) is a continuous filter of the bond
+  length (Bessel radial basis times a smooth polynomial envelope that vanishes with two continuous derivatives at
+  the cutoff) multiplied with a linear map of h_j. **Intra-layer and inter-layer edges have separate filter and
+  message modules** (``heterogeneous: true``), each with its own cutoff (``cutoff_intra``, ``cutoff_inter``);
+  their aggregated messages are summed into one update of h_i. With ``heterogeneous: false`` one shared module
+  takes all edges (same edges, same cutoffs, same features): the ablation of the paper's central idea.
+- **Energy and forces.** E = sum_i [E0(Z_i) + s * e(h_i)], with per-species reference energies E0 and a scale
+  s set from the training data (then learned / fixed, see :meth:`HedgeNet.set_standardisation`). Forces are
+  -dE/dx by autograd, so force constants are second derivatives of one energy, consistent by construction.
+- **Hamiltonian blocks.** For every block edge (i, j, R) (``graph.block_edges``): on-site blocks (i, i, 0) from
+  h_i and angular moments of i's neighbourhood; off-site blocks from (h_i, h_j, bond length) contracted with all
+  monomials of the bond direction n up to degree ``angular_degree`` (default 2 l_max), times an envelope that
+  vanishes at rc_i + rc_j. Separate intra/inter off-site heads when heterogeneous.
+- **Overlap.** S is exactly a two-centre integral: S_ij(R) depends only on the two species and the bond
+  vector, not on the environment or the density. HedgeNet therefore predicts S from (species pair, bond length,
+  bond direction) alone, with no message passing, and on-site S blocks are a per-species constant matrix (the
+  overlap of an atom's own orbitals). This is cheaper and cannot overfit environment noise; computing S from
+  the basis functions themselves (GPAW's two-centre integrals) would be exact and is a possible later route.
+
+What is guaranteed and what is not
+----------------------------------
+Guaranteed by construction (tests in ``tests/test_model.py``):
+
+- permutation equivariance of all outputs; invariance under lattice translations and under re-wrapping an atom
+  into another periodic image (blocks follow their (i, j, R) label);
+- energy invariant and forces equivariant under rotations and reflections (messages see only distances);
+- forces = -dE/dx exactly (autograd), smooth (C2) in positions within the graph;
+- Hermiticity H_ij(R) = H_ji(-R)^T and S_ij(R) = S_ji(-R)^T exactly: every off-site block is
+  1/2 [g(i, j, r) + g(j, i, -r)^T] and every on-site block is symmetrised;
+- blocks are zero outside each atom's orbital count (zero-padded layout of ``docs/data.md``) and vanish
+  smoothly at |r| = rc_i + rc_j.
+
+Not guaranteed: rotation covariance of H and S blocks (D^l(Q) H D^l'(Q)^T). The off-site form, a polynomial in
+the bond direction of degree 2 l_max with coefficients depending on invariants, contains the exact
+Slater-Koster two-centre form, so the model *can* represent covariant blocks, but it learns them only as well
+as the data cover orientations. The embeddings are rotation invariant, so environment anisotropy enters H only
+through the bond direction and the on-site angular moments. An e3nn version will make this exact.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .frames import orbital_counts
+from .graph import INTER, INTRA
+from .provenance import atomic_path
+
+MODEL_SCHEMA = "mlepi.hedgenet"
+MODEL_SCHEMA_VERSION = 1
+
+MODEL_DEFAULTS = {
+    "cutoff_intra": 4.0,  # Angstrom: graphene 1st-4th neighbours (1.42, 2.46, 2.84, 3.76)
+    "cutoff_inter": 4.5,  # Angstrom: AB dimer 3.35, skew gamma3/gamma4 pairs 3.64, next shell 4.16
+    "hidden": 48,
+    "n_rbf": 8,
+    "num_interactions": 2,
+    "heterogeneous": True,
+    "angular_degree": None,  # None: 2 * l_max of the basis (enough for the Slater-Koster form)
+}
+
+
+def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
+    """``section`` with missing keys filled from ``defaults``; unknown keys are an error."""
+    section = dict(section or {})
+    unknown = sorted(set(section) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown key(s) in config section {name!r}: {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **section}
+
+
+# ---------------------------------------------------------------------------------------------------- features
+def envelope(x: torch.Tensor) -> torch.Tensor:
+    """Polynomial cutoff (p = 6) of x = r / r_cut: 1 at 0, 0 with value, slope and curvature at x >= 1.
+
+    C2 smoothness keeps force constants (second derivatives of E) continuous when a neighbour crosses the cutoff.
+    """
+    p = 6.0
+    x = x.clamp(min=0.0, max=1.0)
+    u = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    return u
+
+
+class BesselBasis(nn.Module):
+    """Radial basis sqrt(2/r_max) sin(n pi r / r_max) / r, n = 1..n_rbf; input r [E] (Å), output [E, n_rbf]."""
+
+    def __init__(self, n_rbf: int, r_max: float):
+        super().__init__()
+        self.r_max = float(r_max)
+        self.register_buffer("freq", math.pi * torch.arange(1, n_rbf + 1) / self.r_max)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        r = r.unsqueeze(-1)  # [E, 1]
+        return math.sqrt(2.0 / self.r_max) * torch.sin(self.freq.to(r.dtype) * r) / r  # [E, n_rbf]
+
+
+def monomial_exponents(degree: int) -> torch.Tensor:
+    """Exponents (a, b, c) of all monomials x^a y^b z^c of total degree <= ``degree``, ``[n_ang, 3]``."""
+    exps = [e for e in product(range(degree + 1), repeat=3) if sum(e) <= degree]
+    exps.sort(key=lambda e: (sum(e), [-k for k in e]))
+    return torch.tensor(exps, dtype=torch.long)
+
+
+def angular_features(unit: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """Monomials of the unit vector, ``unit`` [E, 3] -> [E, n_ang] (first column is 1)."""
+    degree = int(exponents.max()) if len(exponents) else 0
+    powers = torch.stack([unit**k for k in range(degree + 1)], dim=1)  # [E, degree + 1, 3]
+    cols = [powers[:, exponents[:, c], c] for c in range(3)]  # 3 x [E, n_ang]
+    return cols[0] * cols[1] * cols[2]
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, *, final_activation: bool = False) -> nn.Sequential:
+    """Two-layer perceptron with SiLU (smooth, so second derivatives exist)."""
+    layers = [nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out)]
+    if final_activation:
+        layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------- message passing
+class EdgeConv(nn.Module):
+    """Continuous-filter convolution over one edge kind: m_i = sum_j W(rbf_ij) * f(r_ij) * (A h_j) / <n>.
+
+    No bias after the sum, so a kind with no edges contributes exactly zero (and gets zero gradient).
+    """
+
+    def __init__(self, hidden: int, n_rbf: int):
+        super().__init__()
+        self.filter = mlp(n_rbf, hidden, hidden)
+        self.source = nn.Linear(hidden, hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, h, edge_index, rbf, env, norm):
+        # h [n_atoms, hidden]; edge_index [2, E] (message j -> i); rbf [E, n_rbf]; env [E]
+        i, j = edge_index
+        msg = self.filter(rbf) * env.unsqueeze(-1) * self.source(h)[j]  # [E, hidden]
+        agg = torch.zeros_like(h).index_add_(0, i, msg) / norm  # [n_atoms, hidden]
+        return self.out(agg)
+
+
+class Interaction(nn.Module):
+    """One interaction layer: per-kind convolutions, summed, then a residual update of h."""
+
+    def __init__(self, hidden: int, n_rbf: int, kinds: tuple[str, ...]):
+        super().__init__()
+        self.convs = nn.ModuleDict({k: EdgeConv(hidden, n_rbf) for k in kinds})
+        self.update = mlp(2 * hidden, hidden, hidden)
+
+    def forward(self, h, groups: dict):
+        m = sum(conv(h, *groups[kind]) for kind, conv in self.convs.items())  # [n_atoms, hidden]
+        return h + self.update(torch.cat([h, m], dim=-1))
+
+
+# ------------------------------------------------------------------------------------------------ block readouts
+class BondBlock(nn.Module):
+    """Raw off-site block g(a, b, r) = sum_{k,c} A_k(n) z_c(a, b, |r|) W[k, c, :, :], ``[E, n_orb, n_orb]``.
+
+    A_k are the monomials of the bond direction n; z an MLP of the two atom features and the radial basis. The
+    MLP's first layer is split into per-atom projections of a and b plus one of the radial basis, so the wide
+    part runs once per atom instead of once per edge.
+    """
+
+    def __init__(self, n_node: int, hidden: int, n_rbf: int, n_ang: int, n_orb: int):
+        super().__init__()
+        self.n_orb = n_orb
+        self.src = nn.Linear(n_node, hidden)
+        self.dst = nn.Linear(n_node, hidden, bias=False)
+        self.radial = nn.Linear(n_rbf, hidden, bias=False)
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.weight = nn.Parameter(torch.randn(n_ang * hidden, n_orb * n_orb) / math.sqrt(n_ang * hidden))
+
+    def forward(self, feat, src, dst, rbf, ang):
+        # feat [n_atoms, n_node]; src, dst [E] atom indices; rbf [E, n_rbf]; ang [E, n_ang]
+        z = self.mlp(self.src(feat)[src] + self.dst(feat)[dst] + self.radial(rbf))  # [E, hidden]
+        n_edges, (n_ang, hidden) = len(z), (ang.shape[1], z.shape[1])
+        if self.n_orb**2 < hidden:
+            # Same sum, contracted in the cheaper order for small blocks: (z W_k) first, then over k.
+            w = self.weight.view(n_ang, hidden, -1).transpose(0, 1).reshape(hidden, -1)  # [hidden, n_ang * n^2]
+            out = torch.einsum("ek,eka->ea", ang, (z @ w).view(n_edges, n_ang, -1))
+        else:
+            out = (ang.unsqueeze(-1) * z.unsqueeze(1)).flatten(1) @ self.weight  # [E, n_orb^2]
+        return out.view(-1, self.n_orb, self.n_orb)  # [E, n_orb, n_orb]
+
+
+class OnsiteBlock(nn.Module):
+    """Raw on-site block from h_i and the angular moments of i's neighbourhood, ``[n_atoms, n_orb, n_orb]``.
+
+    M[i, k, c] = sum_j A_k(n_ij) R_c(r_ij) f(r_ij) / <n> over message-passing edges carries the local anisotropy
+    (crystal field) that the rotation-invariant h_i lacks.
+    """
+
+    def __init__(self, hidden: int, n_rbf: int, n_ang: int, n_orb: int):
+        super().__init__()
+        self.n_orb = n_orb
+        self.radial = nn.Linear(n_rbf, hidden, bias=False)
+        self.mlp = mlp(hidden, hidden, hidden, final_activation=True)
+        self.w_scalar = nn.Linear(hidden, n_orb * n_orb)
+        self.w_moment = nn.Parameter(torch.randn(n_ang * hidden, n_orb * n_orb) / math.sqrt(n_ang * hidden))
+
+    def forward(self, h, edge_index, rbf, env, ang, norm):
+        i = edge_index[0]
+        w = self.radial(rbf) * env.unsqueeze(-1)  # [E, hidden]
+        moments = h.new_zeros(h.shape[0], ang.shape[1], w.shape[1])  # [n_atoms, n_ang, hidden]
+        moments = moments.index_add_(0, i, ang.unsqueeze(-1) * w.unsqueeze(1)) / norm
+        z = self.mlp(h)  # [n_atoms, hidden]
+        out = self.w_scalar(z) + (moments * z.unsqueeze(1)).flatten(1) @ self.w_moment  # [n_atoms, n_orb^2]
+        return out.view(-1, self.n_orb, self.n_orb)
+
+
+def reverse_edges(i: torch.Tensor, j: torch.Tensor, cell_shift: torch.Tensor, n_atoms: int
+                  ) -> torch.Tensor | None:
+    """Position of the reverse (j, i, -R) of each edge (i, j, R), ``[E]``, or None if any is missing."""
+    if len(i) == 0:
+        return torch.zeros(0, dtype=torch.long, device=i.device)
+    m = int(cell_shift.abs().max()) + 1
+    base = 2 * m + 1
+
+    def key(a, b, shift):
+        k = a * n_atoms + b
+        for c in range(3):
+            k = k * base + (shift[:, c] + m)
+        return k
+
+    keys = key(i, j, cell_shift)
+    sorted_keys, order = torch.sort(keys)
+    wanted = key(j, i, -cell_shift)
+    pos = torch.searchsorted(sorted_keys, wanted).clamp(max=len(keys) - 1)
+    if not bool((sorted_keys[pos] == wanted).all()):
+        return None
+    return order[pos]
+
+
+# --------------------------------------------------------------------------------------------------------- model
+class HedgeNet(nn.Module):
+    """Heterogeneous edge network for E, F, H(R) and S(R) of LCAO calculations (see the module docstring).
+
+    Parameters
+    ----------
+    config : dict
+        The ``model`` config section (keys of ``MODEL_DEFAULTS``; missing keys take the defaults).
+    basis : dict
+        The frames-file basis description (``orbitals``, ``rcut``, ``valence`` per element Z); fixes the species,
+        the orbital layout (n_orb_max) and the block range rc_i + rc_j.
+    """
+
+    def __init__(self, config: dict, basis: dict):
+        super().__init__()
+        self.config = resolve_config(config, MODEL_DEFAULTS, "model")
+        self.basis = basis
+        self.metadata: dict = {}
+        cfg = self.config
+        self.species = sorted(int(z) for z in basis["orbitals"])
+        n_species = len(self.species)
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[self.species] = torch.arange(n_species)
+        self.register_buffer("species_of_z", lookup)
+        self.register_buffer("n_orb_of_species", torch.as_tensor(orbital_counts(self.species, basis)))
+        rcut = {int(z): float(r) for z, r in basis["rcut"].items()}
+        self.register_buffer("rcut_of_species", torch.tensor([rcut[z] for z in self.species]))  # Angstrom
+        self.n_orb = int(self.n_orb_of_species.max())
+        l_max = max(l for orbs in basis["orbitals"].values() for _, l in orbs)
+        degree = 2 * l_max if cfg["angular_degree"] is None else int(cfg["angular_degree"])
+        self.register_buffer("exponents", monomial_exponents(degree))
+        n_ang = len(self.exponents)
+
+        hidden, n_rbf = int(cfg["hidden"]), int(cfg["n_rbf"])
+        self.kinds = ("intra", "inter") if cfg["heterogeneous"] else ("shared",)
+        self.embedding = nn.Embedding(n_species, hidden)
+        self.rbf = BesselBasis(n_rbf, max(cfg["cutoff_intra"], cfg["cutoff_inter"]))
+        self.interactions = nn.ModuleList(Interaction(hidden, n_rbf, self.kinds)
+                                          for _ in range(int(cfg["num_interactions"])))
+        self.energy_head = mlp(hidden, hidden, 1)
+
+        block_range = 2.0 * float(self.rcut_of_species.max())
+        self.block_rbf = BesselBasis(n_rbf, block_range)
+        self.H_bond = nn.ModuleDict({k: BondBlock(hidden, hidden, n_rbf, n_ang, self.n_orb) for k in self.kinds})
+        self.H_onsite = OnsiteBlock(hidden, n_rbf, n_ang, self.n_orb)
+        # Overlap: two-centre, so only species embeddings and bond geometry (no message passing).
+        n_s = max(4, hidden // 4)
+        self.S_species = nn.Embedding(n_species, n_s)
+        self.S_bond = BondBlock(n_s, hidden, n_rbf, n_ang, self.n_orb)
+
+        # Standardisation, fixed from training data by set_standardisation and saved with the weights. Shifts
+        # in eV are buffers, not parameters: an optimizer step of lr in absolute eV would be far coarser than
+        # the meV/atom accuracy wanted; the network learns the residual in units of the scales.
+        self.register_buffer("energy_shift", torch.zeros(n_species))  # eV per atom, E0(Z)
+        self.register_buffer("energy_scale", torch.tensor(1.0))  # eV
+        self.register_buffer("avg_neighbors", torch.ones(3))  # intra, inter, all
+        self.register_buffer("H_onsite_mean", torch.zeros(n_species, self.n_orb, self.n_orb))  # eV
+        self.register_buffer("H_scale", torch.tensor(1.0))  # eV
+        # On-site S is the overlap of an atom's own orbitals: a per-species constant, taken from the data.
+        self.register_buffer("S_onsite", torch.eye(self.n_orb).repeat(n_species, 1, 1) * self._species_mask())
+        self.register_buffer("S_scale", torch.tensor(0.1))
+
+    # ------------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, config: dict, basis: dict) -> "HedgeNet":
+        """A fresh model from the ``model`` config section and the dataset's basis description."""
+        return cls(config, basis)
+
+    def save(self, path, **metadata) -> None:
+        """Write config, basis, weights and ``metadata`` (e.g. DFT parameters, provenance) atomically."""
+        state = {"schema": MODEL_SCHEMA, "schema_version": MODEL_SCHEMA_VERSION, "config": self.config,
+                 "basis": self.basis, "metadata": {**self.metadata, **metadata},
+                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> "HedgeNet":
+        """A model written by :meth:`save`, in eval mode; ``model.metadata`` holds the saved metadata."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such model file; run `mlepi train` first")
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict) or state.get("schema") != MODEL_SCHEMA:
+            raise ValueError(f"{path}: not a HedgeNet model file (schema {MODEL_SCHEMA!r} expected)")
+        if state["schema_version"] != MODEL_SCHEMA_VERSION:
+            raise ValueError(f"{path}: model schema_version {state['schema_version']}, this mlepi reads "
+                             f"{MODEL_SCHEMA_VERSION}; retrain the model")
+        model = cls(state["config"], state["basis"])
+        dtype = next(v.dtype for v in state["state_dict"].values() if v.is_floating_point())
+        model.to(dtype)  # keep the precision the weights were saved in
+        model.load_state_dict(state["state_dict"])
+        model.metadata = state["metadata"]
+        return model.eval()
+
+    def set_standardisation(self, stats: dict) -> None:
+        """Set output shifts and scales from training statistics (keys as returned by ``train.statistics``)."""
+        with torch.no_grad():
+            for key in ("energy_shift", "energy_scale", "avg_neighbors", "H_onsite_mean", "H_scale",
+                        "S_onsite", "S_scale"):
+                if key in stats:
+                    getattr(self, key).copy_(torch.as_tensor(np.asarray(stats[key])))
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def _species_mask(self) -> torch.Tensor:
+        n = self.n_orb_of_species  # [n_species]
+        rows = torch.arange(self.n_orb)
+        valid = rows.unsqueeze(0) < n.unsqueeze(1)  # [n_species, n_orb]
+        return (valid.unsqueeze(2) & valid.unsqueeze(1)).to(torch.get_default_dtype())
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Species index of each atom, ``[n_atoms]``; fails for an element the basis does not describe."""
+        if int(numbers.max()) >= len(self.species_of_z) or bool((self.species_of_z[numbers] < 0).any()):
+            raise ValueError(f"structure contains elements {sorted(set(numbers.tolist()))} but the model's basis "
+                             f"only has {self.species}")
+        return self.species_of_z[numbers]
+
+    def block_mask(self, numbers: torch.Tensor, block_edge_index: torch.Tensor) -> torch.Tensor:
+        """True where a padded block element is a real orbital pair, ``[n_blocks, n_orb, n_orb]``."""
+        n = self.n_orb_of_species[self.species_index(numbers)]  # [n_atoms]
+        rows = torch.arange(self.n_orb, device=n.device)
+        valid = rows.unsqueeze(0) < n.unsqueeze(1)  # [n_atoms, n_orb]
+        i, j = block_edge_index
+        return valid[i].unsqueeze(2) & valid[j].unsqueeze(1)
+
+    @staticmethod
+    def _bond_vectors(pos, cell, batch, edge_index, cell_shift):
+        i, j = edge_index
+        offset = torch.einsum("ec,ecd->ed", cell_shift.to(pos.dtype), cell[batch[i]])  # [E, 3]
+        return pos[j] - pos[i] + offset  # [E, 3] Angstrom
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def forward(self, data, *, forces: bool = True, create_graph: bool = False, blocks: bool = True) -> dict:
+        """Predict from a graph (``graph.frame_to_data``, batched or not).
+
+        Parameters
+        ----------
+        forces : compute forces = -dE/dpos (autograd).
+        create_graph : keep the graph of the force computation (training on forces, Hessians).
+        blocks : compute H and S for the block edges.
+
+        Returns
+        -------
+        dict with ``energy`` [n_graphs] eV, ``node_energy`` [n_atoms] eV, ``forces`` [n_atoms, 3] eV/Å,
+        ``H`` [n_blocks, n_orb, n_orb] eV and ``S`` (same, 1), zero outside each atom's orbitals.
+        """
+        dtype = self.energy_scale.dtype
+        # A caller that already tracks pos (Hessians, external derivatives) keeps its graph.
+        pos = data.pos if data.pos.requires_grad else data.pos.detach().to(dtype).requires_grad_(forces)
+        pos = pos.to(dtype)  # [n_atoms, 3]
+        n_atoms = pos.shape[0]
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            batch = torch.zeros(n_atoms, dtype=torch.long, device=pos.device)
+        cell = data.cell.to(dtype).view(-1, 3, 3)  # [n_graphs, 3, 3]
+        n_graphs = cell.shape[0]
+        species = self.species_index(data.numbers)  # [n_atoms]
+
+        with torch.enable_grad():
+            vec = self._bond_vectors(pos, cell, batch, data.edge_index, data.edge_cell_shift)  # [E, 3]
+            r = vec.norm(dim=-1)  # [E]
+            rbf = self.rbf(r)  # [E, n_rbf]
+            cut = torch.where(data.edge_type == INTRA, self.config["cutoff_intra"], self.config["cutoff_inter"])
+            env = envelope(r / cut.to(dtype))  # [E]
+            groups = self._edge_groups(data.edge_index, data.edge_type, rbf, env)
+            h = self.embedding(species)  # [n_atoms, hidden]
+            for interaction in self.interactions:
+                h = interaction(h, groups)
+            node_energy = self.energy_shift[species] + self.energy_scale * self.energy_head(h).squeeze(-1)
+            energy = node_energy.new_zeros(n_graphs).index_add_(0, batch, node_energy)  # [n_graphs]
+            total = energy.sum()  # inside enable_grad: forces work under an outer no_grad (inference)
+        if not torch.is_grad_enabled():  # the caller asked for no graph; energies were built with one for forces
+            energy, node_energy = energy.detach(), node_energy.detach()
+        out = {"energy": energy, "node_energy": node_energy}
+        if forces:
+            # Keep the graph when a later backward may pass through it (H loss in training).
+            keep = create_graph or (blocks and torch.is_grad_enabled())
+            (grad,) = torch.autograd.grad(total, pos, create_graph=create_graph, retain_graph=keep)
+            out["forces"] = -grad  # [n_atoms, 3]
+        if blocks:
+            out.update(self._blocks(data, pos, cell, batch, species, h, vec, r, rbf, env))
+        return out
+
+    def _edge_groups(self, edge_index, edge_type, rbf, env) -> dict:
+        """Edges per module kind with their features and mean-neighbour normalisation."""
+        if self.kinds == ("shared",):
+            return {"shared": (edge_index, rbf, env, self.avg_neighbors[2])}
+        groups = {}
+        for kind, code in (("intra", INTRA), ("inter", INTER)):
+            sel = edge_type == code
+            groups[kind] = (edge_index[:, sel], rbf[sel], env[sel], self.avg_neighbors[code])
+        return groups
+
+    def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env) -> dict:
+        """H and S on the block edges (see the module docstring for the construction)."""
+        block_index = data.block_edge_index  # [2, B]
+        n_blocks = block_index.shape[1]
+        # Blocks depend on positions directly only when the caller tracks pos (dH/du for electron-phonon
+        # couplings); otherwise the bond geometry is detached, which spares the training backward pass the
+        # unused gradient with respect to positions.
+        geometry_pos = pos if data.pos.requires_grad else pos.detach()
+        bvec = self._bond_vectors(geometry_pos, cell, batch, block_index, data.block_cell_shift)  # [B, 3]
+        i, j = block_index
+        onsite = (i == j) & (data.block_cell_shift == 0).all(dim=1)  # [B]
+        H = bvec.new_zeros(n_blocks, self.n_orb, self.n_orb)
+        S = bvec.new_zeros(n_blocks, self.n_orb, self.n_orb)
+
+        # On-site: per-species mean plus an environment-dependent, symmetrised correction.
+        ang_mp = angular_features(vec / r.unsqueeze(-1), self.exponents)  # [E, n_ang]
+        raw = self.H_onsite(h, data.edge_index, rbf, env, ang_mp, self.avg_neighbors[2])  # [n_atoms, n, n]
+        raw = 0.5 * (raw + raw.transpose(1, 2))
+        H_atom = self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2)
+        H_atom = 0.5 * H_atom[species] + self.H_scale * raw  # [n_atoms, n, n]
+        S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
+        H = H.index_put((onsite.nonzero().squeeze(1),), H_atom[i[onsite]])
+        S = S.index_put((onsite.nonzero().squeeze(1),), S_atom[i[onsite]])
+
+        # Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T] is Hermitian by construction. g is evaluated
+        # once per edge; the reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for block edges
+        # of docs/data.md), otherwise it is evaluated directly.
+        off = (~onsite).nonzero().squeeze(1)  # [B_off]
+        io, jo = i[off], j[off]
+        bv = bvec[off]
+        br = bv.norm(dim=-1)  # [B_off]
+        unit = bv / br.unsqueeze(-1)
+        ang = angular_features(unit, self.exponents)  # [B_off, n_ang]
+        brbf = self.block_rbf(br)  # [B_off, n_rbf]
+        benv = envelope(br / (self.rcut_of_species[species[io]] + self.rcut_of_species[species[jo]]))
+        same_layer = data.layer[io] == data.layer[jo]
+        es = self.S_species(species)  # [n_atoms, n_s]
+        rev = reverse_edges(io, jo, data.block_cell_shift[off], len(species))
+
+        def bond_blocks(src, dst, sign):
+            """g(src, dst, sign * r) for H (per edge kind) and S, [B_off, n_orb, n_orb] each."""
+            ang_s = ang if sign > 0 else angular_features(-unit, self.exponents)
+            g_H = bv.new_zeros(len(off), self.n_orb, self.n_orb)
+            for kind, head in self.H_bond.items():
+                sel = same_layer if kind == "intra" else ~same_layer if kind == "inter" else torch.ones_like(same_layer)
+                sel = sel.nonzero().squeeze(1)
+                g_H = g_H.index_put((sel,), head(h, src[sel], dst[sel], brbf[sel], ang_s[sel]))
+            return g_H, self.S_bond(es, src, dst, brbf, ang_s)
+
+        g_H, g_S = bond_blocks(io, jo, +1)
+        if rev is not None:
+            g_H_rev, g_S_rev = g_H[rev], g_S[rev]
+        else:
+            g_H_rev, g_S_rev = bond_blocks(jo, io, -1)
+        H_off = 0.5 * (g_H + g_H_rev.transpose(1, 2))
+        S_off = 0.5 * (g_S + g_S_rev.transpose(1, 2))
+        scale = benv.view(-1, 1, 1)
+        H = H.index_put((off,), self.H_scale * scale * H_off)
+        S = S.index_put((off,), self.S_scale * scale * S_off)
+
+        mask = self.block_mask(data.numbers, block_index).to(H.dtype)
+        return {"H": H * mask, "S": S * mask}

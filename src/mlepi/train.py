@@ -1,0 +1,490 @@
+"""Stage ``train``: fit HedgeNet to a dataset frames file (energies, forces, H and S blocks).
+
+One public entry, :func:`run`. It works alone (one process, no process group) and under ``torchrun``
+(``torchrun --standalone --nproc_per_node N -m mlepi.cli train ...``): with ``WORLD_SIZE`` > 1 in the environment
+it joins a ``torch.distributed`` process group (NCCL on GPUs, gloo on CPUs), wraps the model in
+DistributedDataParallel and shards the training frames with a DistributedSampler. Only rank 0 writes files.
+
+Outputs in ``out_dir``:
+
+- ``model.pt``: the best model so far (lowest validation loss), written by :meth:`HedgeNet.save` with the DFT
+  parameters of the dataset (``metadata['dft_parameters']``, used by ``mlepi infer`` for the Fermi level),
+  the training config and a provenance record;
+- ``metrics.csv``: one row per epoch (units in the column names, validation MAEs on the held-out split);
+- ``checkpoint.pt``: everything needed to continue (weights, optimizer, scheduler, RNG state, epoch, early
+  stopping state, best weights, metric history). Rewritten atomically every epoch; a run that finds it resumes
+  after its last completed epoch and ends as an uninterrupted run would.
+
+Loss: a weighted sum of mean squared errors, each divided by the variance of its target in the training split
+(dimensionless, so the weights compare like with like): energy per atom, force components, H and S block
+elements (only the real orbital pairs of the zero-padded blocks). A target enters only when every frame has it
+and its weight is positive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from torch_geometric.loader import DataLoader
+from tqdm import tqdm
+
+from .frames import FramesFile
+from .graph import INTER, INTRA, frame_to_data
+from .model import MODEL_DEFAULTS, HedgeNet, resolve_config
+from .provenance import atomic_path, config_hash, record
+
+TRAIN_DEFAULTS = {
+    "epochs": 300,
+    "batch_size": 2,  # frames per optimizer step and per process
+    "lr": 5e-3,
+    "lr_min_factor": 0.02,  # cosine schedule ends at lr * lr_min_factor
+    "weight_decay": 1e-6,
+    "grad_clip": 10.0,  # max gradient norm; 0 disables
+    "weights": {"energy": 1.0, "forces": 1.0, "H": 1.0, "S": 1.0},
+    "patience": 50,  # epochs without a better validation loss before stopping
+    "val_fraction": 0.2,
+    "seed": 0,
+    "dtype": "float32",
+    "device": "auto",  # auto: CUDA when available, else CPU
+    "nproc": 1,  # processes torchrun starts (used by the workflow rule, not by run())
+}
+TARGETS = ("energy", "forces", "H", "S")
+# Keys that may change between a run and its resumption without invalidating the checkpoint.
+_RESUMABLE_KEYS = ("device", "nproc")
+CHECKPOINT_SCHEMA = "mlepi.train_checkpoint"
+
+
+# -------------------------------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            values = values.to(self.device)
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values.cpu()
+
+
+def _setup_distributed(device: str) -> _Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no GPU; use 'auto' or 'cpu'")
+    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        owns = True
+    return _Dist(rank=rank, world=world, device=dev, owns_group=owns)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def split_indices(n_frames: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split into (train, validation) frame indices; at least one training frame."""
+    order = np.random.default_rng(seed).permutation(n_frames)
+    n_val = min(int(round(val_fraction * n_frames)), n_frames - 1)
+    if val_fraction > 0 and n_frames >= 2:
+        n_val = max(n_val, 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _cast(graph, dtype: torch.dtype):
+    for key, value in graph.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            graph[key] = value.to(dtype)
+    return graph
+
+
+def available_targets(frames, weights: dict) -> tuple[str, ...]:
+    """Targets with a positive weight that every frame has."""
+    return tuple(t for t in TARGETS
+                 if weights.get(t, 0.0) > 0 and all(getattr(f, t) is not None for f in frames))
+
+
+def _onsite(graph) -> torch.Tensor:
+    i, j = graph.block_edge_index
+    return (i == j) & (graph.block_cell_shift == 0).all(dim=1)
+
+
+def statistics(graphs, model: HedgeNet, targets) -> tuple[dict, dict]:
+    """Output standardisation for the model and target scales for the loss, from training graphs.
+
+    Returns
+    -------
+    model_stats : dict for :meth:`HedgeNet.set_standardisation`: E0 per species by least squares on the
+        species counts (eV), energy scale = RMS force (eV/Å x 1 Å; a per-atom energy moves by about F x u),
+        mean neighbours per atom (intra, inter, all), per-species mean on-site H and S blocks, RMS off-site H, S.
+    loss_scales : dict target -> scale that makes the loss dimensionless: RMS force (eV/Å) for forces and for
+        energy per atom (eV, x 1 Å), RMS of H and S about the per-species on-site means.
+    """
+    n_species = len(model.species)
+    counts = np.array([np.bincount(model.species_index(g.numbers).numpy(), minlength=n_species) for g in graphs])
+    n_atoms = counts.sum(1)
+    stats, scales = {}, {}
+    if "forces" in targets:
+        f = torch.cat([g.forces.reshape(-1) for g in graphs]).double()
+        scales["forces"] = max(float(f.pow(2).mean().sqrt()), 1e-3)
+        stats["energy_scale"] = scales["forces"]
+    if "energy" in targets:
+        e = np.array([float(g.energy) for g in graphs])
+        e0 = np.linalg.lstsq(counts.astype(float), e, rcond=None)[0]
+        stats["energy_shift"] = e0
+        resid_rms = max(float(np.sqrt(np.mean(((e - counts @ e0) / n_atoms) ** 2))), 1e-4)
+        stats.setdefault("energy_scale", resid_rms)
+        # Energy per atom is measured in units of the RMS force x 1 Å when forces are fitted: the spread of
+        # per-atom energies among thermal samples (meV) would otherwise outweigh forces and H by orders of
+        # magnitude, although it carries less information than the forces it integrates.
+        scales["energy"] = scales.get("forces", resid_rms)
+    kinds = np.array([[int((g.edge_type == INTRA).sum()), int((g.edge_type == INTER).sum())] for g in graphs])
+    per_atom = kinds.sum(0) / n_atoms.sum()
+    stats["avg_neighbors"] = np.maximum([per_atom[0], per_atom[1], per_atom.sum()], 1.0)
+    for key in ("H", "S"):
+        if key not in targets:
+            continue
+        mean = np.zeros((n_species, model.n_orb, model.n_orb))
+        n_on = np.zeros(n_species)
+        off_sq, off_n, res_sq, res_n = 0.0, 0, 0.0, 0
+        for g in graphs:
+            on = _onsite(g)
+            sp = model.species_index(g.numbers)[g.block_edge_index[0, on]].numpy()
+            np.add.at(mean, sp, g[key][on].double().numpy())
+            np.add.at(n_on, sp, 1)
+        mean /= np.maximum(n_on, 1)[:, None, None]
+        for g in graphs:
+            on = _onsite(g)
+            mask = model.block_mask(g.numbers, g.block_edge_index)
+            blocks = g[key].double().clone()
+            sp = model.species_index(g.numbers)[g.block_edge_index[0, on]]
+            blocks[on] -= torch.as_tensor(mean)[sp]
+            off_sq += float(blocks[~on][mask[~on]].pow(2).sum())
+            off_n += int(mask[~on].sum())
+            res_sq += float(blocks[mask].pow(2).sum())
+            res_n += int(mask.sum())
+        stats[f"{key}_onsite_mean" if key == "H" else "S_onsite"] = mean
+        stats[f"{key}_scale"] = max(math.sqrt(off_sq / max(off_n, 1)), 1e-6)
+        scales[key] = max(math.sqrt(res_sq / max(res_n, 1)), 1e-6)
+    return stats, scales
+
+
+def _uses_all_parameters(model: HedgeNet, graphs, targets) -> bool:
+    """Whether every batch reaches every parameter (else DDP must search for unused ones each step).
+
+    True when all four targets are fitted and every graph has message-passing and off-site block edges of
+    each edge kind the model distinguishes.
+    """
+    if set(targets) != set(TARGETS):
+        return False
+    for g in graphs:
+        i, j = g.block_edge_index
+        off = ~_onsite(g)
+        block_same = g.layer[i[off]] == g.layer[j[off]]
+        for kind in model.kinds:
+            has_mp = {"intra": (g.edge_type == INTRA).any(), "inter": (g.edge_type == INTER).any(),
+                      "shared": g.edge_type.numel() > 0}[kind]
+            has_block = {"intra": block_same.any(), "inter": (~block_same).any(), "shared": off.any()}[kind]
+            if not (bool(has_mp) and bool(has_block)):
+                return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------- loss
+def residuals(out: dict, batch, model: HedgeNet, targets) -> dict[str, torch.Tensor]:
+    """Prediction minus target, flattened per target: energy per atom (eV), forces (eV/Å), H (eV), S."""
+    res = {}
+    if "energy" in targets:
+        n_atoms = torch.bincount(batch.batch, minlength=len(batch.energy)).to(out["energy"].dtype)
+        res["energy"] = (out["energy"] - batch.energy) / n_atoms
+    if "forces" in targets:
+        res["forces"] = (out["forces"] - batch.forces).reshape(-1)
+    if "H" in targets or "S" in targets:
+        mask = model.block_mask(batch.numbers, batch.block_edge_index)
+        for key in ("H", "S"):
+            if key in targets:
+                res[key] = (out[key] - batch[key])[mask]
+    return res
+
+
+def weighted_loss(res: dict, weights: dict, scales: dict) -> torch.Tensor:
+    """sum_k w_k mean(res_k^2) / scale_k^2 (dimensionless)."""
+    return sum(weights[k] * r.pow(2).mean() / scales[k] ** 2 for k, r in res.items())
+
+
+def evaluate(model: HedgeNet, loader, targets, weights, scales, ctx: _Dist) -> dict:
+    """Validation metrics over all ranks' shards: MAEs in meV/atom, meV/Å, meV, 1 and the weighted loss."""
+    model.eval()
+    sums = torch.zeros(len(TARGETS), 3, dtype=torch.float64)  # per target: sum |r|, sum r^2, count
+    for batch in loader:
+        batch = batch.to(ctx.device)
+        out = model(batch, forces="forces" in targets, create_graph=False)
+        res = residuals({k: v.detach() for k, v in out.items()}, batch, model, targets)
+        for k, r in res.items():
+            r = r.double().cpu()
+            sums[TARGETS.index(k)] += torch.stack([r.abs().sum(), r.pow(2).sum(), torch.tensor(float(r.numel()))])
+    sums = ctx.all_sum(sums)
+    metrics, loss = {}, 0.0
+    to_milli = {"energy": 1e3, "forces": 1e3, "H": 1e3, "S": 1.0}
+    names = {"energy": "energy_mae_meV_per_atom", "forces": "forces_mae_meV_per_A", "H": "H_mae_meV",
+             "S": "S_mae"}
+    for k in TARGETS:
+        abs_sum, sq_sum, n = sums[TARGETS.index(k)].tolist()
+        metrics[names[k]] = abs_sum / n * to_milli[k] if (k in targets and n > 0) else float("nan")
+        if k in targets and n > 0:
+            loss += weights[k] * sq_sum / n / scales[k] ** 2
+    metrics["loss"] = loss if sums[:, 2].sum() > 0 else float("nan")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------- checkpoint
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write the checkpoint under a temporary name and rename it: the old one stays until the new one exists."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("schema") != CHECKPOINT_SCHEMA:
+        raise ValueError(f"{path}: not an mlepi training checkpoint; remove it or choose another out_dir")
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(f"{path}: checkpoint of a different config, seed or dataset (fingerprint "
+                         f"{state['fingerprint']} != {fingerprint}); remove it to start afresh or restore the "
+                         "settings it was made with")
+    return state
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.csv from the full history (so it always agrees with the checkpoint)."""
+    if not history:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------------- run
+def run(dataset_path, config: dict, out_dir, seed: int | None = None) -> dict:
+    """Train HedgeNet on a dataset frames file; resume from ``out_dir/checkpoint.pt`` if it exists.
+
+    Parameters
+    ----------
+    dataset_path : path of the dataset frames file (``mlepi dataset``).
+    config : dict with sections ``model`` (keys of ``model.MODEL_DEFAULTS``) and ``train`` (keys of
+        ``TRAIN_DEFAULTS``); missing keys take the defaults, unknown keys are an error.
+    out_dir : directory for ``model.pt``, ``metrics.csv`` and ``checkpoint.pt`` (created).
+    seed : seed of the split, initial weights and shuffling; ``None`` takes ``config['train']['seed']``.
+
+    Returns
+    -------
+    dict with the best epoch, its validation metrics and the number of epochs run.
+    """
+    model_cfg = resolve_config(config.get("model"), MODEL_DEFAULTS, "model")
+    train_cfg = resolve_config(config.get("train"), TRAIN_DEFAULTS, "train")
+    train_cfg["weights"] = resolve_config(train_cfg["weights"], TRAIN_DEFAULTS["weights"], "train.weights")
+    seed = int(train_cfg["seed"] if seed is None else seed)
+    out_dir = Path(out_dir)
+    ctx = _setup_distributed(train_cfg["device"])
+    try:
+        with warnings.catch_warnings():
+            # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, ctx)
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, ctx: _Dist) -> dict:
+    dtype = {"float32": torch.float32, "float64": torch.float64}[train_cfg["dtype"]]
+    weights = train_cfg["weights"]
+    dataset = FramesFile(dataset_path)
+    frames = list(dataset)
+    targets = available_targets(frames, weights)
+    if not targets:
+        raise ValueError(f"{dataset_path}: no frame set has energy, forces, H or S with a positive weight")
+    graphs = [_cast(frame_to_data(f, dataset.basis, model_cfg["cutoff_intra"], model_cfg["cutoff_inter"]), dtype)
+              for f in frames]
+    train_idx, val_idx = split_indices(len(graphs), train_cfg["val_fraction"], seed)
+    train_graphs = [graphs[k] for k in train_idx]
+    val_graphs = [graphs[k] for k in val_idx]
+
+    torch.manual_seed(seed)
+    model = HedgeNet.from_config(model_cfg, dataset.basis).to(dtype)
+    model_stats, scales = statistics(train_graphs, model, targets)
+    model.set_standardisation(model_stats)
+    model.to(ctx.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(train_cfg["epochs"], 1), eta_min=train_cfg["lr"] * train_cfg["lr_min_factor"])
+
+    fingerprint = config_hash({
+        "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
+        "seed": seed, "frames": dataset.names, "dataset_config_hash": dataset.provenance.get("config_hash")})
+    ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
+    state = _load_checkpoint(ckpt_path, fingerprint)
+    history, best_loss, best_epoch, bad_epochs, best_state, start, stopped = [], math.inf, 0, 0, None, 1, False
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
+        bad_epochs, best_state, stopped = state["bad_epochs"], state["best_state"], state["stopped"]
+        start = state["epoch"] + 1
+    if ctx.world > 1:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
+    net = model
+    if ctx.world > 1:
+        net = DistributedDataParallel(model, find_unused_parameters=not _uses_all_parameters(model, train_graphs,
+                                                                                              targets))
+
+    sampler = DistributedSampler(train_graphs, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
+    train_loader = DataLoader(train_graphs, batch_size=train_cfg["batch_size"], sampler=sampler)
+    val_loader = DataLoader(val_graphs[ctx.rank::ctx.world], batch_size=train_cfg["batch_size"])
+    metadata = {"dft_parameters": dataset.parameters, "dataset": str(dataset_path),
+                "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
+                "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
+    if ctx.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(total=train_cfg["epochs"], initial=start - 1, desc="train", unit="epoch", disable=not ctx.main,
+               file=sys.stderr, dynamic_ncols=True)
+    for epoch in range(start, train_cfg["epochs"] + 1):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = _train_epoch(net, model, train_loader, optimizer, targets, weights, scales, train_cfg, ctx)
+        scheduler.step()
+        metrics = evaluate(model, val_loader, targets, weights, scales, ctx) if val_graphs else {}
+        monitored = metrics.get("loss", train_loss)
+        if monitored < best_loss:
+            best_loss, best_epoch, bad_epochs = monitored, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if ctx.main:
+                model.save(model_path, **metadata, epoch=epoch, val_loss=monitored)
+        else:
+            bad_epochs += 1
+        stopped = bad_epochs >= train_cfg["patience"]
+        history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                        **{f"val_{k}": v for k, v in metrics.items()},
+                        "epoch_time_s": time.perf_counter() - t0})
+        if ctx.main:
+            _write_metrics(metrics_path, history)
+            _save_checkpoint(ckpt_path, {
+                "schema": CHECKPOINT_SCHEMA, "fingerprint": fingerprint, "epoch": epoch,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history,
+                "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "best_state": best_state, "stopped": stopped, "config": {"model": model_cfg, "train": train_cfg},
+                "seed": seed})
+        bar.update(1)
+        bar.set_postfix(loss=f"{monitored:.3g}", E=f"{metrics.get('energy_mae_meV_per_atom', math.nan):.3g}",
+                        F=f"{metrics.get('forces_mae_meV_per_A', math.nan):.3g}",
+                        H=f"{metrics.get('H_mae_meV', math.nan):.3g}")
+    bar.close()
+
+    if ctx.main and best_state is not None:
+        # The final model.pt is the best epoch's weights, also after a resume that found training finished.
+        model.load_state_dict(best_state)
+        model.save(model_path, **metadata, epoch=best_epoch, val_loss=best_loss)
+        _write_metrics(metrics_path, history)
+    if ctx.world > 1:
+        dist.barrier()
+    best = next((row for row in history if row["epoch"] == best_epoch), {})
+    return {"best_epoch": best_epoch, "epochs_run": len(history), "stopped_early": stopped, "best": best}
+
+
+def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, ctx) -> float:
+    """One pass over this rank's shard; returns the mean training loss over all ranks."""
+    model.train()
+    need_forces = "forces" in targets
+    total = torch.zeros(2, dtype=torch.float64)
+    for batch in loader:
+        batch = batch.to(ctx.device)
+        out = net(batch, forces=need_forces, create_graph=need_forces)
+        loss = weighted_loss(residuals(out, batch, model, targets), weights, scales)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        total += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
+    total = ctx.all_sum(total)
+    return float(total[0] / max(float(total[1]), 1.0))
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    """``python -m mlepi.train --dataset D --config C --out-dir O [--seed S]`` (also under torchrun).
+
+    ``--config`` is a JSON or YAML file with ``model`` and ``train`` sections. The package CLI (``mlepi train``)
+    should call :func:`run` directly; this entry exists for torchrun tests and quick use.
+    """
+    parser = argparse.ArgumentParser(prog="python -m mlepi.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="dataset frames file (HDF5)")
+    parser.add_argument("--config", required=True, help="JSON/YAML file with 'model' and 'train' sections")
+    parser.add_argument("--out-dir", required=True, help="directory for model.pt, metrics.csv, checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    args = parser.parse_args(argv)
+    text = Path(args.config).read_text()
+    if args.config.endswith((".yaml", ".yml")):
+        import yaml
+
+        config = yaml.safe_load(text)
+    else:
+        config = json.loads(text)
+    summary = run(args.dataset, {k: config.get(k) for k in ("model", "train")}, args.out_dir, seed=args.seed)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Band unfolding of supercell LCAO eigenstates onto the primitive Brillouin zone (non-orthogonal basis).
+
+A supercell is built from a primitive cell by the integer matrix P (rows are lattice vectors:
+``supercell_cell = P @ primitive_cell``), N = |det P| primitive cells. In the undisplaced reference supercell
+every atom s is a primitive atom μ(s) moved by a primitive lattice vector r(s) (:func:`map_supercell`):
+
+    x_s = x_μ(s) + r(s) @ primitive_cell.
+
+Bloch sums use lattice vectors only (GPAW's LCAO phase, ``docs/data.md``). A primitive Bloch orbital at k
+splits over the N images of μ, and the supercell Bloch orbitals at K are the same for every k ≡ K modulo the
+supercell reciprocal lattice (``exp(ik·L) = exp(iK·L)`` for supercell vectors L):
+
+    |μa, k⟩ = N^(-1/2) Σ_{s: μ(s)=μ} exp(+i k·r(s)) |s a, K⟩
+
+In the Löwdin-orthogonalised supercell basis (coefficients c̃ = S(K)^{1/2} c, orthonormal because
+c† S c = 1), the weight of supercell state n on primitive k is
+
+    W_n(k) = Σ_{μ,a} | N^(-1/2) Σ_{s: μ(s)=μ} exp(−2πi k·r(s)) c̃_{sa,n} |²      (k, r reduced, primitive)
+
+The Löwdin orbitals of an undisplaced supercell are lattice translates of the primitive ones (S^{±1/2}
+commutes with the translations), so the weights are then exactly 0 or 1 and Σ_k W_n(k) = 1 over the N k
+points folding onto K. Exactly degenerate supercell states (e.g. from K and K' at the supercell Γ) are
+rotated within their degenerate subspace to diagonalise the projector onto k, which makes their weights
+0 or 1 too; the spectral function does not depend on that rotation. Derivation: ``docs/bands.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .frames import Frame
+from .tb import bloch_sum, orbital_offsets
+
+
+class UnfoldError(ValueError):
+    """Supercell and primitive cell, or a frame and its reference, do not match."""
+
+
+@dataclass(frozen=True)
+class SupercellMap:
+    """Supercell atom s ↔ (primitive atom μ(s), primitive lattice vector r(s)), from the reference structure."""
+
+    primitive_index: np.ndarray  # [n_sc] μ(s)
+    translation: np.ndarray  # [n_sc, 3] int, r(s) in primitive lattice coordinates
+    supercell_matrix: np.ndarray  # [3, 3] int, supercell_cell = P @ primitive_cell
+    primitive_cell: np.ndarray  # [3, 3] Å, rows
+    supercell_cell: np.ndarray  # [3, 3] Å, rows
+    primitive_numbers: np.ndarray  # [n_prim]
+    reference_positions: np.ndarray  # [n_sc, 3] Å, the undisplaced supercell
+
+    @property
+    def n_cells(self) -> int:
+        """N, the number of primitive cells in the supercell."""
+        return int(round(abs(np.linalg.det(self.supercell_matrix))))
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return self.primitive_numbers[self.primitive_index]
+
+
+def supercell_matrix(primitive_cell, supercell_cell, tol: float = 1e-4) -> np.ndarray:
+    """Integer P ``[3, 3]`` with ``supercell_cell = P @ primitive_cell`` (rows), or :class:`UnfoldError`."""
+    P = np.asarray(supercell_cell, float) @ np.linalg.inv(np.asarray(primitive_cell, float))
+    P_int = np.rint(P).astype(int)
+    if np.abs(P - P_int).max() > tol or round(abs(np.linalg.det(P_int))) < 1:
+        raise UnfoldError(f"supercell cell is not an integer multiple of the primitive cell: P = {P.round(4)}")
+    return P_int
+
+
+def map_supercell(primitive, supercell, tol: float = 1e-3) -> SupercellMap:
+    """Map each atom of the undisplaced supercell onto (primitive atom, primitive lattice vector).
+
+    Works with any cell, the vacuum axis included: an atom wrapped across the vacuum boundary just gets a
+    translation with a non-zero third component, which is what its stored H(R) labels mean.
+
+    Parameters
+    ----------
+    primitive, supercell : ase.Atoms (or :class:`mlepi.frames.Frame`)
+        The primitive cell and the undisplaced reference supercell, in the atom order of the frames.
+    tol : float
+        Largest distance (Å) of a supercell atom from its primitive image.
+
+    Raises
+    ------
+    UnfoldError
+        If an atom has no image, or the images do not cover every primitive atom exactly N times.
+    """
+    prim_cell, prim_pos, prim_z = _geometry(primitive)
+    sc_cell, sc_pos, sc_z = _geometry(supercell)
+    P = supercell_matrix(prim_cell, sc_cell)
+    n_cells = int(round(abs(np.linalg.det(P))))
+    if len(sc_pos) != n_cells * len(prim_pos):
+        raise UnfoldError(f"supercell has {len(sc_pos)} atoms, expected {n_cells} x {len(prim_pos)}")
+    inv_prim = np.linalg.inv(prim_cell)
+    mu = np.full(len(sc_pos), -1)
+    shift = np.zeros((len(sc_pos), 3), int)
+    for s, (x, z) in enumerate(zip(sc_pos, sc_z)):
+        frac = (x - prim_pos) @ inv_prim  # [n_prim, 3]: integer for the primitive image of s
+        r = np.rint(frac)
+        dist = np.linalg.norm((frac - r) @ prim_cell, axis=1)
+        hits = np.flatnonzero((dist < tol) & (prim_z == z))
+        if len(hits) != 1:
+            raise UnfoldError(f"supercell atom {s} at {x.round(4)} Å matches {len(hits)} primitive atoms "
+                              f"(closest {dist.min():.4f} Å, tol {tol} Å); is the supercell undisplaced and "
+                              "built from this primitive cell?")
+        mu[s], shift[s] = hits[0], r[hits[0]].astype(int)
+    _check_cosets(mu, shift, P, len(prim_pos), n_cells)
+    return SupercellMap(primitive_index=mu, translation=shift, supercell_matrix=P, primitive_cell=prim_cell,
+                        supercell_cell=sc_cell, primitive_numbers=prim_z, reference_positions=sc_pos)
+
+
+def _geometry(structure):
+    if isinstance(structure, Frame):
+        return (np.asarray(structure.cell, float), np.asarray(structure.positions, float),
+                np.asarray(structure.numbers))
+    return np.array(structure.cell, float), structure.get_positions(), structure.get_atomic_numbers()
+
+
+def _check_cosets(mu, shift, P, n_prim, n_cells) -> None:
+    """Each primitive atom must appear N times, at translations distinct modulo the supercell lattice."""
+    for m in range(n_prim):
+        r = shift[mu == m]
+        if len(r) != n_cells:
+            raise UnfoldError(f"primitive atom {m} has {len(r)} supercell images, expected {n_cells}")
+        frac = r @ np.linalg.inv(P)  # supercell lattice coordinates of r
+        frac = np.round(frac - np.floor(frac + 1e-9), 9) % 1.0
+        if len(np.unique(frac, axis=0)) != n_cells:
+            raise UnfoldError(f"images of primitive atom {m} repeat a translation modulo the supercell")
+
+
+def supercell_kpoint(k_prim, supercell_matrix) -> np.ndarray:
+    """Supercell k ``[..., 3]`` (reduced, wrapped to [-1/2, 1/2)) onto which primitive k (reduced) folds.
+
+    From k·L for L = n @ P @ primitive_cell: K_sc = P @ k (as column vectors).
+    """
+    K = np.asarray(k_prim, float) @ np.asarray(supercell_matrix).T
+    return K - np.floor(K + 0.5)
+
+
+def folding_kpoints(K_sc, supercell_matrix) -> np.ndarray:
+    """The N primitive k points ``[N, 3]`` (reduced, in [0, 1)) that fold onto supercell k ``K_sc`` (reduced)."""
+    P = np.asarray(supercell_matrix)
+    P_inv = np.linalg.inv(P)
+    # k = P^{-1} (K + G) for the N supercell reciprocal vectors G inside one primitive reciprocal cell.
+    span = int(np.abs(P).sum(axis=1).max()) + 1  # |P k| < row sum of |P| for k in [0, 1)
+    grid = np.array(np.meshgrid(*[np.arange(-span, span + 1)] * 3, indexing="ij")).reshape(3, -1).T
+    k = (np.asarray(K_sc, float) + grid) @ P_inv.T
+    k = np.round(k - np.floor(k + 1e-9), 10) % 1.0
+    k = np.unique(k, axis=0)
+    n_cells = int(round(abs(np.linalg.det(P))))
+    if len(k) != n_cells:
+        raise UnfoldError(f"found {len(k)} folding k points, expected {n_cells}")
+    return k
+
+
+def frame_translations(mapping: SupercellMap, frame: Frame, max_displacement: float = 1.0) -> np.ndarray:
+    """Primitive translations r(s) ``[n_sc, 3]`` valid for the stored (possibly wrapped) atoms of ``frame``.
+
+    A displaced atom that the writer wrapped by a supercell vector L carries H(R) labels shifted by L; its
+    Bloch orbital at K gains exp(−iK·L), which the unfolding absorbs by using r(s) + L (exp(ik·L) =
+    exp(iK·L)). Labels come from the reference: the frame's atom s is the reference atom s.
+
+    Raises
+    ------
+    UnfoldError
+        If cell, atom count or species differ from the reference, or an atom sits farther than
+        ``max_displacement`` (Å) from its reference site (after removing the wrap).
+    """
+    if frame.n_atoms != len(mapping.primitive_index) or not np.array_equal(frame.numbers, mapping.numbers):
+        raise UnfoldError(f"frame {frame.name!r}: atoms differ from the reference supercell "
+                          f"({frame.n_atoms} vs {len(mapping.primitive_index)} atoms, or other species)")
+    if np.abs(np.asarray(frame.cell) - mapping.supercell_cell).max() > 1e-4:
+        raise UnfoldError(f"frame {frame.name!r}: cell differs from the reference supercell cell")
+    frac = (np.asarray(frame.positions) - mapping.reference_positions) @ np.linalg.inv(mapping.supercell_cell)
+    wrap = np.rint(frac)
+    moved = np.linalg.norm((frac - wrap) @ mapping.supercell_cell, axis=1)
+    if moved.max() > max_displacement:
+        s = int(np.argmax(moved))
+        raise UnfoldError(f"frame {frame.name!r}: atom {s} is {moved[s]:.3f} Å from its reference site "
+                          f"(limit {max_displacement} Å); frames and reference supercell do not match "
+                          "(atom order?)")
+    return mapping.translation + wrap.astype(int) @ mapping.supercell_matrix
+
+
+def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (eV, ascending) and Löwdin coefficients c̃ = S^{1/2} c ``[n, n]`` (columns) of H c = e S c.
+
+    Solved as the standard problem S^{-1/2} H S^{-1/2} c̃ = e c̃, which gives c̃ directly.
+    """
+    H = 0.5 * (H + H.conj().T)  # Hermitian only to rounding in model or DFT blocks
+    S = 0.5 * (S + S.conj().T)
+    s, U = scipy.linalg.eigh(S)
+    if s[0] <= 1e-10 * s[-1]:
+        raise UnfoldError(f"{name}: overlap S(k) is not positive definite (smallest eigenvalue {s[0]:.3e})")
+    S_inv_half = (U / np.sqrt(s)) @ U.conj().T
+    e, c_tilde = scipy.linalg.eigh(S_inv_half @ H @ S_inv_half)
+    return e, c_tilde
+
+
+def orbital_maps(mapping: SupercellMap, basis: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """For each supercell orbital: its atom ``[n_orb_sc]`` and its primitive orbital ``[n_orb_sc]``; n_orb_prim."""
+    sc_offsets = orbital_offsets(mapping.numbers, basis)
+    prim_offsets = orbital_offsets(mapping.primitive_numbers, basis)
+    counts = np.diff(sc_offsets)
+    atom = np.repeat(np.arange(len(counts)), counts)
+    local = np.arange(sc_offsets[-1]) - sc_offsets[atom]
+    prim_orbital = prim_offsets[mapping.primitive_index[atom]] + local
+    return atom, prim_orbital, int(prim_offsets[-1])
+
+
+def unfolding_amplitudes(c_tilde, k_prim, translations, atom_of_orbital, prim_orbital, n_prim_orbitals,
+                         n_cells) -> np.ndarray:
+    """⟨μa, k | n⟩ ``[n_orb_prim, n_states]`` = N^{-1/2} Σ_s exp(−2πi k·r(s)) c̃_{sa,n} at one reduced k."""
+    phase = np.exp(-2j * np.pi * (translations @ np.asarray(k_prim, float)))[atom_of_orbital]  # [n_orb_sc]
+    F = np.zeros((n_prim_orbitals, len(phase)), complex)
+    F[prim_orbital, np.arange(len(phase))] = phase / np.sqrt(n_cells)
+    return F @ c_tilde
+
+
+def resolve_degenerate(energies: np.ndarray, amplitudes: np.ndarray, tol: float) -> np.ndarray:
+    """Weights ``[n_states]`` with each degenerate group (|Δe| ≤ ``tol`` eV, chained) rotated to diagonalise
+    the projector onto the primitive k; outside degeneracies this is Σ |amplitude|²."""
+    weights = np.sum(np.abs(amplitudes) ** 2, axis=0)
+    breaks = np.flatnonzero(np.diff(energies) > tol) + 1
+    for group in np.split(np.arange(len(energies)), breaks):
+        if len(group) > 1:
+            a = amplitudes[:, group]
+            weights[group] = np.clip(np.linalg.eigvalsh(a.conj().T @ a), 0.0, None)
+    return weights
+
+
+def unfold(frame: Frame, basis: dict, k_prim_path, mapping: SupercellMap, *, degeneracy_tol: float = 1e-6,
+           max_displacement: float = 1.0, resolve_degeneracies: bool = True,
+           chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Supercell band energies and their unfolded weights on primitive k points.
+
+    Parameters
+    ----------
+    frame : Frame
+        Supercell (undisplaced or displaced) with H, S blocks; atom s is reference atom s of ``mapping``.
+    basis : dict
+        Basis description of the frames file (orbitals per element).
+    k_prim_path : array [n_k, 3]
+        Primitive k points, reduced (fractions of the primitive reciprocal vectors).
+    mapping : SupercellMap
+        From :func:`map_supercell` on the undisplaced reference.
+    degeneracy_tol : float
+        Energy (eV) below which supercell states count as degenerate (see :func:`resolve_degenerate`).
+    max_displacement : float
+        Largest allowed distance (Å) of an atom from its reference site.
+    resolve_degeneracies : bool
+        Rotate degenerate groups (default); False gives the raw per-state weights of the eigensolver's
+        vectors, whose sum over the N folding k is 1 state by state.
+    chunk : int
+        k points per Bloch-sum batch (memory: 2 × chunk × n_orb² complex numbers).
+
+    Returns
+    -------
+    energies : array [n_k, n_orb_sc]
+        Eigenvalues (eV, ascending) at the supercell k onto which each primitive k folds.
+    weights : array [n_k, n_orb_sc]
+        W_n(k), in [0, 1].
+    """
+    if frame.H is None or frame.S is None:
+        raise UnfoldError(f"frame {frame.name!r} has no H/S blocks to unfold")
+    k_prim = np.atleast_2d(np.asarray(k_prim_path, float))
+    translations = frame_translations(mapping, frame, max_displacement)
+    atom, prim_orbital, n_prim_orbitals = orbital_maps(mapping, basis)
+    K_sc = supercell_kpoint(k_prim, mapping.supercell_matrix)
+    energies, weights = [], []
+    for lo in range(0, len(k_prim), chunk):
+        H_k, S_k = bloch_sum(frame, basis, K_sc[lo:lo + chunk])
+        for k, H, S in zip(k_prim[lo:lo + chunk], H_k, S_k):
+            e, c_tilde = lowdin_eigh(H, S, name=f"frame {frame.name!r}")
+            amp = unfolding_amplitudes(c_tilde, k, translations, atom, prim_orbital, n_prim_orbitals,
+                                       mapping.n_cells)
+            w = (resolve_degenerate(e, amp, degeneracy_tol) if resolve_degeneracies
+                 else np.sum(np.abs(amp) ** 2, axis=0))
+            energies.append(e)
+            weights.append(w)
+    return np.array(energies), np.array(weights)
+
+
+def spectral_function(energies, weights, energy_grid, broadening: float,
+                      kind: str = "lorentzian") -> np.ndarray:
+    """A(k, E) = Σ_n W_n(k) δ(E − e_n) ``[n_k, n_E]`` (1/eV), δ broadened.
+
+    Parameters
+    ----------
+    energies, weights : array [n_k, n_states]
+        Energies (eV, on the same zero as ``energy_grid``) and unfolded weights.
+    energy_grid : array [n_E]
+        Energies (eV).
+    broadening : float
+        Half width at half maximum of the Lorentzian, or standard deviation of the Gaussian (eV), > 0.
+    kind : {'lorentzian', 'gaussian'}
+    """
+    if broadening <= 0:
+        raise ValueError(f"broadening must be > 0 eV, got {broadening}")
+    E = np.asarray(energy_grid, float)
+    out = np.empty((len(energies), len(E)))
+    for i, (e, w) in enumerate(zip(np.asarray(energies), np.asarray(weights))):
+        x = E[:, None] - e[None, :]  # [n_E, n_states]
+        if kind == "lorentzian":
+            shape = broadening / np.pi / (x ** 2 + broadening ** 2)
+        elif kind == "gaussian":
+            shape = np.exp(-0.5 * (x / broadening) ** 2) / (broadening * np.sqrt(2.0 * np.pi))
+        else:
+            raise ValueError(f"broadening kind must be 'lorentzian' or 'gaussian', got {kind!r}")
+        out[i] = shape @ w
+    return out

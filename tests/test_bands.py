@@ -1,0 +1,188 @@
+"""Stage ``bands`` (mlepi.bands): config, geometry, band selection and whole runs on synthetic samples
+(Slater–Koster bilayer frames, undisplaced and randomly displaced 3×3 supercells)."""
+
+import csv
+import json
+
+import h5py
+import jsonschema
+import numpy as np
+import pytest
+
+import bilayer_tb as bt
+from mlepi import bands, swmcc, tb
+from mlepi.frames import FramesFileError, write_frames
+from mlepi.provenance import record
+from mlepi.structure_io import write_structure
+
+SMALL = {"n_k": 9, "n_bootstrap": 8, "n_energy": 101, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    prim = bt.bilayer_primitive()
+    return prim, bt.supercell(prim, np.diag([3, 3, 1]), seed=11)
+
+
+def _frames_file(path, atoms_list, T, **frame_kwargs):
+    frames = [bt.tb_frame(atoms, f"sample{i}", temperature_K=T, sample_index=i, **frame_kwargs)
+              for i, atoms in enumerate(atoms_list)]
+    write_frames(path, frames, basis=bt.BASIS_PZ, source="dft", parameters={"model": "Slater-Koster p_z"},
+                 provenance=record())
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_config_defaults_bounds_and_unknown_keys():
+    assert bands.BandsConfig.from_dict(None) == bands.BandsConfig()
+    assert bands.BandsConfig.from_dict({"k_range_1_A": 0.2}).k_range_1_A == 0.2
+    assert isinstance(bands.BandsConfig.from_dict({"broadening_eV": 1}).broadening_eV, float)
+    with pytest.raises(bands.BandsError, match="unknown bands config keys"):
+        bands.BandsConfig.from_dict({"kmax": 0.1})
+    with pytest.raises(bands.BandsError, match="below its bound"):
+        bands.BandsConfig.from_dict({"broadening_eV": 0.0})
+    with pytest.raises(bands.BandsError, match="one of"):
+        bands.BandsConfig.from_dict({"band_method": "peak"})
+    with pytest.raises(bands.BandsError, match="must be int"):
+        bands.BandsConfig.from_dict({"n_k": 10.5})
+
+
+def test_schema_is_generated_from_the_dataclass():
+    schema = bands.config_schema()
+    defaults = {k: v["default"] for k, v in schema["properties"].items()}
+    assert bands.BandsConfig.from_dict(defaults) == bands.BandsConfig()
+    jsonschema.validate(defaults, schema)
+    for bad in ({"n_k": 2}, {"band_method": "peak"}, {"broadening_eV": 0.0}, {"other": 1}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(bands.BandsError):
+            bands.BandsConfig.from_dict(bad)
+
+
+# ------------------------------------------------------------------------------------ geometry, path
+
+
+def test_bilayer_geometry_and_path(cells):
+    prim, _ = cells
+    geometry = bands.bilayer_geometry(prim)
+    assert geometry.a == pytest.approx(bt.A)
+    np.testing.assert_allclose(np.linalg.norm(geometry.nn, axis=1), bt.A_CC, rtol=1e-12)
+    path = bands.k_path(geometry, 0.1, 5)
+    k_K = path.k_reduced[path.index_K]
+    # K is a zone corner: three times it is a reciprocal lattice vector, and it is not Γ-equivalent.
+    np.testing.assert_allclose(3 * k_K, np.rint(3 * k_K), atol=1e-12)
+    assert abs(swmcc.structure_factor(path.k_2d[path.index_K], geometry.nn)[0]) < 1e-12
+    np.testing.assert_allclose(np.linalg.norm(path.k_2d - path.k_2d[path.index_K], axis=1), path.q, atol=1e-12)
+    np.testing.assert_allclose(path.distance, np.linspace(-0.1, 0.1, 9), atol=1e-12)
+
+
+def test_bilayer_geometry_rejects_aa_stacking():
+    aa = bt.bilayer_primitive()
+    aa.positions[3] = aa.positions[0] + [0, 0, bt.D_INT]
+    with pytest.raises(bands.BandsError, match="expected 1"):
+        bands.bilayer_geometry(aa)
+
+
+# ------------------------------------------------------------------------------------ band selection
+
+
+def test_select_bands_centroid_and_max_weight():
+    e = np.array([[-2.0, -0.5, -0.1, 0.0, 0.1, 0.2, 0.6, 3.0]])
+    w = np.array([[1.0, 1.0, 0.6, 0.0, 0.4, 1.0, 1.0, 1.0]])
+    got, total = bands.select_bands(e, w, 0.0, 1.0, "centroid")
+    np.testing.assert_allclose(got[0], [-0.5, -0.02, 0.2, 0.6])  # a band split over ±0.1: its centroid
+    assert total[0] == pytest.approx(4.0)
+    got, _ = bands.select_bands(e, w, 0.0, 1.0, "max_weight")
+    np.testing.assert_allclose(got[0], [-0.5, -0.1, 0.2, 0.6])  # the larger part of the split band
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def test_run_on_undisplaced_samples_reproduces_primitive_fit(cells, tmp_path):
+    """Unfolded undisplaced supercells give exactly the primitive bands, so the whole stage must return the
+    SWMcC fit of the primitive bands, with zero bootstrap error."""
+    prim, sc = cells
+    path_file = _frames_file(tmp_path / "T0.h5", [sc, sc], 0.0)
+    write_structure(tmp_path / "primitive.extxyz", prim, kind="relaxed")  # the stage reads files
+    write_structure(tmp_path / "pristine.extxyz", sc, kind="pristine")
+    doc = bands.run({0.0: [path_file]}, tmp_path / "primitive.extxyz", tmp_path / "pristine.extxyz", SMALL,
+                    tmp_path / "out", with_figures=False)
+    geometry = bands.bilayer_geometry(prim)
+    path = bands.k_path(geometry, 0.1, SMALL["n_k"])
+    e_prim = tb.eigenvalues(bt.tb_frame(prim, "prim"), bt.BASIS_PZ, path.k_reduced)
+    e_prim -= 0.5 * (e_prim[path.index_K, 1] + e_prim[path.index_K, 2])
+    direct = swmcc.fit_swmcc(path.k_2d, e_prim, geometry.a, nn=geometry.nn)
+    result = doc["temperatures"][0]
+    np.testing.assert_allclose(result["bands_mean_eV"], e_prim, atol=1e-6)
+    np.testing.assert_allclose([result["params_eV"][p] for p in swmcc.PARAM_NAMES], direct.params.to_array(),
+                               atol=1e-6)
+    assert result["vf_1e6_m_s"] == pytest.approx(swmcc.fermi_velocity(direct.params.gamma0, geometry.a))
+    assert result["vf_err_1e6_m_s"] < 1e-9
+    assert result["vf_slope_1e6_m_s"] == pytest.approx(result["vf_1e6_m_s"], rel=0.01)
+    # Bernal bilayer at K: touching pair at zero, γ1-split pair about ±γ1.
+    np.testing.assert_allclose(result["bands_K_eV"][1:3], 0.0, atol=1e-9)
+    assert result["bands_K_eV"][3] - result["bands_K_eV"][0] == pytest.approx(2 * result["params_eV"]["gamma1"],
+                                                                              rel=0.02)
+
+
+def test_run_on_displaced_samples_writes_everything(cells, tmp_path):
+    prim, sc = cells
+    paths = {}
+    for T, sigma in ((100.0, 0.005), (300.0, 0.01)):
+        samples = [bt.displaced(sc, sigma, 2 * sigma, seed=int(T) + i) for i in range(3)]
+        paths[T] = _frames_file(tmp_path / f"T{T:g}.h5", samples, T)
+    out = tmp_path / "out"
+    doc = bands.run(paths, prim, sc, SMALL, out)
+
+    for name in ("vf.csv", "bands.json", "spectral.h5", "spectral_function.png", "vf.png", "convergence.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
+    rows = list(csv.DictReader((out / "vf.csv").open()))
+    assert [float(r["T_K"]) for r in rows] == [100.0, 300.0]
+    assert list(rows[0]) == bands.CSV_COLUMNS
+    for row in rows:
+        assert 0.7 < float(row["vf_1e6_m_s"]) < 1.0
+        assert 0 < float(row["vf_err_1e6_m_s"]) < 0.05
+        assert float(row["vf_slope_1e6_m_s"]) == pytest.approx(float(row["vf_1e6_m_s"]), rel=0.05)
+        assert int(row["n_samples"]) == 3
+        assert float(row["band4_K_eV"]) - float(row["band1_K_eV"]) > 0.8  # 2γ1 of this model ≈ 1.0 eV
+
+    saved = json.loads((out / "bands.json").read_text())
+    assert saved["schema"] == bands.SCHEMA and saved["provenance"]["seed"] == SMALL["seed"]
+    assert saved["provenance"]["config_hash"]
+    assert saved["temperatures"][1]["convergence"]["n_samples"][-1] == 3
+    with h5py.File(out / "spectral.h5") as h5:
+        assert h5.attrs["schema"] == bands.SPECTRAL_SCHEMA
+        A = h5["T_300K/A"][()]
+        assert A.shape == (2 * SMALL["n_k"] - 1, SMALL["n_energy"])
+        assert np.all(A >= 0)
+
+    again = bands.run(paths, prim, sc, SMALL, tmp_path / "again", with_figures=False)  # seeded bootstrap: reproducible
+    assert again["temperatures"][1]["vf_err_1e6_m_s"] == doc["temperatures"][1]["vf_err_1e6_m_s"]
+
+
+def test_fermi_level_reference_needs_a_stored_fermi_level(cells, tmp_path):
+    prim, sc = cells
+    path_file = _frames_file(tmp_path / "T0.h5", [sc], 0.0)
+    with pytest.raises(FramesFileError, match="no fermi_level"):
+        bands.run({0.0: path_file}, prim, sc, {**SMALL, "energy_reference": "fermi_level"}, tmp_path / "o",
+                  with_figures=False)
+
+
+def test_fermi_level_reference_matches_midpoint_for_a_neutral_undisplaced_cell(cells, tmp_path):
+    """With E_F stored (here the band-touching energy of the undisplaced cell), both zeros agree."""
+    prim, sc = cells
+    frame = bt.tb_frame(sc, "s0")
+    e_K = tb.eigenvalues(frame, bt.BASIS_PZ, [[0, 0, 0]])[0]  # K folds onto the supercell Γ
+    frame.fermi_level = 0.5 * (e_K[17] + e_K[18])  # 36 p_z electrons: 18 filled states
+    write_frames(tmp_path / "T0.h5", [frame], basis=bt.BASIS_PZ, source="dft", parameters={},
+                 provenance=record())
+    config = {**SMALL, "n_bootstrap": 0}
+    by_ef = bands.run({0.0: tmp_path / "T0.h5"}, prim, sc, {**config, "energy_reference": "fermi_level"},
+                      tmp_path / "ef", with_figures=False)
+    by_mid = bands.run({0.0: tmp_path / "T0.h5"}, prim, sc, config, tmp_path / "mid", with_figures=False)
+    np.testing.assert_allclose(by_ef["temperatures"][0]["bands_mean_eV"],
+                               by_mid["temperatures"][0]["bands_mean_eV"], atol=1e-9)

@@ -1,0 +1,73 @@
+"""Stage infer / command predict (mlepi.infer): model frames with blocks, Fermi level and carried info."""
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
+
+from mlepi import infer, tb
+from mlepi.frames import FramesFile
+from mlepi.graph import block_edges
+from mlepi.model import HedgeNet
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def model_path(tmp_path):
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1}, TOY_BASIS)
+    # A physically sane starting point: on-site s below p, so S stays positive definite and bands are ordered.
+    model.set_standardisation({"H_onsite_mean": np.diag([-8.0, 0.0, 0.0, 0.0])[None], "H_scale": 0.5,
+                               "S_scale": 0.02, "energy_shift": [-9.0], "energy_scale": 0.3})
+    path = tmp_path / "model.pt"
+    model.save(path, dft_parameters=TOY_DFT)
+    return path
+
+
+def test_occupation_settings_read_gpaw_style_parameters():
+    assert infer.occupation_settings(TOY_DFT) == ((2, 2, 1), True, 0.1)
+    assert infer.occupation_settings({"kpts": [4, 4, 1], "width": 0.05}) == ((4, 4, 1), True, 0.05)
+    assert infer.occupation_settings({}) == (None, True, None)
+    # Gamma-centred even mesh contains Gamma; uniform spacing 1/n
+    k = infer.kpoint_mesh((2, 2, 1))
+    assert any(np.allclose(p, 0) for p in k) and len(k) == 4
+
+
+def test_run_writes_model_frames_with_info_and_fermi_level(model_path, tmp_path):
+    structures = []
+    for k in range(2):
+        atoms = bilayer(2, rattle=0.03, seed=k)
+        atoms.info.update({"temperature_K": 300.0, "seed": 7, "sample_index": k})
+        structures.append(atoms)
+    ase.io.write(tmp_path / "samples.extxyz", structures, format="extxyz")
+    out_path = tmp_path / "predicted.h5"
+    infer.run(model_path, tmp_path / "samples.extxyz", out_path)
+
+    ff = FramesFile(out_path)
+    assert ff.source == "hedgenet" and ff.basis == TOY_BASIS and len(ff) == 2
+    assert ff.parameters["kpts"] == [2, 2, 1] and ff.parameters["width"] == 0.1
+    for k, frame in enumerate(ff):
+        assert frame.info == {"temperature_K": 300.0, "seed": 7, "sample_index": k}
+        edge_index, shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc, TOY_BASIS)
+        assert np.array_equal(frame.edge_index, edge_index) and np.array_equal(frame.cell_shift, shift)
+        assert frame.H.shape == (edge_index.shape[1], 4, 4) and frame.forces.shape == (16, 3)
+        # Independent check: the Fermi level puts 4 electrons per carbon in the predicted bands.
+        bands = tb.eigenvalues(frame, TOY_BASIS, infer.kpoint_mesh((2, 2, 1)))
+        occupation = 2 / (1 + np.exp((bands - frame.fermi_level) / 0.1))
+        assert occupation.sum() / len(bands) == pytest.approx(4 * 16, abs=1e-6)
+    assert np.isfinite(ff[0].energy)
+
+
+def test_predict_needs_layers_and_occupation_settings(model_path):
+    model = HedgeNet.load(model_path)
+    atoms = bilayer(2)
+    frames = infer.predict_frames(model, [atoms], ["a"], fermi_level=False)
+    assert frames[0].fermi_level is None and frames[0].S is not None
+    model.metadata = {}
+    with pytest.raises(ValueError, match="pass kpts= and width="):
+        infer.predict_frames(model, [atoms], ["a"])
+    del atoms.arrays["layer"]
+    with pytest.raises(ValueError, match="layer"):
+        infer.predict_frames(model, [atoms], ["a"], fermi_level=False)

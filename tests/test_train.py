@@ -1,0 +1,125 @@
+"""Stage train (mlepi.train): learning, metrics, checkpoints and resume, early stopping, torchrun."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hedgenet_synthetic import write_dataset
+
+from mlepi import train
+from mlepi.model import HedgeNet
+
+torch.set_num_threads(1)
+
+TINY = {"model": {"hidden": 12, "n_rbf": 5, "num_interactions": 1, "cutoff_intra": 3.0, "cutoff_inter": 3.8},
+        "train": {"epochs": 10, "batch_size": 2, "lr": 1e-2, "patience": 100, "val_fraction": 0.25}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "dataset.h5"
+    write_dataset(path, n_frames=6, seed=11)
+    return path
+
+
+def read_metrics(out_dir):
+    with open(Path(out_dir) / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def with_train(**keys):
+    return {"model": TINY["model"], "train": {**TINY["train"], **keys}}
+
+
+def test_split_is_seeded_and_disjoint():
+    a_train, a_val = train.split_indices(10, 0.2, seed=3)
+    b_train, b_val = train.split_indices(10, 0.2, seed=3)
+    assert np.array_equal(a_train, b_train) and np.array_equal(a_val, b_val)
+    assert len(a_val) == 2 and set(a_train) | set(a_val) == set(range(10)) and not set(a_train) & set(a_val)
+    assert len(train.split_indices(1, 0.5, seed=0)[1]) == 0  # one frame: train only
+
+
+def test_training_reduces_the_loss_and_writes_outputs(dataset, tmp_path):
+    summary = train.run(dataset, TINY, tmp_path, seed=0)
+    rows = read_metrics(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    for column in ("val_energy_mae_meV_per_atom", "val_forces_mae_meV_per_A", "val_H_mae_meV", "val_S_mae"):
+        assert np.isfinite(float(rows[-1][column]))
+    assert float(rows[-1]["train_loss"]) < 0.75 * float(rows[0]["train_loss"])
+    assert min(float(r["val_loss"]) for r in rows) < float(rows[0]["val_loss"])
+    model = HedgeNet.load(tmp_path / "model.pt")
+    assert model.metadata["dft_parameters"]["occupations"]["width"] == 0.1
+    assert model.metadata["epoch"] == summary["best_epoch"]
+    assert model.config["hidden"] == TINY["model"]["hidden"]
+
+
+def interrupt_after(epoch, monkeypatch):
+    """Make the run die right after writing the checkpoint of ``epoch``, as a kill would."""
+    original = train._save_checkpoint
+
+    def save_then_die(path, state):
+        original(path, state)
+        if state["epoch"] == epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+
+
+def test_resume_after_a_kill_continues_the_epoch_count_and_matches_an_uninterrupted_run(
+        dataset, tmp_path, monkeypatch):
+    config = with_train(epochs=4)
+    train.run(dataset, config, tmp_path / "whole", seed=1)
+
+    with monkeypatch.context() as patch:
+        interrupt_after(2, patch)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(dataset, config, tmp_path / "killed", seed=1)
+    assert [int(r["epoch"]) for r in read_metrics(tmp_path / "killed")] == [1, 2]
+    train.run(dataset, config, tmp_path / "killed", seed=1)
+
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "killed")
+    assert [int(r["epoch"]) for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed):
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
+    state_a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    state_b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["model"]
+    for key in state_a:
+        torch.testing.assert_close(state_a[key], state_b[key], rtol=1e-5, atol=1e-6)
+
+    # A finished run found again does nothing more; a different config refuses the old checkpoint.
+    train.run(dataset, config, tmp_path / "killed", seed=1)
+    assert len(read_metrics(tmp_path / "killed")) == 4
+    with pytest.raises(ValueError, match="different config"):
+        train.run(dataset, with_train(epochs=4, lr=1e-3), tmp_path / "killed", seed=1)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(dataset, tmp_path):
+    summary = train.run(dataset, with_train(epochs=20, lr=0.0, patience=2), tmp_path, seed=0)
+    assert summary["stopped_early"] and summary["best_epoch"] == 1
+    assert len(read_metrics(tmp_path)) == 3  # the best epoch, then two without improvement
+
+
+def test_unknown_config_key_is_an_error(dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        train.run(dataset, with_train(epoch=3), tmp_path, seed=0)
+
+
+def test_torchrun_with_two_gloo_ranks(dataset, tmp_path):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(with_train(epochs=2)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mlepi.train", "--dataset", str(dataset), "--config", str(config_path),
+           "--out-dir", str(tmp_path / "out"), "--seed", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "out")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert np.isfinite(float(rows[-1]["val_H_mae_meV"]))
+    assert (tmp_path / "out" / "model.pt").exists() and (tmp_path / "out" / "checkpoint.pt").exists()

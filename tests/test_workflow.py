@@ -1,0 +1,110 @@
+"""The whole workflow end to end on the tiny config (real GPAW, phonopy, torch training), then the
+incremental-rerun contract: changing a band-analysis parameter reruns only the band analysis.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlepi.frames import FramesFile
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "config_tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir, *args, config=TINY, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def planned_rules(output: str) -> set[str]:
+    """Rule names in the 'Job stats' table of a dry run."""
+    rules, in_table = set(), False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table = True
+        elif in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+                rules.add(parts[0])
+            elif parts and parts[0] == "total":
+                break
+    return rules
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    shutil.copytree(ROOT / "config", workdir / "config")
+    snakemake(workdir)
+    return workdir, yaml.safe_load(TINY.read_text())
+
+
+@pytest.mark.slow
+def test_dry_run_lists_every_stage(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    out = snakemake(tmp_path, "-n").stdout
+    # displace is a checkpoint: the DFT jobs of its displacements appear once it has run.
+    assert {"structure", "displace", "all"} <= planned_rules(out)
+
+
+@pytest.mark.slow
+def test_outputs_of_every_stage(workflow_run):
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    n_temperatures = len(cfg["thermal"]["temperatures"])
+    dataset = FramesFile(out / "dataset" / "dataset.h5")
+    # pristine + 4 finite differences (AB bilayer, plus-minus auto) + thermal training samples
+    assert len(dataset) == 1 + 4 + n_temperatures * cfg["thermal"]["train_samples"]
+    assert dataset.source == "dft"
+    for name in ("phonopy_params.yaml", "band.yaml", "FORCE_SETS", "phonon_bands.png"):
+        assert (out / "phonons" / name).stat().st_size > 0
+    metrics = list(csv.DictReader((out / "train" / "metrics.csv").open()))
+    assert metrics, "training wrote no metrics"
+    for T in cfg["thermal"]["temperatures"]:
+        frames = FramesFile(out / "infer" / f"T{T:g}.h5")
+        assert frames.source == "hedgenet" and len(frames) == cfg["thermal"]["infer_samples"]
+    rows = list(csv.DictReader((out / "bands" / "vf.csv").open()))
+    assert len(rows) >= n_temperatures
+    for row in rows:
+        assert 0.3 < float(row["vf_1e6_m_s"]) < 2.0  # graphene's v_F is ~1e6 m/s
+
+
+@pytest.mark.slow
+def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
+    workdir, cfg = workflow_run
+    changed = json.loads(json.dumps(cfg))
+    changed["bands"]["broadening"] = cfg["bands"].get("broadening", 0.02) * 2
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert planned_rules(snakemake(workdir, "-n").stdout) == set(), "an unchanged config reran something"
+    planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
+    assert planned and planned <= {"bands", "all"}, planned
+
+
+@pytest.mark.slow
+def test_report_collects_figures(workflow_run):
+    workdir, _ = workflow_run
+    snakemake(workdir, "--report", str(workdir / "report.zip"))
+    assert (workdir / "report.zip").stat().st_size > 0
+
+
+def test_lint_has_no_errors():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not re.search(r"^Lints for rule", result.stdout + result.stderr, re.M), result.stdout

@@ -1,0 +1,29 @@
+# Stage 9: unfolding near K, thermal averages, SWMcC fit, v_F(T) and figures.
+
+
+rule bands:
+    input:
+        frames=expand(f"{OUT}/infer/T{{T}}.h5", T=TEMPERATURES),
+        primitive=rules.structure.output,
+        supercell=lambda w: f"{displace_dir()}/pristine.extxyz",
+    output:
+        vf=f"{OUT}/bands/vf.csv",
+        summary=f"{OUT}/bands/bands.json",
+        spectral=f"{OUT}/bands/spectral.h5",
+        spectral_png=report(f"{OUT}/bands/spectral_function.png", caption="../report/spectral.rst",
+                            category="Bands"),
+        vf_png=report(f"{OUT}/bands/vf.png", caption="../report/vf.rst", category="Bands"),
+        convergence_png=report(f"{OUT}/bands/convergence.png", caption="../report/convergence.rst",
+                               category="Bands"),
+    log:
+        f"{OUT}/logs/bands.log",
+    params:
+        cfg=stage_params("bands"),
+        temperatures=TEMPERATURES,
+        out_dir=f"{OUT}/bands",
+    resources:
+        runtime=60,
+        mem_mb=4000,
+    shell:
+        "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
+        "--temperatures {params.temperatures} --frames {input.frames} --out-dir {params.out_dir} > {log} 2>&1"

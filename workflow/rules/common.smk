@@ -1,0 +1,52 @@
+# Shared by all rule files: config validation (once, at parse time), paths and per-stage params.
+import json
+
+from mlepi import config as mlepi_config
+from mlepi.cli import STAGE_SECTIONS
+
+
+# Fills defaults and rejects unknown keys or bad values, naming the field (schema: src/mlepi/schemas/).
+mlepi_config.validate(config, source="workflow config")
+
+OUT = f"results/{config['system']['name']}"
+TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
+N_TRAIN = config["thermal"]["train_samples"]
+
+
+wildcard_constraints:
+    T=r"[0-9.]+",
+    k=r"[0-9]{3}",
+    fd=r"fd_[0-9]{3}",
+
+
+def stage_params(stage, drop=()):
+    """Only this stage's config sections (less ``drop``): a change elsewhere does not rerun it."""
+    return mlepi_config.stage_params(config, STAGE_SECTIONS[stage], drop)
+
+
+def displace_dir():
+    return checkpoints.displace.get().output[0]
+
+
+def fd_names(wildcards=None):
+    """Names of phonopy's displaced supercells, known once the displace checkpoint has run."""
+    directory = displace_dir()
+    return sorted(p[:-len(".extxyz")] for p in os.listdir(directory) if p.startswith("fd_"))
+
+
+def thermal_train_names():
+    return [f"mc_T{T}_s{k:03d}" for T in TEMPERATURES for k in range(N_TRAIN)]
+
+
+def dft_frames(wildcards=None):
+    """Every DFT configuration the training set holds: pristine, finite differences, thermal samples."""
+    names = ["pristine"] + fd_names() + thermal_train_names()
+    return [f"{OUT}/dft/{name}.h5" for name in names]
+
+
+def final_targets():
+    return [
+        f"{OUT}/phonons/phonon_bands.png",
+        f"{OUT}/train/metrics.csv",
+        f"{OUT}/bands/vf.csv",
+    ]

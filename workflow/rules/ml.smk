@@ -1,0 +1,56 @@
+# Stage 6: dataset; stage 7: HedgeNet training (torchrun: N GPUs or CPU processes); stage 8: inference.
+
+
+rule dataset:
+    input:
+        dft_frames,
+    output:
+        h5=f"{OUT}/dataset/dataset.h5",
+        extxyz=f"{OUT}/dataset/dataset.extxyz",
+    log:
+        f"{OUT}/logs/dataset.log",
+    resources:
+        runtime=10,
+        mem_mb=4000,
+    shell:
+        "mlepi dataset --frames {input} --out {output.h5} --extxyz {output.extxyz} > {log} 2>&1"
+
+
+rule train:
+    input:
+        rules.dataset.output.h5,
+    output:
+        model=f"{OUT}/train/model.pt",
+        metrics=f"{OUT}/train/metrics.csv",
+    log:
+        f"{OUT}/logs/train.log",
+    params:
+        cfg=stage_params("train"),
+        out_dir=f"{OUT}/train",
+        nproc=config["resources"]["train_processes"],
+    threads: config["resources"]["train_processes"]
+    resources:
+        runtime=config["resources"]["train_runtime_min"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        gpu=config["resources"]["train_gpus"],
+    shell:
+        # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo.
+        "torchrun --standalone --nproc_per_node {params.nproc} -m mlepi.cli train --params {params.cfg:q} "
+        "--dataset {input} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule infer:
+    input:
+        model=rules.train.output.model,
+        structures=f"{OUT}/thermal/infer_T{{T}}.extxyz",
+    output:
+        f"{OUT}/infer/T{{T}}.h5",
+    log:
+        f"{OUT}/logs/infer_T{{T}}.log",
+    resources:
+        runtime=config["resources"]["infer_runtime_min"],
+        mem_mb=4000,
+        gpu=config["resources"]["infer_gpus"],
+    shell:
+        "mlepi infer {input.model} {input.structures} --out {output} > {log} 2>&1"
+

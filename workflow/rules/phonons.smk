@@ -1,0 +1,62 @@
+# Stage 4: force constants and phonon bands; stage 5: Monte Carlo thermal displacements.
+
+
+rule phonons:
+    input:
+        disp=lambda w: f"{displace_dir()}/phonopy_disp.yaml",
+        pristine=f"{OUT}/dft/pristine.h5",
+        fd=lambda w: [f"{OUT}/dft/{name}.h5" for name in fd_names()],
+    output:
+        params=f"{OUT}/phonons/phonopy_params.yaml",
+        band=f"{OUT}/phonons/band.yaml",
+        summary=f"{OUT}/phonons/summary.json",
+        plot=report(f"{OUT}/phonons/phonon_bands.png", caption="../report/phonons.rst", category="Phonons"),
+    log:
+        f"{OUT}/logs/phonons.log",
+    params:
+        cfg=stage_params("phonons"),
+        out_dir=f"{OUT}/phonons",
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    shell:
+        "mlepi phonons --params {params.cfg:q} --disp {input.disp} --pristine {input.pristine} "
+        "--fd {input.fd} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule thermal_train:
+    input:
+        phonopy=rules.phonons.output.params,
+        pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
+    output:
+        [f"{OUT}/thermal/train_T{{T}}/s{k:03d}.extxyz" for k in range(N_TRAIN)],
+    log:
+        f"{OUT}/logs/thermal_train_T{{T}}.log",
+    params:
+        # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
+        cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures")),
+        out_dir=f"{OUT}/thermal/train_T{{T}}",
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    shell:
+        "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
+        "--temperature {wildcards.T} --purpose train --out {params.out_dir} > {log} 2>&1"
+
+
+rule thermal_infer:
+    input:
+        phonopy=rules.phonons.output.params,
+        pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
+    output:
+        f"{OUT}/thermal/infer_T{{T}}.extxyz",
+    log:
+        f"{OUT}/logs/thermal_infer_T{{T}}.log",
+    params:
+        cfg=stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures")),
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    shell:
+        "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
+        "--temperature {wildcards.T} --purpose infer --out {output} > {log} 2>&1"

@@ -1,0 +1,33 @@
+# Stage 1: relaxed primitive cell; stage 2: phonopy finite-difference displacements.
+
+
+rule structure:
+    output:
+        f"{OUT}/structure/primitive.extxyz",
+    log:
+        main=f"{OUT}/logs/structure.log",
+        gpaw=f"{OUT}/logs/structure.gpaw.txt",
+    params:
+        cfg=stage_params("structure"),
+    threads: 1
+    resources:
+        runtime=config["resources"]["dft_runtime_min"],
+        mem_mb=config["resources"]["dft_mem_mb"],
+    shell:
+        "mlepi structure --params {params.cfg:q} --out {output} --log {log.gpaw} > {log.main} 2>&1"
+
+
+checkpoint displace:
+    input:
+        rules.structure.output,
+    output:
+        directory(f"{OUT}/displace"),
+    log:
+        f"{OUT}/logs/displace.log",
+    params:
+        cfg=stage_params("displace"),
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    shell:
+        "mlepi displace --params {params.cfg:q} --structure {input} --out-dir {output} > {log} 2>&1"
