@@ -18,8 +18,8 @@ from mlepi.graph import block_edges, neighbor_edges
 
 TOY_BASIS = {"name": "toy-sp", "orbitals": {"6": [["2s", 0], ["2p", 1]]}, "rcut": {"6": 2.2},
              "valence": {"6": 4}}
-TOY_DFT = {"mode": "lcao", "xc": "PBE", "kpts": {"size": [2, 2, 1], "gamma": True},
-           "occupations": {"name": "fermi-dirac", "width": 0.1}}
+# Like the ``dft`` config section that ``mlepi dft`` stores as the frames' parameters.
+TOY_DFT = {"xc": "PBE", "basis": "toy-sp", "kpts_primitive": [4, 4, 1], "occupation_width": 0.1}
 
 
 def bilayer(n: int = 2, *, rattle: float = 0.05, seed: int = 0, a: float = 2.46, d: float = 3.35,
@@ -100,7 +100,7 @@ def synthetic_frames(n_frames: int, *, n: int = 2, rattle: float = 0.05, seed: i
         edge_index, shift, H, S = slater_koster_blocks(atoms, basis)
         frames.append(Frame.from_atoms(f"f{k:03d}", atoms, energy=energy, forces=forces, edge_index=edge_index,
                                        cell_shift=shift, H=H, S=S, fermi_level=0.0,
-                                       info={"temperature_K": 300.0, "sample_index": k}))
+                                       info={"temperature_K": 300.0, "sample_index": k, "supercell": [n, n]}))
     return frames
 
 

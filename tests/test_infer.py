@@ -22,14 +22,21 @@ def model_path(tmp_path):
     model.set_standardisation({"H_onsite_mean": np.diag([-8.0, 0.0, 0.0, 0.0])[None], "H_scale": 0.5,
                                "S_scale": 0.02, "energy_shift": [-9.0], "energy_scale": 0.3})
     path = tmp_path / "model.pt"
-    model.save(path, dft_parameters=TOY_DFT)
+    model.save(path, dft_parameters=TOY_DFT, kpoint_length=KPOINT_LENGTH)
     return path
 
 
-def test_occupation_settings_read_gpaw_style_parameters():
-    assert infer.occupation_settings(TOY_DFT) == ((2, 2, 1), True, 0.1)
-    assert infer.occupation_settings({"kpts": [4, 4, 1], "width": 0.05}) == ((4, 4, 1), True, 0.05)
-    assert infer.occupation_settings({}) == (None, True, None)
+KPOINT_LENGTH = [4 * 2.46, 4 * 2.46]  # TOY_DFT's 4 k points per primitive lattice vector of 2.46 Å
+
+
+def test_occupation_settings_scale_the_mesh_with_the_cell():
+    metadata = {"dft_parameters": TOY_DFT, "kpoint_length": KPOINT_LENGTH}
+    assert infer.occupation_settings(metadata, bilayer(2).cell) == ((2, 2, 1), True, 0.1)
+    assert infer.occupation_settings(metadata, bilayer(1).cell) == ((4, 4, 1), True, 0.1)
+    gpaw_style = {"dft_parameters": {"kpts": {"size": [3, 3, 1], "gamma": False},
+                                     "occupations": {"name": "fermi-dirac", "width": 0.05}}}
+    assert infer.occupation_settings(gpaw_style, bilayer(2).cell) == ((3, 3, 1), False, 0.05)
+    assert infer.occupation_settings({}, bilayer(2).cell) == (None, True, None)
     # Gamma-centred even mesh contains Gamma; uniform spacing 1/n
     k = infer.kpoint_mesh((2, 2, 1))
     assert any(np.allclose(p, 0) for p in k) and len(k) == 4
@@ -49,7 +56,8 @@ def test_run_writes_model_frames_with_info_and_fermi_level(model_path, tmp_path)
     assert ff.source == "hedgenet" and ff.basis == TOY_BASIS and len(ff) == 2
     assert ff.parameters["kpts"] == [2, 2, 1] and ff.parameters["width"] == 0.1
     for k, frame in enumerate(ff):
-        assert frame.info == {"temperature_K": 300.0, "seed": 7, "sample_index": k}
+        assert frame.info == {"temperature_K": 300.0, "seed": 7, "sample_index": k, "fermi_kpts": [2, 2, 1],
+                              "fermi_width": 0.1}
         edge_index, shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc, TOY_BASIS)
         assert np.array_equal(frame.edge_index, edge_index) and np.array_equal(frame.cell_shift, shift)
         assert frame.H.shape == (edge_index.shape[1], 4, 4) and frame.forces.shape == (16, 3)

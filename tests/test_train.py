@@ -54,7 +54,8 @@ def test_training_reduces_the_loss_and_writes_outputs(dataset, tmp_path):
     assert float(rows[-1]["train_loss"]) < 0.75 * float(rows[0]["train_loss"])
     assert min(float(r["val_loss"]) for r in rows) < float(rows[0]["val_loss"])
     model = HedgeNet.load(tmp_path / "model.pt")
-    assert model.metadata["dft_parameters"]["occupations"]["width"] == 0.1
+    assert model.metadata["dft_parameters"]["occupation_width"] == 0.1
+    assert model.metadata["kpoint_length"] == pytest.approx([4 * 2.46, 4 * 2.46])  # 2x2 cells with 2x2 k
     assert model.metadata["epoch"] == summary["best_epoch"]
     assert model.config["hidden"] == TINY["model"]["hidden"]
 
@@ -97,6 +98,8 @@ def test_resume_after_a_kill_continues_the_epoch_count_and_matches_an_uninterrup
     assert len(read_metrics(tmp_path / "killed")) == 4
     with pytest.raises(ValueError, match="different config"):
         train.run(dataset, with_train(epochs=4, lr=1e-3), tmp_path / "killed", seed=1)
+    train.run(dataset, with_train(epochs=2, lr=1e-3), tmp_path / "killed", seed=1, resume=False)  # afresh
+    assert [int(r["epoch"]) for r in read_metrics(tmp_path / "killed")] == [1, 2]
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(dataset, tmp_path):
@@ -111,12 +114,10 @@ def test_unknown_config_key_is_an_error(dataset, tmp_path):
 
 
 def test_torchrun_with_two_gloo_ranks(dataset, tmp_path):
-    config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(with_train(epochs=2)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mlepi.train", "--dataset", str(dataset), "--config", str(config_path),
-           "--out-dir", str(tmp_path / "out"), "--seed", "0"]
+           "-m", "mlepi.cli", "train", "--dataset", str(dataset), "--params", json.dumps(with_train(epochs=2)),
+           "--out-dir", str(tmp_path / "out")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_metrics(tmp_path / "out")

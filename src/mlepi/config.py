@@ -105,3 +105,8 @@ def from_params(text: str, sections: list[str]) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("--params must be a JSON object of config sections")
     return validate(config, sections, source="--params")
+
+
+def section_defaults(name: str) -> dict:
+    """The schema defaults of one section (what a stage uses when given no config)."""
+    return validate({}, [name], source="defaults")[name]

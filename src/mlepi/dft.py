@@ -10,6 +10,10 @@ Settings that must stay consistent between the primitive cell and its supercells
 * real-space grid: ``gpts = grid_points_primitive * supercell`` in plane (the same spacing in every cell;
   with ``h=`` alone GPAW picks different spacings for different cells and the energy per atom moves) and
   ``ceil(c / grid_spacing_z)`` rounded up to a multiple of 4 along z.
+* no k-point symmetry reduction (``symmetry: false``): with it, GPAW's energy of the symmetric primitive
+  cell differed by 1.6e-4 eV/atom from the same cell without it; without it, the primitive cell and its
+  2x1 supercell agree to 1e-12 eV/atom, and pristine and displaced supercells share one numerical path.
+  (The relaxation in :mod:`mlepi.structure` always uses the symmetry: it only needs the geometry.)
 
 Supercell multiples of a user structure are the in-plane cell lengths over the primitive lattice constant
 ``system.a`` (:func:`infer_supercell`), unless the structure's info has ``supercell`` or the caller
@@ -25,8 +29,11 @@ of one atom pair fall into one class, i.e. the mesh is fine enough for the suppo
 chosen (or a configured one is checked) so that this holds, else :class:`BlockAliasingError`.
 
 H(R) has a tail beyond rc_i + rc_j: the PAW term sum_a <phi_i|p_a> dH_a <p_a|phi_j> couples orbitals up to
-rc_i + rc_j + 2 r_proj apart (r_proj = 1.14 A for C). Its size (1e-7 eV for C sz(dzp)) is logged and
-stored in ``info['block_tail_max_abs_H']``; the data contract keeps edges within rc_i + rc_j only.
+rc_i + rc_j + 2 r_proj apart (r_proj = 1.14 A for C). Its size (2e-7 eV per element for C sz(dzp)) is
+logged and stored in ``info['block_tail_max_abs_H']``; the data contract keeps edges within rc_i + rc_j
+only, which costs ~1e-6 eV in the band energies (measured: 7e-7 eV, 4-atom cell; with the tail edges kept
+the bands agree with GPAW's to 1e-13 eV). S has the same three-centre PAW term, so even its on-site
+blocks depend on the neighbours (by ~3e-3 in a rattled cell): S is not a pure two-centre quantity.
 """
 
 from __future__ import annotations
@@ -43,11 +50,14 @@ from ase.units import Bohr, Ha
 
 from . import provenance
 from .frames import Frame, write_frames
+from .structure_io import read_structure
 
 log = logging.getLogger(__name__)
 
 # Keys of the extxyz info that belong to the structure file, not to the configuration.
 _STRUCTURE_BOOKKEEPING = ("schema", "schema_version", "provenance")
+_SYMMETRY = {"off": "off", "time_reversal": {"point_group": False, "time_reversal": True},
+             "full": {"point_group": True, "time_reversal": True}}
 _IMAG_TOLERANCE = 1e-6  # eV: H(R) of a complete k mesh is real to rounding; more means a broken mesh
 
 
@@ -60,7 +70,7 @@ class BlockAliasingError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- settings
-def infer_supercell(atoms, a: float | None = None, tol: float = 1e-3) -> tuple[float, float]:
+def infer_supercell(atoms, a: float | None = None, tol: float = 1e-3) -> tuple:
     """In-plane supercell multiples of a structure: lengths of a1, a2 over the primitive constant ``a``.
 
     Parameters
@@ -82,7 +92,7 @@ def infer_supercell(atoms, a: float | None = None, tol: float = 1e-3) -> tuple[f
     multiples = []
     for length in atoms.cell.lengths()[:2]:
         m = float(length) / a
-        multiples.append(int(round(m)) if abs(m - round(m)) < tol * m else m)
+        multiples.append(round(m) if abs(m - round(m)) < tol * m else m)
     return tuple(multiples)
 
 
@@ -98,8 +108,8 @@ def scaled_kpts(kpts_primitive, supercell) -> tuple[int, int, int]:
     """
     mesh = []
     for k, m in zip(kpts_primitive, supercell):
-        n = max(1, int(round(k / m)))
-        if not (_is_integer(m) and k % int(round(m)) == 0):
+        n = max(1, round(k / m))
+        if not (_is_integer(m) and k % round(m) == 0):
             log.warning("k mesh %s of the primitive cell is not divisible by supercell multiple %s; using %d",
                         k, m, n)
         mesh.append(n)
@@ -112,7 +122,7 @@ def grid_points(atoms, dft_cfg: dict, supercell) -> tuple[int, int, int]:
     Non-integer multiples (twisted cells) are rounded up, so the spacing never exceeds the primitive one.
     """
     n = int(dft_cfg["grid_points_primitive"])
-    in_plane = [n * int(round(m)) if _is_integer(m) else math.ceil(n * m) for m in supercell]
+    in_plane = [n * round(m) if _is_integer(m) else math.ceil(n * m) for m in supercell]
     c = float(atoms.cell.lengths()[2])
     n_z = 4 * math.ceil(c / float(dft_cfg["grid_spacing_z"]) / 4)
     return (in_plane[0], in_plane[1], n_z)
@@ -128,7 +138,8 @@ def make_calculator(atoms, dft_cfg: dict, supercell=(1, 1), txt=None, mixer=None
     dft_cfg : dict
         The ``dft`` config section (validated): ``xc``, ``dispersion``, ``basis``, ``kpts_primitive``,
         ``grid_points_primitive``, ``grid_spacing_z``, ``occupation_width`` (eV), ``scf_energy``,
-        ``scf_density``, ``scf_maxiter``, ``mixer``.
+        ``scf_density``, ``scf_maxiter``, ``mixer``, ``symmetry`` ('time_reversal' (default): k and -k
+        only; 'off': no reduction; 'full': point group too).
     supercell : (n1, n2)
         In-plane multiples of the primitive cell (default (1, 1)); scales k mesh and grid.
     txt : str, path, file object or None
@@ -145,20 +156,25 @@ def make_calculator(atoms, dft_cfg: dict, supercell=(1, 1), txt=None, mixer=None
     from gpaw import GPAW
 
     mixer = dft_cfg.get("mixer") if mixer is None else mixer
-    params = dict(
-        mode="lcao",
-        basis=dft_cfg["basis"],
-        xc=dft_cfg["xc"],
-        occupations={"name": "fermi-dirac", "width": float(dft_cfg["occupation_width"])},
-        kpts={"size": scaled_kpts(dft_cfg["kpts_primitive"], supercell), "gamma": True},
-        gpts=grid_points(atoms, dft_cfg, supercell),
+    params = {
+        "mode": "lcao",
+        "basis": dft_cfg["basis"],
+        "xc": dft_cfg["xc"],
+        "occupations": {"name": "fermi-dirac", "width": float(dft_cfg["occupation_width"])},
+        "kpts": {"size": scaled_kpts(dft_cfg["kpts_primitive"], supercell), "gamma": True},
+        "gpts": grid_points(atoms, dft_cfg, supercell),
         # GPAW's energy criterion is eV per valence electron; density: electrons per valence electron.
-        convergence={"energy": float(dft_cfg["scf_energy"]), "density": float(dft_cfg["scf_density"])},
-        maxiter=int(dft_cfg["scf_maxiter"] if maxiter is None else maxiter),
-        txt=txt,
-    )
+        "convergence": {"energy": float(dft_cfg["scf_energy"]), "density": float(dft_cfg["scf_density"])},
+        "maxiter": int(dft_cfg["scf_maxiter"] if maxiter is None else maxiter),
+        "txt": txt,
+    }
     if mixer:
         params["mixer"] = dict(mixer)
+    # One numerical path for symmetric (primitive, pristine) and displaced cells: with GPAW's point-group
+    # reduction the AB primitive cell's energy moved by 1.6e-4 eV/atom away from the same cell without it
+    # (and from its 2x1 supercell, which agree to 1e-12 eV/atom). Time reversal is exact for a non-magnetic
+    # system and applies to every cell alike, so it stays on unless asked off: it halves the k points.
+    params["symmetry"] = _SYMMETRY[dft_cfg.get("symmetry", "time_reversal")]
     calc = GPAW(**params)
     dispersion = dft_cfg.get("dispersion", "d3bj")
     if dispersion == "d3bj":
@@ -317,7 +333,7 @@ def block_kmesh(atoms, i, j, R, requested=None) -> tuple[int, int, int]:
         return mesh
     lengths = atoms.cell.lengths()[:2]
     for t in range(1, 200):
-        mesh = tuple(int(math.ceil(t * lengths.min() / length - 1e-9)) for length in lengths) + (1,)
+        mesh = tuple(math.ceil(t * lengths.min() / length - 1e-9) for length in lengths) + (1,)
         if not len(aliasing_conflicts(i, j, R, mesh)):
             return mesh
     raise BlockAliasingError("no block k mesh up to 200 x a_min separates the lattice vectors of H")
@@ -423,23 +439,6 @@ def extract_blocks(calc, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
 
 
 # ------------------------------------------------------------------------------------------------ run
-def read_structure(path):
-    """One-frame extended XYZ as ``ase.Atoms`` with ``arrays['layer']`` (assigned from z when missing)."""
-    import ase.io
-
-    from .structure import assign_layers
-
-    frames = ase.io.read(path, index=":", format="extxyz")
-    if len(frames) != 1:
-        raise ValueError(f"{path}: expected one structure, found {len(frames)}")
-    atoms = frames[0]
-    atoms.calc = None  # never reuse energies or forces stored in the input
-    if "layer" not in atoms.arrays:
-        atoms.set_array("layer", assign_layers(atoms))
-        log.info("%s: no layer array, assigned layers %s from z", path, np.unique(atoms.arrays["layer"]))
-    return atoms
-
-
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -504,8 +503,9 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     Parameters
     ----------
     structure_path : path
-        One-frame extended XYZ (``layer`` array optional). Its info (``temperature_K``, ``seed``,
-        ``sample_index``, ``kind``, ...) is carried into ``Frame.info``, except schema and provenance.
+        One-frame extended XYZ (``layer`` array optional, see :mod:`mlepi.structure_io`). Its info
+        (``temperature_K``, ``seed``, ``sample_index``, ``kind``, ...) is carried into ``Frame.info``, except
+        schema and provenance.
     config : dict
         ``{"dft": {...}, "system": {...}}`` (validated); ``system.a`` is only used to infer the supercell.
     out_path : path
@@ -522,12 +522,15 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     ------
     SCFConvergenceError
         SCF failed after the retry; nothing is written.
+    mlepi.structure_io.StructureFileError
+        The structure file is missing, unreadable or holds more than one structure.
     """
     dft_cfg = config["dft"]
     structure_path, out_path = Path(structure_path), Path(out_path)
     log_path = Path(log_path) if log_path is not None else out_path.with_suffix(".log")
     name = name or structure_path.stem
-    atoms = read_structure(structure_path)
+    atoms = read_structure(structure_path)  # layers assigned from z when the file has none
+    atoms.calc = None  # never reuse energies or forces stored in the input
     if supercell is None:
         supercell = atoms.info.get("supercell")
     if supercell is None:

@@ -4,15 +4,14 @@ For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the 
 :func:`mlepi.graph.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
 bands: :func:`mlepi.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
 electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
-on. Both k mesh and width default to the DFT parameters stored in the model (``model.metadata['dft_parameters']``,
-see :func:`occupation_settings`); pass them explicitly when the structures are a different supercell than the
-training frames, because the stored mesh belongs to the training cell.
+on. Both default to what the model stores (:func:`occupation_settings`): the DFT width, and a k mesh that
+scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple`` in plane, one k point
+along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments override them.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,21 +33,33 @@ def kpoint_mesh(size, gamma: bool = True) -> np.ndarray:
     return kpts
 
 
-def occupation_settings(dft_parameters: dict) -> tuple[tuple[int, int, int] | None, bool, float | None]:
-    """(k mesh size, Gamma-centred, Fermi-Dirac width in eV) from stored DFT parameters; None where absent.
+def occupation_settings(metadata: dict, cell) -> tuple[tuple[int, int, int] | None, bool, float | None]:
+    """(k mesh size, Gamma-centred, Fermi-Dirac width in eV) for a cell, from a model's metadata; None if absent.
 
-    Reads GPAW-style settings: ``kpts`` as ``[n1, n2, n3]`` or ``{"size": [...], "gamma": bool}``, and the width
-    as ``occupations.width`` (GPAW's ``{"name": "fermi-dirac", "width": w}``) or a top-level ``width``.
+    Width: ``dft_parameters['occupation_width']`` (the ``dft`` config section), or GPAW's
+    ``occupations['width']``, or ``width``. k mesh, first found of:
+
+    - ``dft_parameters['kpts']`` in GPAW form, ``[n1, n2, n3]`` or ``{"size": [...], "gamma": bool}``;
+    - ``metadata['kpoint_length']`` (Å, per in-plane lattice vector: k points x lattice length of the DFT
+      frames, see ``train``): n_c = max(1, round(length_c / |a_c|)) in plane and one k point along z, the
+      mesh ``mlepi dft`` uses for a supercell (``kpts_primitive / multiple``), Gamma-centred.
     """
-    p = dft_parameters or {}
+    p = metadata.get("dft_parameters") or {}
+    occ = p.get("occupations")
+    width = p.get("occupation_width", occ.get("width") if isinstance(occ, dict) else p.get("width"))
+    width = None if width is None else float(width)
     kpts, gamma = p.get("kpts"), True
     if isinstance(kpts, dict):
         gamma = bool(kpts.get("gamma", True))
         kpts = kpts.get("size")
-    size = tuple(int(n) for n in kpts) if kpts is not None and len(kpts) == 3 else None
-    occ = p.get("occupations")
-    width = occ.get("width") if isinstance(occ, dict) else p.get("width")
-    return size, gamma, (None if width is None else float(width))
+    if kpts is not None and len(kpts) == 3:
+        return tuple(int(n) for n in kpts), gamma, width
+    length = metadata.get("kpoint_length")
+    if length is not None:
+        lengths = np.linalg.norm(np.asarray(cell, dtype=float), axis=1)
+        mesh = tuple(max(1, int(round(k / a))) for k, a in zip(length, lengths[:2])) + (1,)
+        return mesh, True, width
+    return None, True, width
 
 
 def _info(atoms_info: dict) -> dict:
@@ -74,25 +85,19 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     ----------
     model : a trained HedgeNet (``HedgeNet.load``).
     atoms_list, names : structures and their unique frame names.
-    kpts : k mesh size (3 ints) for the Fermi level; default from the model's DFT parameters.
-    gamma : Gamma-centred mesh; default from the DFT parameters (True if unstated).
-    width : Fermi-Dirac width (eV); default from the DFT parameters.
+    kpts : k mesh size (3 ints) for the Fermi level; default from the model (:func:`occupation_settings`).
+    gamma : Gamma-centred mesh; default from the model (True if unstated).
+    width : Fermi-Dirac width (eV); default from the model's DFT parameters.
     fermi_level : compute the Fermi level (costs one generalized eigenproblem per k point).
     device, dtype : where and in which precision to evaluate (float64 by default: exact for a float32-trained
         model and smooth for finite differences of forces).
 
     Returns
     -------
-    list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``.
+    list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``
+    (plus ``fermi_kpts`` and ``fermi_width``, the settings the Fermi level was computed with).
     """
     basis = model.basis
-    size, gamma_dft, width_dft = occupation_settings(model.metadata.get("dft_parameters", {}))
-    size = size if kpts is None else tuple(int(n) for n in kpts)
-    gamma = gamma_dft if gamma is None else gamma
-    width = width_dft if width is None else float(width)
-    if fermi_level and (size is None or width is None):
-        raise ValueError("the model stores no DFT k mesh or occupation width "
-                         f"(dft_parameters: {model.metadata.get('dft_parameters')}); pass kpts= and width=")
     model = model.to(device=device, dtype=dtype).eval()
     cfg = model.config
     frames = []
@@ -108,7 +113,15 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
         frame.H = out["H"].detach().cpu().double().numpy()
         frame.S = out["S"].detach().cpu().double().numpy()
         if fermi_level:
-            frame.fermi_level = _fermi_level(frame, basis, kpoint_mesh(size, gamma), width)
+            size, gamma_k, width_k = occupation_settings(model.metadata, frame.cell)
+            size = size if kpts is None else tuple(int(n) for n in kpts)
+            gamma_k = gamma_k if gamma is None else gamma
+            width_k = width_k if width is None else float(width)
+            if size is None or width_k is None:
+                raise ValueError("the model stores no DFT k mesh or occupation width (dft_parameters: "
+                                 f"{model.metadata.get('dft_parameters')}); pass kpts= and width=")
+            frame.fermi_level = _fermi_level(frame, basis, kpoint_mesh(size, gamma_k), width_k)
+            frame.info.update(fermi_kpts=list(size), fermi_width=width_k)
         frames.append(frame)
     return frames
 
@@ -142,9 +155,8 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     atoms_list = ase.io.read(structures_path, index=":")
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
     frames = predict_frames(model, atoms_list, names, kpts=kpts, width=width, device=device)
-    size, gamma, width_dft = occupation_settings(model.metadata.get("dft_parameters", {}))
-    settings = {"model_path": str(model_path), "kpts": list(kpts) if kpts is not None else size,
-                "width": width if width is not None else width_dft}
+    settings = {"model_path": str(model_path), "kpts": frames[0].info["fermi_kpts"] if frames else None,
+                "width": frames[0].info["fermi_width"] if frames else None}
     parameters = {"model": "hedgenet", "model_config": model.config, **settings,
                   "dft_parameters": model.metadata.get("dft_parameters"),
                   "model_provenance": model.metadata.get("provenance")}

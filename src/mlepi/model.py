@@ -12,10 +12,12 @@ Architecture (first version)
 - **Energy and forces.** E = sum_i [E0(Z_i) + s * e(h_i)], with per-species reference energies E0 and a scale
   s set from the training data (then learned / fixed, see :meth:`HedgeNet.set_standardisation`). Forces are
   -dE/dx by autograd, so force constants are second derivatives of one energy, consistent by construction.
-- **Hamiltonian blocks.** For every block edge (i, j, R) (``graph.block_edges``): on-site blocks (i, i, 0) from
-  h_i and angular moments of i's neighbourhood; off-site blocks from (h_i, h_j, bond length) contracted with all
-  monomials of the bond direction n up to degree ``angular_degree`` (default 2 l_max), times an envelope that
-  vanishes at rc_i + rc_j. Separate intra/inter off-site heads when heterogeneous.
+- **Hamiltonian blocks.** For every block edge (i, j, R) (``graph.block_edges``): on-site blocks (i, i, 0) are
+  the per-species mean of the training data plus a correction from h_i and the angular moments of i's
+  neighbourhood; off-site blocks come from (h_i, h_j, bond length) contracted with all monomials of the bond
+  direction n up to degree ``angular_degree`` (default 2 l_max), times an envelope that vanishes at rc_i + rc_j.
+  Intra-layer and inter-layer bonds have separate off-site heads when heterogeneous (hoppings within a layer,
+  gamma0 ~ 3 eV, and between layers, gamma1 ~ 0.4 eV, differ in kind, not only in distance).
 - **Overlap.** S is exactly a two-centre integral: S_ij(R) depends only on the two species and the bond
   vector, not on the environment or the density. HedgeNet therefore predicts S from (species pair, bond length,
   bond direction) alone, with no message passing, and on-site S blocks are a per-species constant matrix (the
@@ -52,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import section_defaults
 from .frames import orbital_counts
 from .graph import INTER, INTRA
 from .provenance import atomic_path
@@ -59,15 +62,7 @@ from .provenance import atomic_path
 MODEL_SCHEMA = "mlepi.hedgenet"
 MODEL_SCHEMA_VERSION = 1
 
-MODEL_DEFAULTS = {
-    "cutoff_intra": 4.0,  # Angstrom: graphene 1st-4th neighbours (1.42, 2.46, 2.84, 3.76)
-    "cutoff_inter": 4.5,  # Angstrom: AB dimer 3.35, skew gamma3/gamma4 pairs 3.64, next shell 4.16
-    "hidden": 48,
-    "n_rbf": 8,
-    "num_interactions": 2,
-    "heterogeneous": True,
-    "angular_degree": None,  # None: 2 * l_max of the basis (enough for the Slater-Koster form)
-}
+MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -477,7 +472,7 @@ class HedgeNet(nn.Module):
             ang_s = ang if sign > 0 else angular_features(-unit, self.exponents)
             g_H = bv.new_zeros(len(off), self.n_orb, self.n_orb)
             for kind, head in self.H_bond.items():
-                sel = same_layer if kind == "intra" else ~same_layer if kind == "inter" else torch.ones_like(same_layer)
+                sel = {"intra": same_layer, "inter": ~same_layer, "shared": torch.ones_like(same_layer)}[kind]
                 sel = sel.nonzero().squeeze(1)
                 g_H = g_H.index_put((sel,), head(h, src[sel], dst[sel], brbf[sel], ang_s[sel]))
             return g_H, self.S_bond(es, src, dst, brbf, ang_s)

@@ -23,10 +23,8 @@ and its weight is positive.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -43,29 +41,16 @@ from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
+from .config import section_defaults
 from .frames import FramesFile
 from .graph import INTER, INTRA, frame_to_data
 from .model import MODEL_DEFAULTS, HedgeNet, resolve_config
 from .provenance import atomic_path, config_hash, record
 
-TRAIN_DEFAULTS = {
-    "epochs": 300,
-    "batch_size": 2,  # frames per optimizer step and per process
-    "lr": 5e-3,
-    "lr_min_factor": 0.02,  # cosine schedule ends at lr * lr_min_factor
-    "weight_decay": 1e-6,
-    "grad_clip": 10.0,  # max gradient norm; 0 disables
-    "weights": {"energy": 1.0, "forces": 1.0, "H": 1.0, "S": 1.0},
-    "patience": 50,  # epochs without a better validation loss before stopping
-    "val_fraction": 0.2,
-    "seed": 0,
-    "dtype": "float32",
-    "device": "auto",  # auto: CUDA when available, else CPU
-    "nproc": 1,  # processes torchrun starts (used by the workflow rule, not by run())
-}
+TRAIN_DEFAULTS = section_defaults("train")  # the schema is the one definition (config.schema.yaml)
 TARGETS = ("energy", "forces", "H", "S")
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
-_RESUMABLE_KEYS = ("device", "nproc")
+_RESUMABLE_KEYS = ("device",)
 CHECKPOINT_SCHEMA = "mlepi.train_checkpoint"
 
 
@@ -127,6 +112,21 @@ def available_targets(frames, weights: dict) -> tuple[str, ...]:
     """Targets with a positive weight that every frame has."""
     return tuple(t for t in TARGETS
                  if weights.get(t, 0.0) > 0 and all(getattr(f, t) is not None for f in frames))
+
+
+def kpoint_length(dft_parameters: dict, frames) -> list[float] | None:
+    """k points x lattice length (Å) of the DFT mesh for the two in-plane lattice vectors, or None.
+
+    ``mlepi dft`` uses ``kpts_primitive / multiple`` k points for a supercell of in-plane ``multiple`` (frame
+    ``info['supercell']``), so ``kpts_primitive x |a_c| / multiple`` is the same for every supercell of one
+    primitive cell: ``mlepi infer`` divides it by a structure's lattice lengths to get that structure's mesh.
+    """
+    kpts = dft_parameters.get("kpts_primitive")
+    multiples = frames[0].info.get("supercell") if frames else None
+    if kpts is None or multiples is None:
+        return None
+    lengths = np.linalg.norm(frames[0].cell, axis=1)
+    return [float(kpts[c]) * float(lengths[c]) / float(multiples[c]) for c in range(2)]
 
 
 def _onsite(graph) -> torch.Tensor:
@@ -243,8 +243,9 @@ def evaluate(model: HedgeNet, loader, targets, weights, scales, ctx: _Dist) -> d
     sums = torch.zeros(len(TARGETS), 3, dtype=torch.float64)  # per target: sum |r|, sum r^2, count
     for batch in loader:
         batch = batch.to(ctx.device)
-        out = model(batch, forces="forces" in targets, create_graph=False)
-        res = residuals({k: v.detach() for k, v in out.items()}, batch, model, targets)
+        with torch.no_grad():  # forces still come from autograd inside forward
+            out = model(batch, forces="forces" in targets)
+        res = residuals(out, batch, model, targets)
         for k, r in res.items():
             r = r.double().cpu()
             sums[TARGETS.index(k)] += torch.stack([r.abs().sum(), r.pow(2).sum(), torch.tensor(float(r.numel()))])
@@ -308,7 +309,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- run
-def run(dataset_path, config: dict, out_dir, seed: int | None = None) -> dict:
+def run(dataset_path, config: dict, out_dir, seed: int | None = None, *, resume: bool = True) -> dict:
     """Train HedgeNet on a dataset frames file; resume from ``out_dir/checkpoint.pt`` if it exists.
 
     Parameters
@@ -318,6 +319,8 @@ def run(dataset_path, config: dict, out_dir, seed: int | None = None) -> dict:
         ``TRAIN_DEFAULTS``); missing keys take the defaults, unknown keys are an error.
     out_dir : directory for ``model.pt``, ``metrics.csv`` and ``checkpoint.pt`` (created).
     seed : seed of the split, initial weights and shuffling; ``None`` takes ``config['train']['seed']``.
+    resume : continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the same config, seed
+        and dataset); False starts afresh and overwrites it.
 
     Returns
     -------
@@ -333,13 +336,14 @@ def run(dataset_path, config: dict, out_dir, seed: int | None = None) -> dict:
         with warnings.catch_warnings():
             # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, ctx)
+            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, ctx, resume)
     finally:
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
-def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, ctx: _Dist) -> dict:
+def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, ctx: _Dist,
+           resume: bool) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[train_cfg["dtype"]]
     weights = train_cfg["weights"]
     dataset = FramesFile(dataset_path)
@@ -366,7 +370,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
         "seed": seed, "frames": dataset.names, "dataset_config_hash": dataset.provenance.get("config_hash")})
     ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
-    state = _load_checkpoint(ckpt_path, fingerprint)
+    state = _load_checkpoint(ckpt_path, fingerprint) if resume else None
     history, best_loss, best_epoch, bad_epochs, best_state, start, stopped = [], math.inf, 0, 0, None, 1, False
     if state is not None:
         model.load_state_dict(state["model"])
@@ -386,7 +390,8 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     sampler = DistributedSampler(train_graphs, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
     train_loader = DataLoader(train_graphs, batch_size=train_cfg["batch_size"], sampler=sampler)
     val_loader = DataLoader(val_graphs[ctx.rank::ctx.world], batch_size=train_cfg["batch_size"])
-    metadata = {"dft_parameters": dataset.parameters, "dataset": str(dataset_path),
+    metadata = {"dft_parameters": dataset.parameters, "kpoint_length": kpoint_length(dataset.parameters, frames),
+                "dataset": str(dataset_path),
                 "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
                 "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
     if ctx.main:
@@ -458,33 +463,3 @@ def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, c
         total += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
     total = ctx.all_sum(total)
     return float(total[0] / max(float(total[1]), 1.0))
-
-
-# ---------------------------------------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
-    """``python -m mlepi.train --dataset D --config C --out-dir O [--seed S]`` (also under torchrun).
-
-    ``--config`` is a JSON or YAML file with ``model`` and ``train`` sections. The package CLI (``mlepi train``)
-    should call :func:`run` directly; this entry exists for torchrun tests and quick use.
-    """
-    parser = argparse.ArgumentParser(prog="python -m mlepi.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, help="dataset frames file (HDF5)")
-    parser.add_argument("--config", required=True, help="JSON/YAML file with 'model' and 'train' sections")
-    parser.add_argument("--out-dir", required=True, help="directory for model.pt, metrics.csv, checkpoint.pt")
-    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    args = parser.parse_args(argv)
-    text = Path(args.config).read_text()
-    if args.config.endswith((".yaml", ".yml")):
-        import yaml
-
-        config = yaml.safe_load(text)
-    else:
-        config = json.loads(text)
-    summary = run(args.dataset, {k: config.get(k) for k in ("model", "train")}, args.out_dir, seed=args.seed)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
