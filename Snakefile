@@ -8,6 +8,12 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+wildcard_constraints:
+    T=r"[0-9.]+",
+    k=r"[0-9]{3}",
+    fd=r"fd_[0-9]{3}",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/dft.smk"

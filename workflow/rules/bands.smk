@@ -20,10 +20,12 @@ rule bands:
     params:
         cfg=stage_params("bands"),
         temperatures=TEMPERATURES,
-        out_dir=f"{OUT}/bands",
+        out_dir=lambda w, output: os.path.dirname(output.vf),
     resources:
         runtime=60,
         mem_mb=4000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
         "--temperatures {params.temperatures} --frames {input.frames} --out-dir {params.out_dir} > {log} 2>&1"

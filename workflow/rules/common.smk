@@ -1,4 +1,4 @@
-# Shared by all rule files: config validation (once, at parse time), paths and per-stage params.
+# Shared helpers of the workflow: config validation (once, at parse time), paths, per-stage params.
 import json
 
 from mlepi import config as mlepi_config
@@ -11,12 +11,6 @@ mlepi_config.validate(config, source="workflow config")
 OUT = f"results/{config['system']['name']}"
 TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
 N_TRAIN = config["thermal"]["train_samples"]
-
-
-wildcard_constraints:
-    T=r"[0-9.]+",
-    k=r"[0-9]{3}",
-    fd=r"fd_[0-9]{3}",
 
 
 def stage_params(stage, drop=()):
@@ -50,3 +44,11 @@ def final_targets():
         f"{OUT}/train/metrics.csv",
         f"{OUT}/bands/vf.csv",
     ]
+
+
+def dft_input(wildcards):
+    name = wildcards.config
+    if name.startswith("mc_T"):
+        T, k = name[len("mc_T"):].rsplit("_s", 1)
+        return f"{OUT}/thermal/train_T{T}/s{k}.extxyz"
+    return f"{displace_dir()}/{name}.extxyz"

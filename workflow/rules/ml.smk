@@ -12,6 +12,8 @@ rule dataset:
     resources:
         runtime=10,
         mem_mb=4000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi dataset --frames {input} --out {output.h5} --extxyz {output.extxyz} > {log} 2>&1"
 
@@ -26,13 +28,15 @@ rule train:
         f"{OUT}/logs/train.log",
     params:
         cfg=stage_params("train"),
-        out_dir=f"{OUT}/train",
+        out_dir=lambda w, output: os.path.dirname(output.model),
         nproc=config["resources"]["train_processes"],
     threads: config["resources"]["train_processes"]
     resources:
         runtime=config["resources"]["train_runtime_min"],
         mem_mb=config["resources"]["train_mem_mb"],
         gpu=config["resources"]["train_gpus"],
+    conda:
+        "../../envs/ml.yaml"
     shell:
         # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo.
         "torchrun --standalone --nproc_per_node {params.nproc} -m mlepi.cli train --params {params.cfg:q} "
@@ -51,6 +55,8 @@ rule infer:
         runtime=config["resources"]["infer_runtime_min"],
         mem_mb=4000,
         gpu=config["resources"]["infer_gpus"],
+    conda:
+        "../../envs/ml.yaml"
     shell:
         "mlepi infer {input.model} {input.structures} --out {output} > {log} 2>&1"
 

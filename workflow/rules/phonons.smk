@@ -15,10 +15,12 @@ rule phonons:
         f"{OUT}/logs/phonons.log",
     params:
         cfg=stage_params("phonons"),
-        out_dir=f"{OUT}/phonons",
+        out_dir=lambda w, output: os.path.dirname(output.params),
     resources:
         runtime=10,
         mem_mb=2000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi phonons --params {params.cfg:q} --disp {input.disp} --pristine {input.pristine} "
         "--fd {input.fd} --out-dir {params.out_dir} > {log} 2>&1"
@@ -35,10 +37,12 @@ rule thermal_train:
     params:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
         cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures")),
-        out_dir=f"{OUT}/thermal/train_T{{T}}",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     resources:
         runtime=10,
         mem_mb=2000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
         "--temperature {wildcards.T} --purpose train --out {params.out_dir} > {log} 2>&1"
@@ -57,6 +61,8 @@ rule thermal_infer:
     resources:
         runtime=10,
         mem_mb=2000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
         "--temperature {wildcards.T} --purpose infer --out {output} > {log} 2>&1"

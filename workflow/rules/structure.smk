@@ -13,6 +13,8 @@ rule structure:
     resources:
         runtime=config["resources"]["dft_runtime_min"],
         mem_mb=config["resources"]["dft_mem_mb"],
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi structure --params {params.cfg:q} --out {output} --log {log.gpaw} > {log.main} 2>&1"
 
@@ -29,5 +31,7 @@ checkpoint displace:
     resources:
         runtime=10,
         mem_mb=2000,
+    conda:
+        "../../envs/dft.yaml"
     shell:
         "mlepi displace --params {params.cfg:q} --structure {input} --out-dir {output} > {log} 2>&1"
