@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -94,6 +95,23 @@ def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
     assert planned_rules(snakemake(workdir, "-n").stdout) == set(), "an unchanged config reran something"
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
     assert planned and planned <= {"bands", "all"}, planned
+
+
+@pytest.mark.slow
+def test_user_checks_the_model_on_a_structure(workflow_run, tmp_path):
+    """`mlepi predict` + `mlepi compare` on a DFT frame of the run: same schema, errors as JSON."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    mlepi = [str(Path(sys.executable).parent / "mlepi")]
+    structure = out / "displace" / "fd_000.extxyz"
+    subprocess.run([*mlepi, "predict", str(out / "train" / "model.pt"), str(structure),
+                    "--out", str(tmp_path / "B.h5")], check=True, timeout=600)
+    result = subprocess.run([*mlepi, "compare", str(out / "dft" / "fd_000.h5"), str(tmp_path / "B.h5"),
+                             "--json"], check=True, capture_output=True, text=True, timeout=600)
+    errors = json.loads(result.stdout)
+    for key in ("h_mae_meV", "force_mae_meV_per_A", "eig_mae_K_meV", "fermi_level_diff_meV"):
+        assert np.isfinite(errors[key]), key
+    assert errors["blocks_matched"] == errors["blocks_a"]  # the model predicts every DFT block
 
 
 @pytest.mark.slow
