@@ -127,3 +127,22 @@ def test_antithetic_pairs_and_seeds(sampler):
     assert np.array_equal(a[1::2], -a[0::2])
     with pytest.raises(ValueError, match="even"):
         sampler.sample(300.0, 3, np.random.default_rng(0))
+
+
+def test_soft_modes_can_be_frozen_explicitly(supercell):
+    """freeze: the soft modes are left out (zero amplitude along them), the others sampled as before."""
+    fc = spring_force_constants(supercell, k_inter=-0.05)
+    masses = supercell.get_masses()
+    with pytest.raises(UnstableModeError, match="soft_modes: freeze"):
+        HarmonicSampler(fc, masses)
+    frozen = HarmonicSampler(fc, masses, soft_modes="freeze")
+    assert frozen.frozen_THz and all(f < 0.3 for f in frozen.frozen_THz)
+    reference = HarmonicSampler(spring_force_constants(supercell), masses)
+    assert len(frozen.omega) + len(frozen.frozen_THz) == len(reference.omega)
+    # displacements have no component along the frozen (mass-weighted) directions
+    n = len(supercell)
+    D = fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / np.sqrt(np.outer(np.repeat(masses, 3), np.repeat(masses, 3)))
+    w2, vecs = np.linalg.eigh(D)
+    soft = vecs[:, w2 < -1e-8]
+    u = frozen.sample(300.0, 4, np.random.default_rng(0)).reshape(4, -1) * np.sqrt(np.repeat(masses, 3))
+    assert np.abs(u @ soft).max() < 1e-10 * np.abs(u).max()

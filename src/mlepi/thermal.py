@@ -9,13 +9,17 @@ xi_nu ~ N(0, 1), over all modes but the three uniform translations; coth -> 1 at
 motion is included (the quantum harmonic oscillator's position distribution at temperature T is exactly
 this Gaussian). Samples come in antithetic pairs (xi, -xi) unless switched off. A mode with omega^2 < 0
 (or a non-translation mode softer than the tolerance) is an error naming its frequency: it means the
-structure is not a minimum of the DFT energy, and sampling it would be meaningless.
+structure is not a minimum of the DFT energy, and sampling it would be meaningless. With
+``soft_modes='freeze'`` such modes are instead left out of the sampling (their displacement is zero),
+with a warning and the list in every sample's info (``frozen_modes_THz``): a documented approximation for
+settings known to miss a soft mode (e.g. the interlayer shear with the dz(dzp) basis, docs/thermal.md).
 
 Internally ASE units: energy eV, length A, mass amu, time A sqrt(amu/eV); omega in rad per that time.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ from .structure_io import read_structure, write_structures
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
 PURPOSES = {"train": 1, "infer": 2}
+log = logging.getLogger(__name__)
 
 
 class UnstableModeError(RuntimeError):
@@ -49,9 +54,12 @@ class HarmonicSampler:
         Atomic masses (amu).
     tolerance_THz : float
         Non-translation modes must have a real frequency above this (THz); default 0.3.
+    soft_modes : {'error', 'freeze'}
+        What to do with modes below the tolerance: raise :class:`UnstableModeError` (default) or leave
+        them out of the sampling (listed in ``frozen_THz``).
     """
 
-    def __init__(self, force_constants, masses, tolerance_THz: float = 0.3):
+    def __init__(self, force_constants, masses, tolerance_THz: float = 0.3, soft_modes: str = "error"):
         fc = np.asarray(force_constants, float)
         n = len(masses)
         if fc.shape != (n, n, 3, 3):
@@ -70,13 +78,19 @@ class HarmonicSampler:
         keep[np.argsort(overlap)[-3:]] = False
         freq_THz = omega_to_THz(np.sign(omega2) * np.sqrt(np.abs(omega2)))
         soft = keep & (freq_THz < tolerance_THz)
-        if soft.any():
+        self.frozen_THz = [float(f) for f in freq_THz[soft]]
+        if soft.any() and soft_modes == "freeze":
+            log.warning("left out of the thermal sampling (soft_modes: freeze): %d mode(s) at %s THz",
+                        soft.sum(), ", ".join(f"{f:.3f}" for f in self.frozen_THz))
+            keep &= ~soft
+        elif soft.any():
             listed = ", ".join(f"{f:.3f}" for f in freq_THz[soft][:6])
             kind = "imaginary" if (freq_THz[soft] < 0).any() else "vanishing"
             raise UnstableModeError(
                 f"{soft.sum()} {kind} non-translational mode(s) at {listed} THz (negative = imaginary; "
                 f"tolerance {tolerance_THz} THz). Relax the structure with the DFT settings used for the "
-                "forces (with a dispersion correction for layered materials) before thermal sampling.")
+                "forces (with a dispersion correction for layered materials) before thermal sampling, or "
+                "set thermal.soft_modes: freeze to leave these modes out (an approximation).")
         self.omega = np.sqrt(omega2[keep])  # [n_modes] rad / ASE time
         self.vectors = vectors[:, keep]  # [3n, n_modes] mass-weighted eigenvectors
         self.frequencies_THz = freq_THz[keep]
@@ -113,7 +127,7 @@ class HarmonicSampler:
         return u.reshape(n_samples, self.n_atoms, 3)
 
 
-def sampler_from_phonopy(params_path, tolerance_THz: float) -> HarmonicSampler:
+def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
     """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
     phonon = phonopy.load(params_path, log_level=0)
     fc = phonon.force_constants
@@ -121,7 +135,7 @@ def sampler_from_phonopy(params_path, tolerance_THz: float) -> HarmonicSampler:
         from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 
         fc = compact_fc_to_full_fc(phonon.primitive, fc)
-    return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz)
+    return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz, soft_modes)
 
 
 def sample_rng(seed: int, purpose: str, temperature: float) -> np.random.Generator:
@@ -138,7 +152,7 @@ def run(params_path, pristine_path, config: dict, temperature: float, purpose: s
     """
     cfg = config["thermal"]
     n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
-    sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"])
+    sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"], cfg["soft_modes"])
     reference = read_structure(pristine_path)
     if len(reference) != sampler.n_atoms:
         raise ValueError(f"{pristine_path} has {len(reference)} atoms, the force constants "
@@ -153,7 +167,7 @@ def run(params_path, pristine_path, config: dict, temperature: float, purpose: s
         frames.append(atoms)
         infos.append({"kind": "thermal", "temperature_K": float(temperature), "seed": cfg["seed"],
                       "purpose": purpose, "sample_index": index, "antithetic": cfg["antithetic"],
-                      "provenance": prov})
+                      "frozen_modes_THz": sampler.frozen_THz, "provenance": prov})
     if purpose == "infer":
         write_structures(out, frames, infos)
         return [Path(out)]

@@ -10,7 +10,7 @@ rule dft:
         main=f"{OUT}/logs/dft/{{config}}.log",
         gpaw=f"{OUT}/logs/dft/{{config}}.gpaw.txt",
     params:
-        cfg=stage_params("dft"),
+        cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
     threads: 1
     resources:
         runtime=config["resources"]["dft_runtime_min"],

@@ -8,7 +8,7 @@ rule structure:
         main=f"{OUT}/logs/structure.log",
         gpaw=f"{OUT}/logs/structure.gpaw.txt",
     params:
-        cfg=stage_params("structure"),
+        cfg=stage_params("structure", drop=("system.supercell", "system.name")),
     threads: 1
     resources:
         runtime=config["resources"]["dft_runtime_min"],
