@@ -159,6 +159,16 @@ K_OFF_MESH = np.array([[0.1234, 0.0567, 0.0], [0.37, -0.29, 0.0], [-0.41, 0.23, 
 
 
 @pytest.mark.slow
+def test_overlap_without_scf_equals_the_scf_overlap(rattled):
+    """dft.overlap_blocks (no SCF, what inference uses) gives the S blocks of the full DFT run."""
+    atoms, frame, basis, _, cfg = rattled
+    edge_index, cell_shift, S, basis_s = dft.overlap_blocks(atoms, cfg)
+    assert basis_s == basis
+    assert np.array_equal(edge_index, frame.edge_index) and np.array_equal(cell_shift, frame.cell_shift)
+    assert np.abs(S - frame.S).max() < 1e-10
+
+
+@pytest.mark.slow
 def test_eigenvalues_match_gpaw_off_mesh(rattled):
     """Bands of H(k) c = e S(k) c from the stored blocks equal GPAW's non-self-consistent bands."""
     _, frame, basis, calc, _ = rattled

@@ -50,14 +50,14 @@ def test_run_writes_model_frames_with_info_and_fermi_level(model_path, tmp_path)
         structures.append(atoms)
     ase.io.write(tmp_path / "samples.extxyz", structures, format="extxyz")
     out_path = tmp_path / "predicted.h5"
-    infer.run(model_path, tmp_path / "samples.extxyz", out_path)
+    infer.run(model_path, tmp_path / "samples.extxyz", out_path, overlap="model")  # synthetic basis: no GPAW
 
     ff = FramesFile(out_path)
     assert ff.source == "hedgenet" and ff.basis == TOY_BASIS and len(ff) == 2
     assert ff.parameters["kpts"] == [2, 2, 1] and ff.parameters["width"] == 0.1
     for k, frame in enumerate(ff):
         assert frame.info == {"temperature_K": 300.0, "seed": 7, "sample_index": k, "fermi_kpts": [2, 2, 1],
-                              "fermi_width": 0.1}
+                              "fermi_width": 0.1, "overlap": "model"}
         edge_index, shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc, TOY_BASIS)
         assert np.array_equal(frame.edge_index, edge_index) and np.array_equal(frame.cell_shift, shift)
         assert frame.H.shape == (edge_index.shape[1], 4, 4) and frame.forces.shape == (16, 3)
@@ -71,11 +71,11 @@ def test_run_writes_model_frames_with_info_and_fermi_level(model_path, tmp_path)
 def test_predict_needs_layers_and_occupation_settings(model_path):
     model = HedgeNet.load(model_path)
     atoms = bilayer(2)
-    frames = infer.predict_frames(model, [atoms], ["a"], fermi_level=False)
+    frames = infer.predict_frames(model, [atoms], ["a"], overlap="model", fermi_level=False)
     assert frames[0].fermi_level is None and frames[0].S is not None
     model.metadata = {}
     with pytest.raises(ValueError, match="pass kpts= and width="):
-        infer.predict_frames(model, [atoms], ["a"])
+        infer.predict_frames(model, [atoms], ["a"], overlap="model")
     del atoms.arrays["layer"]
     with pytest.raises(ValueError, match="layer"):
-        infer.predict_frames(model, [atoms], ["a"], fermi_level=False)
+        infer.predict_frames(model, [atoms], ["a"], overlap="model", fermi_level=False)

@@ -94,7 +94,7 @@ def cmd_train(args):
 def cmd_infer(args):
     from . import infer
 
-    infer.run(args.model, args.structures, args.out)
+    infer.run(args.model, args.structures, args.out, overlap=args.overlap)
 
 
 def cmd_bands(args):
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="trained model (model.pt)")
         p.add_argument("structures", help="structure file (.extxyz, one or more structures)")
         p.add_argument("--out", required=True, help="frames file to write (.h5)")
+        p.add_argument("--overlap", choices=["gpaw", "model"], default="gpaw",
+                       help="S from GPAW's basis integrals (exact, default) or from the model's S head")
         p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("bands", help="unfold near K, thermal averages, SWMcC fit, v_F(T), figures")

@@ -366,6 +366,51 @@ def kspace_matrices(calc, kpts, txt=None):
     return np.array(H_kMM), np.array(S_kMM), np.array(k_kc)
 
 
+def _block_layout(atoms, basis: dict, gpaw_relpos, kpts_blocks=None) -> dict:
+    """Edges (frame positions), their R relative to GPAW's wrapped positions, and the extraction k mesh."""
+    numbers = atoms.get_atomic_numbers()
+    rcut = np.array([basis["rcut"][str(int(z))] for z in numbers])
+    counts = np.array([sum(2 * l + 1 for _, l in basis["orbitals"][str(int(z))]) for z in numbers])
+    i, j, R = neighbor_edges(atoms, rcut)
+    offsets_cell = _gpaw_cell_offsets(atoms, gpaw_relpos)
+    R_gpaw = R + offsets_cell[j] - offsets_cell[i]  # same physical vector, GPAW's wrapped positions
+    mesh = block_kmesh(atoms, i, j, R_gpaw, kpts_blocks)
+    return {"i": i, "j": j, "R": R, "R_gpaw": R_gpaw, "mesh": mesh, "counts": counts,
+            "offsets": np.concatenate([[0], np.cumsum(counts)])}
+
+
+def _real_space_blocks(layout: dict, k_kc, *A_kMM) -> tuple[list[np.ndarray], np.ndarray]:
+    """Blocks ``[E, n_orb_max, n_orb_max]`` of each A(k) on a full mesh, and the mask of used elements.
+
+    A(R) = 1/N_k sum_k exp(-2 pi i k.R) A(k) for each class R mod mesh; each edge takes its class's block.
+    """
+    i, j, mesh, counts, offsets = (layout[k] for k in ("i", "j", "mesh", "counts", "offsets"))
+    if len(k_kc) != np.prod(mesh):
+        raise RuntimeError(f"GPAW returned {len(k_kc)} k points for the full mesh {mesh}")
+    if A_kMM[0].shape[1] != offsets[-1]:
+        raise RuntimeError(f"GPAW has {A_kMM[0].shape[1]} orbitals, the basis description {offsets[-1]}")
+    classes, edge_class = np.unique(np.mod(layout["R_gpaw"], np.asarray(mesh)), axis=0, return_inverse=True)
+    edge_class = edge_class.ravel()
+    phase_ck = np.exp(-2j * np.pi * classes @ np.asarray(k_kc).T) / len(k_kc)  # [n_classes, n_k]
+    n_max = int(counts.max())
+    blocks, used = [], None
+    for A in A_kMM:
+        A_cMM = np.einsum("ck,kmn->cmn", phase_ck, A)
+        max_imag = float(np.abs(A_cMM.imag).max())
+        if max_imag > _IMAG_TOLERANCE:
+            raise RuntimeError(f"A(R) has imaginary parts up to {max_imag:.2e}; the k mesh {mesh} is not a "
+                               "complete Gamma-centred mesh")
+        A_cMM = A_cMM.real
+        out = np.zeros((len(i), n_max, n_max))
+        used = np.zeros(A_cMM.shape, dtype=bool)
+        for e, (a, b, c) in enumerate(zip(i, j, edge_class)):
+            rows, cols = slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1])
+            out[e, :counts[a], :counts[b]] = A_cMM[c, rows, cols]
+            used[c, rows, cols] = True
+        blocks.append((out, A_cMM))
+    return blocks, used
+
+
 def extract_blocks(calc, atoms, kpts_blocks=None, txt=None, diagnostics: dict | None = None):
     """Real-space H(R), S(R) atom-pair blocks of a converged GPAW LCAO calculation (docs/data.md layout).
 
@@ -381,7 +426,7 @@ def extract_blocks(calc, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
         GPAW text log of the non-self-consistent run.
     diagnostics : dict, optional
         Filled with ``block_kmesh``, ``block_tail_max_abs_H`` (eV, largest |H| element of the pairs and
-        classes outside rc_i + rc_j) and ``block_max_imag_H`` (eV).
+        classes outside rc_i + rc_j).
 
     Returns
     -------
@@ -392,50 +437,43 @@ def extract_blocks(calc, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
     basis : dict, the frames-file basis description
     """
     gpaw = gpaw_calculator(calc)
-    dft = gpaw.dft
-    basis = basis_description(dft.setups, atoms)
-    numbers = atoms.get_atomic_numbers()
-    rcut = np.array([basis["rcut"][str(int(z))] for z in numbers])
-    counts = np.array([sum(2 * l + 1 for _, l in basis["orbitals"][str(int(z))]) for z in numbers])
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-
-    i, j, R = neighbor_edges(atoms, rcut)
-    offsets_cell = _gpaw_cell_offsets(atoms, dft.relpos_ac)
-    R_gpaw = R + offsets_cell[j] - offsets_cell[i]  # same physical vector, GPAW's wrapped positions
-    mesh = block_kmesh(atoms, i, j, R_gpaw, kpts_blocks)
-
-    H_kMM, S_kMM, k_kc = kspace_matrices(calc, {"size": mesh, "gamma": True}, txt=txt)
-    if len(k_kc) != np.prod(mesh):
-        raise RuntimeError(f"GPAW returned {len(k_kc)} k points for the full mesh {mesh}")
-    if H_kMM.shape[1] != offsets[-1]:
-        raise RuntimeError(f"GPAW has {H_kMM.shape[1]} orbitals, the basis description {offsets[-1]}")
-    classes, edge_class = np.unique(np.mod(R_gpaw, np.asarray(mesh)), axis=0, return_inverse=True)
-    edge_class = edge_class.ravel()
-    phase_ck = np.exp(-2j * np.pi * classes @ k_kc.T) / len(k_kc)  # [n_classes, n_k]
-    H_cMM = np.einsum("ck,kmn->cmn", phase_ck, H_kMM)
-    S_cMM = np.einsum("ck,kmn->cmn", phase_ck, S_kMM)
-    max_imag = float(np.abs(H_cMM.imag).max())
-    if max_imag > _IMAG_TOLERANCE:
-        raise RuntimeError(f"H(R) has imaginary parts up to {max_imag:.2e} eV; the k mesh {mesh} is not a "
-                           "complete Gamma-centred mesh")
-    H_cMM, S_cMM = H_cMM.real, S_cMM.real
-
-    n_max = int(counts.max())
-    H = np.zeros((len(i), n_max, n_max))
-    S = np.zeros_like(H)
-    used = np.zeros(H_cMM.shape, dtype=bool)
-    for e, (a, b, c) in enumerate(zip(i, j, edge_class)):
-        rows = slice(offsets[a], offsets[a + 1])
-        cols = slice(offsets[b], offsets[b + 1])
-        H[e, :counts[a], :counts[b]] = H_cMM[c, rows, cols]
-        S[e, :counts[a], :counts[b]] = S_cMM[c, rows, cols]
-        used[c, rows, cols] = True
+    basis = basis_description(gpaw.dft.setups, atoms)
+    layout = _block_layout(atoms, basis, gpaw.dft.relpos_ac, kpts_blocks)
+    H_kMM, S_kMM, k_kc = kspace_matrices(calc, {"size": layout["mesh"], "gamma": True}, txt=txt)
+    ((H, H_cMM), (S, _)), used = _real_space_blocks(layout, k_kc, H_kMM, S_kMM)
     tail = float(np.abs(H_cMM[~used]).max()) if (~used).any() else 0.0
-    log.info("blocks: %d edges, k mesh %s, tail beyond rc_i + rc_j %.1e eV", len(i), mesh, tail)
+    log.info("blocks: %d edges, k mesh %s, tail beyond rc_i + rc_j %.1e eV", len(layout["i"]),
+             layout["mesh"], tail)
     if diagnostics is not None:
-        diagnostics.update(block_kmesh=list(mesh), block_tail_max_abs_H=tail, block_max_imag_H=max_imag)
-    edge_index = np.stack([i, j]).astype(np.int64)
-    return edge_index, R, H, S, basis
+        diagnostics.update(block_kmesh=list(layout["mesh"]), block_tail_max_abs_H=tail)
+    edge_index = np.stack([layout["i"], layout["j"]]).astype(np.int64)
+    return edge_index, layout["R"], H, S, basis
+
+
+def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
+    """The exact overlap blocks S(R) of a structure in the LCAO basis, without an SCF (seconds).
+
+    S depends only on the positions and the basis (two-centre integrals plus GPAW's PAW projector term),
+    so GPAW builds it when it sets up a calculation; no density is needed. Returns ``(edge_index,
+    cell_shift, S, basis)`` in the layout of :func:`extract_blocks`.
+    """
+    from gpaw import GPAW
+
+    def setup(kpts):
+        params = dict(mode="lcao", basis=dft_cfg["basis"], xc=dft_cfg["xc"], symmetry="off", txt=None,
+                      kpts={"size": kpts, "gamma": True}, gpts=grid_points(atoms, dft_cfg, supercell))
+        calc = GPAW(**params)
+        calc.create_new_calculation(atoms)
+        return calc.dft
+
+    probe = setup((1, 1, 1))  # setups and GPAW's wrapped positions, to choose the mesh
+    basis = basis_description(probe.setups, atoms)
+    layout = _block_layout(atoms, basis, probe.relpos_ac, dft_cfg.get("kpts_blocks"))
+    wfs_k = list(setup(layout["mesh"]).ibzwfs)
+    S_kMM = np.array([np.array(wfs.S_MM.data) for wfs in wfs_k])
+    k_kc = np.array([np.array(wfs.kpt_c) for wfs in wfs_k])
+    ((S, _),), _ = _real_space_blocks(layout, k_kc, S_kMM)
+    return np.stack([layout["i"], layout["j"]]).astype(np.int64), layout["R"], S, basis
 
 
 # ------------------------------------------------------------------------------------------------ run

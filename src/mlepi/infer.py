@@ -22,6 +22,7 @@ from .frames import Frame, write_frames
 from .graph import block_edges, frame_to_data
 from .model import HedgeNet
 from .provenance import record
+from .structure_io import read_structures
 
 
 def kpoint_mesh(size, gamma: bool = True) -> np.ndarray:
@@ -76,8 +77,28 @@ def _info(atoms_info: dict) -> dict:
     return info
 
 
+def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
+    """GPAW's exact S blocks on the frame's block edges (no SCF; S is independent of the grid).
+
+    The overlap of the split-valence bases is nearly singular (smallest eigenvalue of S(k) ~4e-5 for a 300 K
+    dz(dzp) sample), so a learned S with errors of ~1e-4 is not positive definite; the exact one costs
+    seconds per structure.
+    """
+    from .dft import overlap_blocks
+
+    edge_index, cell_shift, S, _ = overlap_blocks(frame.to_atoms(), dft_parameters)
+    position = {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*edge_index, cell_shift))}
+    try:
+        order = [position[(int(i), int(j), *map(int, r))] for i, j, r in zip(*frame.edge_index, frame.cell_shift)]
+    except KeyError as err:
+        raise ValueError(f"frame {frame.name!r}: block edge {err.args[0]} has no GPAW overlap block") from None
+    if len(order) != len(position):
+        raise ValueError(f"frame {frame.name!r}: {len(position)} GPAW blocks but {len(order)} model blocks")
+    return S[order]
+
+
 def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool | None = None,
-                   width: float | None = None, fermi_level: bool = True, device="cpu",
+                   width: float | None = None, fermi_level: bool = True, overlap: str = "gpaw", device="cpu",
                    dtype: torch.dtype = torch.float64) -> list[Frame]:
     """Model frames for ``atoms_list`` (each with ``arrays['layer']``).
 
@@ -89,6 +110,8 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     gamma : Gamma-centred mesh; default from the model (True if unstated).
     width : Fermi-Dirac width (eV); default from the model's DFT parameters.
     fermi_level : compute the Fermi level (costs one generalized eigenproblem per k point).
+    overlap : 'gpaw' (default): S from GPAW's basis integrals (exact, :func:`exact_overlap`); 'model': the
+        model's two-centre S head (no GPAW needed, but not accurate enough for nearly singular overlaps).
     device, dtype : where and in which precision to evaluate (float64 by default: exact for a float32-trained
         model and smooth for finite differences of forces).
 
@@ -112,6 +135,9 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
         frame.forces = out["forces"].detach().cpu().double().numpy()
         frame.H = out["H"].detach().cpu().double().numpy()
         frame.S = out["S"].detach().cpu().double().numpy()
+        if overlap == "gpaw":
+            frame.S = exact_overlap(frame, model.metadata["dft_parameters"])
+        frame.info["overlap"] = overlap
         if fermi_level:
             size, gamma_k, width_k = occupation_settings(model.metadata, frame.cell)
             size = size if kpts is None else tuple(int(n) for n in kpts)
@@ -132,12 +158,13 @@ def _fermi_level(frame: Frame, basis: dict, kpts: np.ndarray, width: float) -> f
     try:
         bands = tb.eigenvalues(frame, basis, kpts)
     except np.linalg.LinAlgError as err:
-        raise ValueError(f"frame {frame.name!r}: predicted S(k) is not positive definite ({err}); the model is not "
-                         "trained well enough for this structure") from None
+        raise ValueError(f"frame {frame.name!r}: S(k) is not positive definite ({err}); with the model's own "
+                         "overlap (--overlap model) the model is not trained well enough for this structure") from None
     return tb.fermi_level(bands, n_electrons, width)
 
 
-def run(model_path, structures_path, out_path, *, kpts=None, width: float | None = None, device="cpu") -> None:
+def run(model_path, structures_path, out_path, *, kpts=None, width: float | None = None, overlap: str = "gpaw",
+        device="cpu") -> None:
     """Predict every structure of an extended-XYZ file (one or many frames) into a frames file.
 
     Parameters
@@ -148,14 +175,16 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
         ``frame_0000``, ``frame_0001``, ...
     out_path : frames file to write (``source='hedgenet'``).
     kpts, width : k mesh size and Fermi-Dirac width (eV) for the Fermi level; default from the model.
+    overlap : 'gpaw' (exact, default) or 'model' (see :func:`predict_frames`).
     """
-    import ase.io
+    from tqdm import tqdm
 
     model = HedgeNet.load(model_path, map_location=device)
-    atoms_list = ase.io.read(structures_path, index=":")
+    atoms_list = read_structures(structures_path)
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
-    frames = predict_frames(model, atoms_list, names, kpts=kpts, width=width, device=device)
-    settings = {"model_path": str(model_path), "kpts": frames[0].info["fermi_kpts"] if frames else None,
+    frames = [predict_frames(model, [atoms], [name], kpts=kpts, width=width, overlap=overlap, device=device)[0]
+              for atoms, name in tqdm(list(zip(atoms_list, names)), desc="infer", unit="structure")]
+    settings = {"model_path": str(model_path), "overlap": overlap, "kpts": frames[0].info["fermi_kpts"] if frames else None,
                 "width": frames[0].info["fermi_width"] if frames else None}
     parameters = {"model": "hedgenet", "model_config": model.config, **settings,
                   "dft_parameters": model.metadata.get("dft_parameters"),

@@ -277,9 +277,11 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     if state.get("schema") != CHECKPOINT_SCHEMA:
         raise ValueError(f"{path}: not an mlepi training checkpoint; remove it or choose another out_dir")
     if state["fingerprint"] != fingerprint:
-        raise ValueError(f"{path}: checkpoint of a different config, seed or dataset (fingerprint "
-                         f"{state['fingerprint']} != {fingerprint}); remove it to start afresh or restore the "
-                         "settings it was made with")
+        # A changed config, seed or dataset is a new run (Snakemake reran the rule): start afresh. The
+        # old checkpoint is replaced only once the new run has written its first one.
+        warnings.warn(f"{path}: checkpoint of a different config, seed or dataset (fingerprint "
+                      f"{state['fingerprint']} != {fingerprint}); starting a new training run")
+        return None
     return state
 
 
