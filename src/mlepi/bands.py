@@ -317,7 +317,7 @@ class SampleBands:
 
 
 def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, energy_grid,
-                   source: str = "") -> SampleBands:
+                   source: str = "", window_center: float | None = None) -> SampleBands:
     """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
     energies, weights = unfold(frame, basis, path.k_reduced, mapping, degeneracy_tol=cfg.degeneracy_tol_eV,
                                max_displacement=cfg.max_displacement_A)
@@ -327,6 +327,8 @@ def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, e
             raise FramesFileError(f"{source}: frame {frame.name!r} has no fermi_level; use "
                                   "energy_reference = 'k_midpoint'")
         center = float(frame.fermi_level)
+    elif window_center is not None:
+        center = float(window_center)
     else:
         center = midgap_by_count(energies[iK], n_valence_electrons(frame.numbers, basis, source))
     bands, total = select_bands(energies, weights, center, cfg.band_window_eV, cfg.band_method)
@@ -480,7 +482,7 @@ def _frames_sources(paths) -> list[Path]:
 
 
 def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
-        with_figures: bool = True) -> dict:
+        with_figures: bool = True, window_center: float | None = None) -> dict:
     """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
 
     Parameters
@@ -500,6 +502,10 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
         Output folder (created).
     with_figures : bool
         Also draw the three figures (default); False skips them (tests, quick looks).
+    window_center : float, optional
+        Centre (eV) of the band window, e.g. the DFT Fermi level of the pristine supercell. Default: found
+        per sample by counting electrons at K, which a model H with states in the near-null space of S can
+        throw far off (docs/bands.md).
 
     Returns
     -------
@@ -523,7 +529,8 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
             basis_seen = frames.basis
             for frame in frames:
                 _check_temperature(frame, float(T), source)
-                samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid, str(source)))
+                samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid, str(source),
+                                              window_center=window_center))
         if not samples:
             raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
         log.info("bands: T = %s K, %d samples", T, len(samples))

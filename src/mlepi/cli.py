@@ -104,7 +104,13 @@ def cmd_bands(args):
         raise config_mod.ConfigError(f"--temperatures has {len(args.temperatures)} values but --frames "
                                      f"{len(args.frames)} files; give one frames file per temperature")
     frames = dict(zip(args.temperatures, args.frames))
-    bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir)
+    center = None
+    if args.reference is not None:
+        from .frames import FramesFile
+
+        center = FramesFile(args.reference)[0].fermi_level
+    bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir,
+              window_center=center)
 
 
 def cmd_compare(args):
@@ -191,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
     p.add_argument("--temperatures", required=True, nargs="+", type=float, help="temperatures (K)")
     p.add_argument("--frames", required=True, nargs="+", help="frames file (.h5) per temperature, same order")
+    p.add_argument("--reference", help="DFT frames file of the pristine supercell: its Fermi level centres the "
+                                       "band window (robust against a model's spurious states)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
 

@@ -6,6 +6,7 @@ rule bands:
         frames=expand(f"{OUT}/infer/T{{T}}.h5", T=TEMPERATURES),
         primitive=rules.structure.output,
         supercell=lambda w: f"{displace_dir()}/pristine.extxyz",
+        reference=f"{OUT}/dft/pristine.h5",
     output:
         vf=f"{OUT}/bands/vf.csv",
         summary=f"{OUT}/bands/bands.json",
@@ -28,4 +29,5 @@ rule bands:
         "../../envs/dft.yaml"
     shell:
         "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
-        "--temperatures {params.temperatures} --frames {input.frames} --out-dir {params.out_dir} > {log} 2>&1"
+        "--temperatures {params.temperatures} --frames {input.frames} --reference {input.reference} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
