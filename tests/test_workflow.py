@@ -89,7 +89,7 @@ def test_outputs_of_every_stage(workflow_run):
 def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
     workdir, cfg = workflow_run
     changed = json.loads(json.dumps(cfg))
-    changed["bands"]["broadening"] = cfg["bands"].get("broadening", 0.02) * 2
+    changed["bands"]["broadening_eV"] = 0.05
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(changed))
     assert planned_rules(snakemake(workdir, "-n").stdout) == set(), "an unchanged config reran something"
