@@ -76,6 +76,11 @@ def test_outputs_of_every_stage(workflow_run):
         assert (out / "phonons" / name).stat().st_size > 0
     metrics = list(csv.DictReader((out / "train" / "metrics.csv").open()))
     assert metrics, "training wrote no metrics"
+    parity = json.loads((out / "parity" / "parity.json").read_text())
+    assert parity["validation_frames"] and np.isfinite(parity["h_mae_meV"])
+    # the held-out MAE is the one training reported for its best epoch
+    best = min(metrics, key=lambda row: float(row["val_loss"]))
+    assert parity["h_mae_meV"] == pytest.approx(float(best["val_H_mae_meV"]), rel=0.02)
     for T in cfg["thermal"]["temperatures"]:
         frames = FramesFile(out / "infer" / f"T{T:g}.h5")
         assert frames.source == "hedgenet" and len(frames) == cfg["thermal"]["infer_samples"]

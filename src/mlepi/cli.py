@@ -97,6 +97,13 @@ def cmd_infer(args):
     infer.run(args.model, args.structures, args.out, overlap=args.overlap)
 
 
+def cmd_parity(args):
+    from . import parity
+
+    summary = parity.run(args.model, args.dataset, args.out_dir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
+
+
 def cmd_bands(args):
     from . import bands
 
@@ -190,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overlap", choices=["gpaw", "model"], default="gpaw",
                        help="S from GPAW's basis integrals (exact, default) or from the model's S head")
         p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("parity", help="HedgeNet vs DFT on the held-out dataset frames (forces, H)")
+    p.add_argument("model", help="trained model (model.pt)")
+    p.add_argument("dataset", help="dataset file the model was trained on (.h5)")
+    p.add_argument("--out-dir", required=True, help="writes parity.json and parity.png")
+    p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("bands", help="unfold near K, thermal averages, SWMcC fit, v_F(T), figures")
     _add_config(p)

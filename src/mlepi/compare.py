@@ -3,8 +3,9 @@
 Reported (house units with the unit in the key): energy difference per atom (meV/atom), force MAE
 (meV/A), H and S block MAE over the blocks both frames hold (meV, 1), Fermi-level difference (meV), and
 the eigenvalue MAE at the Gamma, K and M points of the frame's own cell for the bands within +-1 eV of
-A's Fermi level (meV). Eigenvalues are paired by band index, which is meaningful because both frames
-describe the same structure in the same basis.
+A's Fermi level (meV). Each eigenvalue of A in the window is paired with the nearest eigenvalue of B, not by
+band index: a model H with errors along the near-null directions of S (split-valence bases) has spurious
+states hundreds of eV away that shift every band index without touching the bands near E_F.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def block_mae(a: Frame, b: Frame, basis: dict, key: str) -> tuple[float, int]:
 
 
 def eigenvalue_errors(a: Frame, b: Frame, basis: dict) -> dict[str, float]:
-    """MAE (eV) at G, K, M of bands within +-1 eV of A's Fermi level, paired by band index."""
+    """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues."""
     points = hexagonal_points(a.cell)
     ea = eigenvalues(a, basis, [points[p] for p in "GKM"])
     eb = eigenvalues(b, basis, [points[p] for p in "GKM"])
     errors = {}
     for index, label in enumerate("GKM"):
         window = np.abs(ea[index] - a.fermi_level) <= EIG_WINDOW_EV
-        errors[label] = float(np.abs(ea[index, window] - eb[index, window]).mean()) if window.any() else float("nan")
+        nearest = np.abs(ea[index, window][:, None] - eb[index][None, :]).min(axis=1)
+        errors[label] = float(nearest.mean()) if window.any() else float("nan")
     return errors
 
 

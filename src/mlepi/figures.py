@@ -123,3 +123,25 @@ def _finite(err):
         return None
     err = np.asarray(err, float)
     return np.where(np.isfinite(err), err, 0.0)
+
+
+def plot_parity(forces_ref, forces_ml, h_ref, h_ml, inter, summary: dict, path) -> None:
+    """Parity of HedgeNet against DFT on held-out frames: force components and H elements (intra/inter)."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    ax_f, ax_h = fig.subplots(1, 2)
+    ax_f.scatter(forces_ref, forces_ml, s=4, alpha=0.5)
+    ax_f.set_xlabel("DFT force component (eV/Å)")
+    ax_f.set_ylabel("HedgeNet force component (eV/Å)")
+    ax_f.set_title(f"forces: MAE {summary['force_mae_meV_per_A']:.1f} meV/Å")
+    inter = np.asarray(inter, bool)
+    for mask, label, color in ((~inter, "intra-layer", "C0"), (inter, "inter-layer", "C3")):
+        ax_h.scatter(h_ref[mask], h_ml[mask], s=2, alpha=0.4, color=color, label=label)
+    ax_h.set_xlabel("DFT H element (eV)")
+    ax_h.set_ylabel("HedgeNet H element (eV)")
+    ax_h.set_title(f"H: MAE {summary['h_mae_meV']:.1f} meV (intra {summary['h_mae_intra_meV']:.1f}, "
+                   f"inter {summary['h_mae_inter_meV']:.1f})", fontsize=9)
+    ax_h.legend(markerscale=4, loc="upper left")
+    for ax, x, y in ((ax_f, forces_ref, forces_ml), (ax_h, h_ref, h_ml)):
+        lo, hi = float(min(np.min(x), np.min(y))), float(max(np.max(x), np.max(y)))
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.7)
+    _save(fig, path)

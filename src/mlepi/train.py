@@ -395,6 +395,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     metadata = {"dft_parameters": dataset.parameters, "kpoint_length": kpoint_length(dataset.parameters, frames),
                 "dataset": str(dataset_path),
                 "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
+                "validation_frames": [frames[i].name for i in val_idx],
                 "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)

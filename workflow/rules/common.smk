@@ -42,6 +42,7 @@ def final_targets():
     return [
         f"{OUT}/phonons/phonon_bands.png",
         f"{OUT}/train/metrics.csv",
+        f"{OUT}/parity/parity.png",
         f"{OUT}/bands/vf.csv",
     ]
 

@@ -60,3 +60,22 @@ rule infer:
     shell:
         "mlepi infer {input.model} {input.structures} --out {output} > {log} 2>&1"
 
+
+rule parity:
+    input:
+        model=rules.train.output.model,
+        dataset=rules.dataset.output.h5,
+    output:
+        summary=f"{OUT}/parity/parity.json",
+        plot=report(f"{OUT}/parity/parity.png", caption="../report/parity.rst", category="HedgeNet"),
+    log:
+        f"{OUT}/logs/parity.log",
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    conda:
+        "../../envs/ml.yaml"
+    shell:
+        "mlepi parity {input.model} {input.dataset} --out-dir {params.out_dir} > {log} 2>&1"
