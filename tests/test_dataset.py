@@ -104,7 +104,7 @@ def test_cli_compare_json_and_user_errors(tmp_path, capsys):
 
 def test_every_stage_has_help(capsys):
     for stage in ("structure", "displace", "dft", "phonons", "thermal", "dataset", "train", "infer",
-                  "predict", "parity", "bands", "compare"):
+                  "predict", "parity", "phonons_ml", "bands", "compare"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([stage, "--help"])
         assert exit_info.value.code == 0

@@ -76,6 +76,9 @@ def test_outputs_of_every_stage(workflow_run):
         assert (out / "phonons" / name).stat().st_size > 0
     metrics = list(csv.DictReader((out / "train" / "metrics.csv").open()))
     assert metrics, "training wrote no metrics"
+    phonons_ml = json.loads((out / "phonons_ml" / "summary.json").read_text())
+    assert len(phonons_ml["gamma_frequencies_cm_ml"]) == len(phonons_ml["gamma_frequencies_cm_dft"]) == 12
+    assert np.isfinite(phonons_ml["freq_rel_err_mean"])
     parity = json.loads((out / "parity" / "parity.json").read_text())
     assert parity["validation_frames"] and np.isfinite(parity["h_mae_meV"])
     # the held-out MAE is the one training reported for its best epoch

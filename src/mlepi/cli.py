@@ -20,6 +20,7 @@ STAGE_SECTIONS = {
     "displace": ["system", "phonons"],
     "dft": ["system", "dft"],
     "phonons": ["phonons"],
+    "phonons_ml": ["phonons"],
     "thermal": ["thermal"],
     "train": ["model", "train"],
     "bands": ["bands"],
@@ -66,6 +67,14 @@ def cmd_phonons(args):
     from . import phonons
 
     summary = phonons.run(args.disp, args.pristine, args.fd, _stage_config(args, "phonons"), args.out_dir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
+
+
+def cmd_phonons_ml(args):
+    from . import phonons
+
+    summary = phonons.run_ml(args.model, args.disp, args.pristine, args.dft_phonons,
+                             _stage_config(args, "phonons_ml"), args.out_dir)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
@@ -164,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fd", required=True, nargs="+", help="DFT frames files of fd_000, fd_001, ... in order")
     p.add_argument("--out-dir", required=True, help="writes FORCE_SETS, phonopy_params.yaml, band.yaml, plot")
     p.set_defaults(func=cmd_phonons)
+
+    p = sub.add_parser("phonons_ml", help="the same finite differences with HedgeNet forces, vs DFT")
+    _add_config(p)
+    p.add_argument("model", help="trained model (model.pt)")
+    p.add_argument("--disp", required=True, help="phonopy_disp.yaml from `mlepi displace`")
+    p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) with its layer array")
+    p.add_argument("--dft-phonons", required=True, help="phonopy_params.yaml of the DFT phonons stage")
+    p.add_argument("--out-dir", required=True, help="writes band.yaml, phonons_ml_vs_dft.png, summary.json")
+    p.set_defaults(func=cmd_phonons_ml)
 
     p = sub.add_parser("thermal", help="Monte Carlo thermal displacements at one temperature")
     _add_config(p)

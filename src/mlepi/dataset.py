@@ -8,7 +8,6 @@ MACE and NequIP train on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ase.io
@@ -58,9 +57,3 @@ def run(frame_paths, out_path, extxyz_path=None) -> int:
         write_extxyz(extxyz_path, frames)
     return len(frames)
 
-
-def summary(path) -> str:
-    """One-paragraph description of a frames file (for logs and ``mlepi inspect``)."""
-    source = FramesFile(path)
-    return json.dumps({"frames": len(source), "source": source.source, "basis": source.basis["name"],
-                       "names": source.names}, indent=1)

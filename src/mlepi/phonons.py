@@ -44,25 +44,33 @@ def frame_forces(path) -> tuple[np.ndarray, np.ndarray]:
     return frame.forces, frame.positions
 
 
-def load_force_sets(phonon: phonopy.Phonopy, pristine_path, fd_paths) -> np.ndarray:
-    """Displaced-minus-pristine forces ``[n_displacements, n_atoms, 3]``, checked against phonopy's cells."""
+def force_sets(phonon: phonopy.Phonopy, residual, forces, positions, sources) -> np.ndarray:
+    """Displaced-minus-pristine forces ``[n_displacements, n_atoms, 3]`` (eV/A), checked against phonopy.
+
+    ``forces``/``positions`` hold one array per displaced supercell in phonopy's order, ``residual`` the
+    pristine supercell's forces; ``sources`` name them in errors. The net force of each set (the grid's
+    egg-box drift, zero for a model) is put back onto the displaced atom (module docstring).
+    """
     expected = phonon.supercells_with_displacements
-    if len(fd_paths) != len(expected):
-        raise PhononError(f"phonopy expects {len(expected)} displaced supercells, got {len(fd_paths)} "
-                          "DFT results")
-    residual, _ = frame_forces(pristine_path)
+    if len(forces) != len(expected):
+        raise PhononError(f"phonopy expects {len(expected)} displaced supercells, got {len(forces)} results")
     sets = []
-    for path, cell, entry in zip(fd_paths, expected, phonon.dataset["first_atoms"]):
-        forces, positions = frame_forces(path)
-        delta = positions - cell.positions
-        frac = delta @ np.linalg.inv(cell.cell)
+    for f, pos, source, cell, entry in zip(forces, positions, sources, expected, phonon.dataset["first_atoms"]):
+        frac = (pos - cell.positions) @ np.linalg.inv(cell.cell)
         if np.abs(frac - np.round(frac)).max() > 1e-6:
-            raise PhononError(f"{path}: positions differ from phonopy's displaced supercell; were the "
-                              "DFT results produced from this phonopy_disp.yaml?")
-        forces = forces - residual
-        forces[entry["number"]] -= forces.sum(axis=0)  # egg-box drift back onto the displaced atom
-        sets.append(forces)
+            raise PhononError(f"{source}: positions differ from phonopy's displaced supercell; were the "
+                              "results produced from this phonopy_disp.yaml?")
+        f = f - residual
+        f[entry["number"]] -= f.sum(axis=0)
+        sets.append(f)
     return np.array(sets)
+
+
+def load_force_sets(phonon: phonopy.Phonopy, pristine_path, fd_paths) -> np.ndarray:
+    """:func:`force_sets` from DFT frames files (pristine, then fd_000, fd_001, ... in phonopy's order)."""
+    residual, _ = frame_forces(pristine_path)
+    forces, positions = zip(*(frame_forces(path) for path in fd_paths)) if fd_paths else ((), ())
+    return force_sets(phonon, residual, forces, positions, [str(p) for p in fd_paths])
 
 
 def drift_force_constant(phonon: phonopy.Phonopy, pristine_path, fd_paths) -> float:
@@ -86,25 +94,31 @@ def gamma_frequencies_THz(phonon: phonopy.Phonopy) -> np.ndarray:
     return phonon.qpoints.frequencies[0]
 
 
-def plot_bands(phonon: phonopy.Phonopy, labels, path_png) -> None:
+def plot_bands(curves: list[tuple[phonopy.Phonopy, str, str]], labels, title: str, path_png) -> None:
+    """Dispersions along the same path, one ``(phonon, legend label, matplotlib style)`` per curve set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bands = phonon.band_structure
     fig, ax = plt.subplots(figsize=(5, 4))
-    ticks = [0.0]
-    for dist, freq in zip(bands.distances, bands.frequencies):
-        ax.plot(dist, freq * THZ_TO_CM, color="C0", lw=1)
-        ticks.append(dist[-1])
+    for phonon, legend, style in curves:
+        bands = phonon.band_structure
+        ticks = [0.0]
+        for k, (dist, freq) in enumerate(zip(bands.distances, bands.frequencies)):
+            lines = ax.plot(dist, freq * THZ_TO_CM, style, lw=1)
+            if k == 0 and len(curves) > 1:
+                lines[0].set_label(legend)
+            ticks.append(dist[-1])
     ax.set_xticks(ticks, labels)
     ax.set_xlim(0, ticks[-1])
     ax.axhline(0, color="k", lw=0.5)
     for x in ticks[1:-1]:
         ax.axvline(x, color="k", lw=0.5)
     ax.set_ylabel("Frequency (cm$^{-1}$)")
-    ax.set_title("Phonons, finite differences (DFT)")
+    ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     with provenance.atomic_path(path_png) as tmp:
         fig.savefig(tmp, dpi=150)
@@ -126,7 +140,7 @@ def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict
     phonon.run_band_structure(paths, labels=labels)
     with provenance.atomic_path(out_dir / "band.yaml") as tmp:
         phonon.write_yaml_band_structure(filename=str(tmp))
-    plot_bands(phonon, labels, out_dir / "phonon_bands.png")
+    plot_bands([(phonon, "DFT", "C0-")], labels, "Phonons, finite differences (DFT)", out_dir / "phonon_bands.png")
     freqs = gamma_frequencies_THz(phonon)
     summary = {
         "gamma_frequencies_cm": [round(float(f) * THZ_TO_CM, 3) for f in freqs],
@@ -135,6 +149,51 @@ def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict
         "units": {"gamma_frequencies_cm": "cm^-1", "lowest_frequency_THz": "THz (negative = imaginary)",
                   "egg_box_drift_eV_per_A2": "eV/A^2, removed from the displaced atom's force"},
         "provenance": provenance.record(config),
+    }
+    provenance.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, out_dir) -> dict:
+    """The same finite differences with HedgeNet forces, against the DFT dispersion (``dft_params``).
+
+    Writes ``band.yaml`` (HedgeNet), ``phonons_ml_vs_dft.png`` and ``summary.json`` with the Gamma
+    frequencies of both and the relative error of the frequencies above 1 THz along the path.
+    """
+    from .displace import to_ase
+    from .infer import predict_frames
+    from .model import HedgeNet
+    from .structure_io import read_structure
+
+    out_dir = Path(out_dir)
+    phonon = phonopy.load(disp_yaml, produce_fc=False, log_level=0)
+    layer = read_structure(pristine_structure).arrays["layer"]
+    cells = [phonon.supercell, *phonon.supercells_with_displacements]
+    names = ["pristine"] + [f"fd_{k:03d}" for k in range(len(cells) - 1)]
+    # Only forces are needed: the model's own S (no GPAW), no Fermi level.
+    frames = predict_frames(HedgeNet.load(model_path), [to_ase(c, layer) for c in cells], names,
+                            fermi_level=False, overlap="model")
+    phonon.forces = force_sets(phonon, frames[0].forces, [f.forces for f in frames[1:]],
+                               [f.positions for f in frames[1:]], names[1:])
+    phonon.produce_force_constants()
+    phonon.symmetrize_force_constants()
+    dft = phonopy.load(dft_params, log_level=0)
+    paths, labels = band_path(phonon.primitive.cell, config["phonons"]["band_points"])
+    for ph in (phonon, dft):
+        ph.run_band_structure(paths, labels=labels)
+    with provenance.atomic_path(out_dir / "band.yaml") as tmp:
+        phonon.write_yaml_band_structure(filename=str(tmp))
+    plot_bands([(dft, "DFT", "k-"), (phonon, "HedgeNet", "C3--")], labels, "Phonons: HedgeNet vs DFT",
+               out_dir / "phonons_ml_vs_dft.png")
+    ml, ref = (np.concatenate(ph.band_structure.frequencies) for ph in (phonon, dft))
+    stiff = ref > 1.0  # THz: relative errors of the soft acoustic branches near Gamma say little
+    rel = np.abs(ml[stiff] - ref[stiff]) / ref[stiff]
+    summary = {
+        "gamma_frequencies_cm_ml": [round(float(f) * THZ_TO_CM, 3) for f in gamma_frequencies_THz(phonon)],
+        "gamma_frequencies_cm_dft": [round(float(f) * THZ_TO_CM, 3) for f in gamma_frequencies_THz(dft)],
+        "freq_rel_err_mean": float(rel.mean()), "freq_rel_err_max": float(rel.max()),
+        "units": {"gamma_frequencies_cm_ml": "cm^-1", "freq_rel_err_mean": "over path frequencies > 1 THz"},
+        "provenance": provenance.record(config, model=str(model_path)),
     }
     provenance.write_json(out_dir / "summary.json", summary)
     return summary

@@ -43,6 +43,7 @@ def final_targets():
         f"{OUT}/phonons/phonon_bands.png",
         f"{OUT}/train/metrics.csv",
         f"{OUT}/parity/parity.png",
+        f"{OUT}/phonons_ml/phonons_ml_vs_dft.png",
         f"{OUT}/bands/vf.csv",
     ]
 

@@ -79,3 +79,29 @@ rule parity:
         "../../envs/ml.yaml"
     shell:
         "mlepi parity {input.model} {input.dataset} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule phonons_ml:
+    input:
+        model=rules.train.output.model,
+        disp=lambda w: f"{displace_dir()}/phonopy_disp.yaml",
+        pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
+        dft_phonons=rules.phonons.output.params,
+    output:
+        summary=f"{OUT}/phonons_ml/summary.json",
+        band=f"{OUT}/phonons_ml/band.yaml",
+        plot=report(f"{OUT}/phonons_ml/phonons_ml_vs_dft.png", caption="../report/phonons_ml.rst",
+                    category="HedgeNet"),
+    log:
+        f"{OUT}/logs/phonons_ml.log",
+    params:
+        cfg=stage_params("phonons_ml"),
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    conda:
+        "../../envs/ml.yaml"
+    shell:
+        "mlepi phonons_ml {input.model} --params {params.cfg:q} --disp {input.disp} --pristine {input.pristine} "
+        "--dft-phonons {input.dft_phonons} --out-dir {params.out_dir} > {log} 2>&1"
