@@ -45,6 +45,22 @@ def test_split_is_seeded_and_disjoint():
     assert len(train.split_indices(1, 0.5, seed=0)[1]) == 0  # one frame: train only
 
 
+def test_split_keeps_antithetic_pairs_together():
+    from mlepi.frames import Frame
+
+    def thermal(k):
+        return Frame(name=f"mc_T300_s{k:03d}", numbers=np.array([6]), positions=np.zeros((1, 3)),
+                     cell=np.eye(3), pbc=np.array([True, True, False]), layer=np.array([0]),
+                     info={"kind": "thermal", "purpose": "train", "temperature_K": 300.0, "sample_index": k,
+                           "antithetic": True})
+
+    frames = [thermal(k) for k in range(8)]
+    groups = [train.split_group(f) for f in frames]
+    for seed in range(10):
+        _, val = train.split_indices(groups, 0.25, seed)
+        assert len(val) == 2 and val[0] // 2 == val[1] // 2, val  # u and −u, never one without the other
+
+
 def test_training_reduces_the_loss_and_writes_outputs(dataset, tmp_path):
     summary = train.run(dataset, TINY, tmp_path, seed=0)
     rows = read_metrics(tmp_path)

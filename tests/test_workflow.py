@@ -84,6 +84,10 @@ def test_outputs_of_every_stage(workflow_run):
     # the held-out MAE is the one training reported for its best epoch
     best = min(metrics, key=lambda row: float(row["val_loss"]))
     assert parity["h_mae_meV"] == pytest.approx(float(best["val_H_mae_meV"]), rel=0.02)
+    band_frames = set(parity["band_eig_mae_meV"])  # the pristine frame and one held-out frame
+    assert "pristine" in band_frames and len(band_frames & set(parity["validation_frames"])) == 1
+    assert all(np.isfinite(v) for v in parity["band_eig_mae_meV"].values())
+    assert (out / "parity" / "bands_ml_vs_dft.png").stat().st_size > 0
     for T in cfg["thermal"]["temperatures"]:
         frames = FramesFile(out / "infer" / f"T{T:g}.h5")
         assert frames.source == "hedgenet" and len(frames) == cfg["thermal"]["infer_samples"]

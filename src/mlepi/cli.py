@@ -109,7 +109,7 @@ def cmd_infer(args):
 def cmd_parity(args):
     from . import parity
 
-    summary = parity.run(args.model, args.dataset, args.out_dir)
+    summary = parity.run(args.model, args.dataset, args.out_dir, primitive=args.primitive)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
@@ -219,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parity", help="HedgeNet vs DFT on the held-out dataset frames (forces, H)")
     p.add_argument("model", help="trained model (model.pt)")
     p.add_argument("dataset", help="dataset file the model was trained on (.h5)")
-    p.add_argument("--out-dir", required=True, help="writes parity.json and parity.png")
+    p.add_argument("--primitive", help="primitive cell (.extxyz) from `mlepi structure`: also draw the unfolded "
+                                       "band structure, DFT vs HedgeNet (needs GPAW for the exact overlap)")
+    p.add_argument("--out-dir", required=True, help="writes parity.json, parity.png (and bands_ml_vs_dft.png)")
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("bands", help="unfold near K, thermal averages, SWMcC fit, v_F(T), figures")

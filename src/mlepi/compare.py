@@ -41,17 +41,22 @@ def block_mae(a: Frame, b: Frame, basis: dict, key: str) -> tuple[float, int]:
     return total / n_entries, len(common)
 
 
+def nearest_eigenvalue_mae(ea: np.ndarray, eb: np.ndarray, center: float,
+                           half_width: float = EIG_WINDOW_EV) -> float:
+    """MAE (eV) of the eigenvalues ``ea [n]`` within ``center ± half_width`` against the nearest of ``eb``."""
+    window = np.abs(ea - center) <= half_width
+    if not window.any():
+        return float("nan")
+    return float(np.abs(ea[window][:, None] - eb[None, :]).min(axis=1).mean())
+
+
 def eigenvalue_errors(a: Frame, b: Frame, basis: dict) -> dict[str, float]:
     """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues."""
     points = hexagonal_points(a.cell)
     ea = eigenvalues(a, basis, [points[p] for p in "GKM"])
     eb = eigenvalues(b, basis, [points[p] for p in "GKM"])
-    errors = {}
-    for index, label in enumerate("GKM"):
-        window = np.abs(ea[index] - a.fermi_level) <= EIG_WINDOW_EV
-        nearest = np.abs(ea[index, window][:, None] - eb[index][None, :]).min(axis=1)
-        errors[label] = float(nearest.mean()) if window.any() else float("nan")
-    return errors
+    return {label: nearest_eigenvalue_mae(ea[index], eb[index], a.fermi_level)
+            for index, label in enumerate("GKM")}
 
 
 def compare(path_a, path_b) -> dict:

@@ -3,8 +3,8 @@
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot, so that
 plotting needs no display and leaves no global state behind. Axis labels carry units.
 
-This part: band analysis (stage ``bands``): the unfolded spectral function at several temperatures, v_F(T),
-and convergence with the number of Monte Carlo samples.
+Stage ``bands``: the unfolded spectral function at several temperatures, v_F(T) and convergence with the
+number of Monte Carlo samples. Stage ``parity``: HedgeNet against DFT (parity plots, band structure).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import ScalarFormatter
 
 from .provenance import atomic_path
@@ -144,4 +145,36 @@ def plot_parity(forces_ref, forces_ml, h_ref, h_ml, inter, summary: dict, path) 
     for ax, x, y in ((ax_f, forces_ref, forces_ml), (ax_h, h_ref, h_ml)):
         lo, hi = float(min(np.min(x), np.min(y))), float(max(np.max(x), np.max(y)))
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.7)
+    _save(fig, path)
+
+
+def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weight: float = 0.05,
+                        window: float = 3.0) -> None:
+    """Unfolded bands, DFT against HedgeNet, one panel per frame (:func:`mlepi.parity.band_structures`).
+
+    Each supercell state is a dot at its primitive k with an area proportional to its unfolded weight;
+    states with weight below ``min_weight`` are left out. Energies relative to the DFT Fermi level (eV).
+    """
+    frames = bands["frames"]
+    fig = Figure(figsize=(4.2 * len(frames), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(frames), sharey=True))
+    k = np.asarray(bands["k_distance_1_A"])
+    for ax, frame, unseen in zip(axes, frames, held_out):
+        for key, color, label, size in (("dft", "k", "DFT (GPAW)", 9.0), ("ml", "C3", "HedgeNet", 3.0)):
+            e, w = frame[key]
+            kk = np.broadcast_to(k[:, None], e.shape)
+            keep = (w > min_weight) & (np.abs(e) <= window)
+            ax.scatter(kk[keep], e[keep], s=size * w[keep], color=color, label=label, linewidths=0)
+        ax.set_xticks(bands["ticks_1_A"], ["Γ" if t == "G" else t for t in bands["labels"]])
+        for t in bands["ticks_1_A"][1:-1]:
+            ax.axvline(t, color="0.7", lw=0.6)
+        ax.axhline(0.0, color="0.7", lw=0.6, ls="--")
+        ax.set_xlim(k[0], k[-1])
+        ax.set_ylim(-window, window)
+        kind = "held out" if unseen else "in training set"
+        ax.set_title(f"{frame['name']} ({kind}): eig MAE {frame['eig_mae_meV']:.0f} meV", fontsize=9)
+        ax.set_xlabel("primitive k path")
+    axes[0].set_ylabel("E − E_F(DFT, pristine) (eV)")
+    handles = [Line2D([], [], ls="none", marker="o", ms=ms, color=c) for c, ms in (("k", 5), ("C3", 3))]
+    axes[0].legend(handles, ["DFT (GPAW)", "HedgeNet"], loc="lower right")
     _save(fig, path)

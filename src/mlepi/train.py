@@ -92,13 +92,34 @@ def _setup_distributed(device: str) -> _Dist:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def split_indices(n_frames: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split into (train, validation) frame indices; at least one training frame."""
-    order = np.random.default_rng(seed).permutation(n_frames)
-    n_val = min(int(round(val_fraction * n_frames)), n_frames - 1)
-    if val_fraction > 0 and n_frames >= 2:
+def split_group(frame) -> tuple:
+    """Frames that must fall on the same side of the split: an antithetic pair (u and −u) of thermal samples.
+
+    Validating on the mirror image of a training sample would flatter the model; every other frame is
+    its own group.
+    """
+    info = frame.info
+    if info.get("kind") == "thermal" and info.get("antithetic"):
+        return ("thermal", info.get("purpose"), float(info["temperature_K"]), int(info["sample_index"]) // 2)
+    return ("frame", frame.name)
+
+
+def split_indices(groups, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of frames into (train, validation) indices by whole groups (:func:`split_group`).
+
+    ``groups`` holds one hashable key per frame (or is an int: that many frames, each its own group). The
+    validation set gets ``round(val_fraction × n_groups)`` groups, at least one if ``val_fraction > 0``, and
+    at least one group always trains.
+    """
+    groups = list(range(groups)) if isinstance(groups, int) else list(groups)
+    unique = list(dict.fromkeys(groups))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_val = min(int(round(val_fraction * len(unique))), len(unique) - 1)
+    if val_fraction > 0 and len(unique) >= 2:
         n_val = max(n_val, 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    val_groups = {unique[g] for g in order[:n_val]}
+    is_val = np.array([g in val_groups for g in groups], bool)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def _cast(graph, dtype: torch.dtype):
@@ -355,7 +376,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         raise ValueError(f"{dataset_path}: no frame set has energy, forces, H or S with a positive weight")
     graphs = [_cast(frame_to_data(f, dataset.basis, model_cfg["cutoff_intra"], model_cfg["cutoff_inter"]), dtype)
               for f in frames]
-    train_idx, val_idx = split_indices(len(graphs), train_cfg["val_fraction"], seed)
+    train_idx, val_idx = split_indices([split_group(f) for f in frames], train_cfg["val_fraction"], seed)
     train_graphs = [graphs[k] for k in train_idx]
     val_graphs = [graphs[k] for k in val_idx]
 

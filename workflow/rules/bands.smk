@@ -18,6 +18,8 @@ rule bands:
                                category="Bands"),
     log:
         f"{OUT}/logs/bands.log",
+    benchmark:
+        f"{OUT}/benchmarks/bands.tsv",
     params:
         cfg=stage_params("bands"),
         temperatures=TEMPERATURES,

@@ -9,6 +9,8 @@ rule dft:
     log:
         main=f"{OUT}/logs/dft/{{config}}.log",
         gpaw=f"{OUT}/logs/dft/{{config}}.gpaw.txt",
+    benchmark:
+        f"{OUT}/benchmarks/dft/{{config}}.tsv",
     params:
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
     threads: 1

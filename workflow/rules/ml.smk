@@ -9,6 +9,8 @@ rule dataset:
         extxyz=f"{OUT}/dataset/dataset.extxyz",
     log:
         f"{OUT}/logs/dataset.log",
+    benchmark:
+        f"{OUT}/benchmarks/dataset.tsv",
     resources:
         runtime=10,
         mem_mb=4000,
@@ -26,6 +28,8 @@ rule train:
         metrics=f"{OUT}/train/metrics.csv",
     log:
         f"{OUT}/logs/train.log",
+    benchmark:
+        f"{OUT}/benchmarks/train.tsv",
     params:
         cfg=stage_params("train"),
         out_dir=lambda w, output: os.path.dirname(output.model),
@@ -51,6 +55,8 @@ rule infer:
         f"{OUT}/infer/T{{T}}.h5",
     log:
         f"{OUT}/logs/infer_T{{T}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/infer_T{{T}}.tsv",
     resources:
         runtime=config["resources"]["infer_runtime_min"],
         mem_mb=4000,
@@ -65,11 +71,16 @@ rule parity:
     input:
         model=rules.train.output.model,
         dataset=rules.dataset.output.h5,
+        primitive=rules.structure.output,
     output:
         summary=f"{OUT}/parity/parity.json",
         plot=report(f"{OUT}/parity/parity.png", caption="../report/parity.rst", category="HedgeNet"),
+        bands=report(f"{OUT}/parity/bands_ml_vs_dft.png", caption="../report/bands_ml_vs_dft.rst",
+                     category="HedgeNet"),
     log:
         f"{OUT}/logs/parity.log",
+    benchmark:
+        f"{OUT}/benchmarks/parity.tsv",
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
     resources:
@@ -78,7 +89,8 @@ rule parity:
     conda:
         "../../envs/ml.yaml"
     shell:
-        "mlepi parity {input.model} {input.dataset} --out-dir {params.out_dir} > {log} 2>&1"
+        "mlepi parity {input.model} {input.dataset} --primitive {input.primitive} --out-dir {params.out_dir} "
+        "> {log} 2>&1"
 
 
 rule phonons_ml:
@@ -94,6 +106,8 @@ rule phonons_ml:
                     category="HedgeNet"),
     log:
         f"{OUT}/logs/phonons_ml.log",
+    benchmark:
+        f"{OUT}/benchmarks/phonons_ml.tsv",
     params:
         cfg=stage_params("phonons_ml"),
         out_dir=lambda w, output: os.path.dirname(output.summary),

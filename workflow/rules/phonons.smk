@@ -13,6 +13,8 @@ rule phonons:
         plot=report(f"{OUT}/phonons/phonon_bands.png", caption="../report/phonons.rst", category="Phonons"),
     log:
         f"{OUT}/logs/phonons.log",
+    benchmark:
+        f"{OUT}/benchmarks/phonons.tsv",
     params:
         cfg=stage_params("phonons"),
         out_dir=lambda w, output: os.path.dirname(output.params),
@@ -34,6 +36,8 @@ rule thermal_train:
         [f"{OUT}/thermal/train_T{{T}}/s{k:03d}.extxyz" for k in range(N_TRAIN)],
     log:
         f"{OUT}/logs/thermal_train_T{{T}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/thermal_train_T{{T}}.tsv",
     params:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
         cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures")),
@@ -56,6 +60,8 @@ rule thermal_infer:
         f"{OUT}/thermal/infer_T{{T}}.extxyz",
     log:
         f"{OUT}/logs/thermal_infer_T{{T}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/thermal_infer_T{{T}}.tsv",
     params:
         cfg=stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures")),
     resources:

@@ -7,6 +7,8 @@ rule structure:
     log:
         main=f"{OUT}/logs/structure.log",
         gpaw=f"{OUT}/logs/structure.gpaw.txt",
+    benchmark:
+        f"{OUT}/benchmarks/structure.tsv",
     params:
         cfg=stage_params("structure", drop=("system.supercell", "system.name")),
     threads: 1
@@ -26,6 +28,8 @@ checkpoint displace:
         directory(f"{OUT}/displace"),
     log:
         f"{OUT}/logs/displace.log",
+    benchmark:
+        f"{OUT}/benchmarks/displace.tsv",
     params:
         cfg=stage_params("displace"),
     resources:
