@@ -186,3 +186,21 @@ def test_fermi_level_reference_matches_midpoint_for_a_neutral_undisplaced_cell(c
     by_mid = bands.run({0.0: tmp_path / "T0.h5"}, prim, sc, config, tmp_path / "mid", with_figures=False)
     np.testing.assert_allclose(by_ef["temperatures"][0]["bands_mean_eV"],
                                by_mid["temperatures"][0]["bands_mean_eV"], atol=1e-9)
+
+
+def test_samples_without_a_clean_band_window_are_left_out_up_to_the_limit(cells, tmp_path):
+    """One sample whose bands leave the window (its H scaled ×3, so the π bands at |k − K| = 0.1/Å lie
+    beyond ±1.5 eV) is left out and recorded; more than ``max_rejected_fraction`` of them stops the stage."""
+    prim, sc = cells
+    frames = [bt.tb_frame(sc, f"sample{i}", temperature_K=0.0, sample_index=i) for i in range(4)]
+    frames[2].H = 3.0 * frames[2].H
+    path_file = tmp_path / "T0.h5"
+    write_frames(path_file, frames, basis=bt.BASIS_PZ, source="dft", parameters={"model": "Slater-Koster p_z"},
+                 provenance=record())
+    doc = bands.run({0.0: path_file}, prim, sc, SMALL, tmp_path / "out", with_figures=False)
+    result = doc["temperatures"][0]
+    assert result["n_samples"] == 3 and [r["name"] for r in result["rejected_samples"]] == ["sample2"]
+    assert "unfolded weight" in result["rejected_samples"][0]["reason"]
+    with pytest.raises(bands.BandsError, match="max_rejected_fraction"):
+        bands.run({0.0: path_file}, prim, sc, {**SMALL, "max_rejected_fraction": 0.2}, tmp_path / "o2",
+                  with_figures=False)

@@ -4,7 +4,6 @@ incremental-rerun contract: changing a band-analysis parameter reruns only the b
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,37 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from workflow_helpers import ROOT, SNAKEMAKE, TINY, planned_rules, snakemake
 
 from mlepi.frames import FramesFile
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "config_tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def snakemake(workdir, *args, config=TINY, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
-    return result
-
-
-def planned_rules(output: str) -> set[str]:
-    """Rule names in the 'Job stats' table of a dry run."""
-    rules, in_table = set(), False
-    for line in output.splitlines():
-        if line.startswith("Job stats"):
-            in_table = True
-        elif in_table:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
-                rules.add(parts[0])
-            elif parts and parts[0] == "total":
-                break
-    return rules
 
 
 @pytest.fixture(scope="module")
@@ -137,4 +108,4 @@ def test_lint_has_no_errors():
     result = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1"],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not re.search(r"^Lints for rule", result.stdout + result.stderr, re.M), result.stdout
+    assert not re.search(r"^Lints for rule", result.stdout + result.stderr, re.MULTILINE), result.stdout

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from . import figures, swmcc
-from .bands_config import BandsConfig, BandsError, config_schema  # noqa: F401 (re-exported)
+from .bands_config import BandsConfig, BandsError, WindowWeightError, config_schema  # noqa: F401 (re-exported)
 from .frames import FramesFile, FramesFileError
 from .provenance import atomic_path, record, write_json
 from .unfold import map_supercell, spectral_function, unfold
@@ -235,7 +235,7 @@ def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, e
     bands, total = select_bands(energies, weights, center, cfg.band_window_eV, cfg.band_method)
     if np.any(np.abs(total - N_BANDS) > 0.5):
         i = int(np.argmax(np.abs(total - N_BANDS)))
-        raise BandsError(f"{source}: frame {frame.name!r}: unfolded weight {total[i]:.2f} within ±"
+        raise WindowWeightError(f"{source}: frame {frame.name!r}: unfolded weight {total[i]:.2f} within ±"
                          f"{cfg.band_window_eV} eV of {center:.3f} eV at k point {i}, expected {N_BANDS}; "
                          "adjust band_window_eV or k_range_1_A")
     reference = center if cfg.energy_reference == "fermi_level" else 0.5 * (bands[iK, 1] + bands[iK, 2])
@@ -422,7 +422,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     energy_grid = np.linspace(cfg.spectral_emin_eV, cfg.spectral_emax_eV, cfg.n_energy)
     results, spectra, basis_seen = [], {}, None
     for T in sorted(frames_paths_by_T, key=float):
-        samples = []
+        samples, rejected = [], []
         for source in _frames_sources(frames_paths_by_T[T]):
             frames = FramesFile(source)
             if basis_seen is not None and frames.basis != basis_seen:
@@ -430,12 +430,22 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
             basis_seen = frames.basis
             for frame in frames:
                 _check_temperature(frame, float(T), source)
-                samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid, str(source),
-                                              window_center=window_center))
-        if not samples:
+                try:
+                    samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid,
+                                                  str(source), window_center=window_center))
+                except WindowWeightError as err:
+                    log.warning("bands: T = %s K: sample left out: %s", T, err)
+                    rejected.append({"name": frame.name, "source": str(source), "reason": str(err)})
+        n_total = len(samples) + len(rejected)
+        if not n_total:
             raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
-        log.info("bands: T = %s K, %d samples", T, len(samples))
+        if len(rejected) > cfg.max_rejected_fraction * n_total or not samples:
+            raise BandsError(f"T = {T} K: {len(rejected)} of {n_total} samples have no clean four-band window "
+                             f"(more than bands.max_rejected_fraction = {cfg.max_rejected_fraction}); first: "
+                             f"{rejected[0]['reason']}")
+        log.info("bands: T = %s K, %d samples (%d left out)", T, len(samples), len(rejected))
         result = analyse_temperature(float(T), samples, path, geometry, cfg)
+        result["rejected_samples"] = rejected
         result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
         results.append(result)
         spectra[float(T)] = np.mean([s.spectral for s in samples], axis=0)

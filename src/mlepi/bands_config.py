@@ -13,6 +13,10 @@ class BandsError(ValueError):
     """The band analysis cannot proceed (inputs inconsistent with each other or with the config)."""
 
 
+class WindowWeightError(BandsError):
+    """One sample's four pi bands do not carry four states of unfolded weight inside the band window."""
+
+
 def _key(default, unit: str, description: str, minimum=None, maximum=None, enum=None, exclusive_min=False):
     meta = {"unit": unit, "description": description, "minimum": minimum, "maximum": maximum, "enum": enum,
             "exclusive_minimum": exclusive_min}
@@ -28,6 +32,10 @@ class BandsConfig:
     n_k: int = _key(21, "", "k points per branch, K included (path has 2 n_k - 1 points)", 3, 401)
     band_window_eV: float = _key(1.5, "eV", "half width of the window around E_F in which the four pi bands "
                                  "are looked for", 0.0, 10.0, exclusive_min=True)
+    max_rejected_fraction: float = _key(0.25, "", "largest fraction of the samples at one temperature that may "
+                                        "be left out because their unfolded weight in the band window is not "
+                                        "4 (a model H with a spurious state near E_F); above it the stage "
+                                        "fails", 0.0, 1.0)
     band_method: str = _key("centroid", "", "how four band energies are read from unfolded states: "
                             "'centroid' (weight-quantile centroids) or 'max_weight' (the four states with the "
                             "largest weight)", enum=("centroid", "max_weight"))
@@ -104,6 +112,3 @@ def config_schema() -> dict:
         props[f.name] = prop
     return {"type": "object", "additionalProperties": False, "properties": props}
 
-
-# --------------------------------------------------------------------------------------------------------
-# Geometry of the bilayer and the k path

@@ -25,8 +25,8 @@ rule bands:
         temperatures=TEMPERATURES,
         out_dir=lambda w, output: os.path.dirname(output.vf),
     resources:
-        runtime=60,
-        mem_mb=4000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:

@@ -38,6 +38,12 @@ def dft_frames(wildcards=None):
     return [f"{OUT}/dft/{name}.h5" for name in names]
 
 
+def train_processes():
+    """torchrun processes: one per requested GPU, else the configured number of CPU processes."""
+    res = config["resources"]
+    return res["train_gpus"] or res["train_processes"]
+
+
 def final_targets():
     return [
         f"{OUT}/phonons/phonon_bands.png",

@@ -13,12 +13,14 @@ rule dft:
         f"{OUT}/benchmarks/dft/{{config}}.tsv",
     params:
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
-    threads: 1
+    threads: config["resources"]["dft_threads"]
     resources:
         runtime=config["resources"]["dft_runtime_min"],
         mem_mb=config["resources"]["dft_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
+        # GPAW's dense LCAO linear algebra threads through BLAS: one thread per core the job holds.
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
         "mlepi dft {input} --params {params.cfg:q} --name {wildcards.config} --out {output} "
         "--log {log.gpaw} > {log.main} 2>&1"

@@ -12,8 +12,8 @@ rule dataset:
     benchmark:
         f"{OUT}/benchmarks/dataset.tsv",
     resources:
-        runtime=10,
-        mem_mb=4000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
@@ -33,8 +33,8 @@ rule train:
     params:
         cfg=stage_params("train"),
         out_dir=lambda w, output: os.path.dirname(output.model),
-        nproc=config["resources"]["train_processes"],
-    threads: config["resources"]["train_processes"]
+        nproc=train_processes(),
+    threads: train_processes()
     resources:
         runtime=config["resources"]["train_runtime_min"],
         mem_mb=config["resources"]["train_mem_mb"],
@@ -59,7 +59,7 @@ rule infer:
         f"{OUT}/benchmarks/infer_T{{T}}.tsv",
     resources:
         runtime=config["resources"]["infer_runtime_min"],
-        mem_mb=4000,
+        mem_mb=config["resources"]["infer_mem_mb"],
         gpu=config["resources"]["infer_gpus"],
     conda:
         "../../envs/ml.yaml"
@@ -84,8 +84,8 @@ rule parity:
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
     resources:
-        runtime=30,
-        mem_mb=4000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/ml.yaml"
     shell:
@@ -112,8 +112,8 @@ rule phonons_ml:
         cfg=stage_params("phonons_ml"),
         out_dir=lambda w, output: os.path.dirname(output.summary),
     resources:
-        runtime=30,
-        mem_mb=4000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/ml.yaml"
     shell:

@@ -19,8 +19,8 @@ rule phonons:
         cfg=stage_params("phonons"),
         out_dir=lambda w, output: os.path.dirname(output.params),
     resources:
-        runtime=10,
-        mem_mb=2000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
@@ -43,8 +43,8 @@ rule thermal_train:
         cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures")),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     resources:
-        runtime=10,
-        mem_mb=2000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
@@ -65,8 +65,8 @@ rule thermal_infer:
     params:
         cfg=stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures")),
     resources:
-        runtime=10,
-        mem_mb=2000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:

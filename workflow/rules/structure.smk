@@ -11,13 +11,14 @@ rule structure:
         f"{OUT}/benchmarks/structure.tsv",
     params:
         cfg=stage_params("structure", drop=("system.supercell", "system.name")),
-    threads: 1
+    threads: config["resources"]["dft_threads"]
     resources:
         runtime=config["resources"]["dft_runtime_min"],
         mem_mb=config["resources"]["dft_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
         "mlepi structure --params {params.cfg:q} --out {output} --log {log.gpaw} > {log.main} 2>&1"
 
 
@@ -33,8 +34,8 @@ checkpoint displace:
     params:
         cfg=stage_params("displace"),
     resources:
-        runtime=10,
-        mem_mb=2000,
+        runtime=config["resources"]["analysis_runtime_min"],
+        mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:

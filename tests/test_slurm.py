@@ -1,0 +1,100 @@
+"""The tiny workflow through ``--profile profiles/slurm`` on a real single-node SLURM.
+
+``scripts/slurm_test_cluster.sh start`` brings up munge, slurmctld and slurmd (partitions ``cpu`` and
+``gpu``, one GPU GRES backed by /dev/null). The checks read the scheduler's own records: the job
+completion log for the partition each job ran in, ``scontrol show job`` for its GPU request. Snakemake's
+SLURM logs (``.snakemake/slurm_logs/rule_<name>/.../<jobid>.log``) say which rule each job id was.
+
+Where SLURM cannot start (not root, no apt), the test skips and says why; ``scripts/test.sh`` sets
+``MLEPI_REQUIRE_SLURM=1``, which turns that into a failure, so CI always runs it.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_helpers import ROOT, TINY
+
+CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"
+JOBCOMP = Path("/var/log/slurm/jobcomp.log")
+GPU_RULES = {"train", "infer"}  # profiles/slurm: set-resources
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    result = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        reason = f"the SLURM test cluster did not start (exit {result.returncode}): {result.stderr[-2000:]}"
+        if os.environ.get("MLEPI_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return result
+
+
+def run_with_sigint_on_timeout(cmd, cwd, env, timeout):
+    """Run ``cmd``; past ``timeout``, SIGINT it (Snakemake then cancels its SLURM jobs; SIGTERM would not)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        raise AssertionError(f"the SLURM workflow ran past {timeout} s and was interrupted:\n{out[-6000:]}")
+    return proc.returncode, out
+
+
+def jobs_by_rule(slurm_logs: Path) -> dict[str, list[str]]:
+    """Rule name → SLURM job ids, from the plugin's log layout."""
+    jobs = {}
+    for log in slurm_logs.rglob("*.log"):
+        rule = next(p for p in log.relative_to(slurm_logs).parts if p.startswith("rule_"))[len("rule_"):]
+        jobs.setdefault(rule, []).append(log.stem)
+    return jobs
+
+
+def partitions_from_jobcomp(job_ids) -> dict[str, str]:
+    """Job id → partition, from slurmctld's job completion log."""
+    found = {}
+    for line in JOBCOMP.read_text().splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if fields.get("JobId") in job_ids:
+            found[fields["JobId"]] = fields["Partition"]
+    return found
+
+
+@pytest.mark.slow
+def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["resources"].update(train_gpus=1, infer_gpus=1, train_mem_mb=4000)  # request the (fake) GPU
+    config = tmp_path / "config_slurm.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile",
+           str(ROOT / "profiles" / "slurm"), "--configfile", str(config), "--jobs", "4",
+           # test-cluster settings: no account, keep every job's log (the job ids are read from it)
+           "--slurm-no-account", "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "5"]
+    code, out = run_with_sigint_on_timeout(cmd, tmp_path, env, timeout=3000)
+    assert code == 0, out[-8000:]
+    assert (tmp_path / "results" / cfg["system"]["name"] / "bands" / "vf.csv").stat().st_size > 0
+
+    jobs = jobs_by_rule(tmp_path / ".snakemake" / "slurm_logs")
+    expected_rules = {"structure", "displace", "dft", "phonons", "thermal_train", "thermal_infer", "dataset",
+                      "train", "infer", "parity", "phonons_ml", "bands"}
+    assert expected_rules <= set(jobs), f"rules without a SLURM job: {expected_rules - set(jobs)}"
+    all_ids = {job for ids in jobs.values() for job in ids}
+    partitions = partitions_from_jobcomp(all_ids)
+    assert set(partitions) == all_ids, f"jobs missing from {JOBCOMP}: {all_ids - set(partitions)}"
+    for rule, ids in jobs.items():
+        want = "gpu" if rule in GPU_RULES else "cpu"
+        assert {partitions[j] for j in ids} == {want}, (rule, {j: partitions[j] for j in ids})
+    # The GPU request itself, as slurmctld holds it (MinJobAge keeps finished jobs for 10 min).
+    for job in jobs["train"] + jobs["infer"]:
+        record = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        assert re.search(r"gres[:/]gpu[:=]1", record), record

@@ -1,0 +1,35 @@
+"""Running the workflow in a subprocess from tests: the tiny config, this interpreter's environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "config_tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir, *args, config=TINY, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def planned_rules(output: str) -> set[str]:
+    """Rule names in the 'Job stats' table of a dry run."""
+    rules, in_table = set(), False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table = True
+        elif in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+                rules.add(parts[0])
+            elif parts and parts[0] == "total":
+                break
+    return rules
