@@ -71,7 +71,7 @@ def partitions_from_jobcomp(job_ids) -> dict[str, str]:
 @pytest.mark.slow
 def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["resources"].update(train_gpus=1, infer_gpus=1, train_mem_mb=4000)  # request the (fake) GPU
+    cfg.setdefault("resources", {}).update(train_gpus=1, infer_gpus=1)  # request the (fake) GPU
     config = tmp_path / "config_slurm.yaml"
     config.write_text(yaml.safe_dump(cfg))
     shutil.copytree(ROOT / "config", tmp_path / "config")
