@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import provenance
-from .bz import hexagonal_points
+from .bz import hexagonal_points, reciprocal
 from .compare import EIG_WINDOW_EV, _edge_keys, nearest_eigenvalue_mae
 from .frames import Frame, FramesFile, FramesFileError, orbital_counts
 from .graph import INTER, edge_type
@@ -49,8 +49,6 @@ def band_path(cell, labels=BAND_PATH, n_points: int = BAND_PATH_POINTS) -> tuple
 
     Returns the points ``[n, 3]``, their path distance (1/Å) and the distances of the labelled corners.
     """
-    from .bz import reciprocal
-
     points = hexagonal_points(cell)
     b = reciprocal(cell)
     corners = [points[label] for label in labels]
