@@ -38,11 +38,11 @@ def with_train(**keys):
 
 
 def test_split_is_seeded_and_disjoint():
-    a_train, a_val = train.split_indices(10, 0.2, seed=3)
-    b_train, b_val = train.split_indices(10, 0.2, seed=3)
+    a_train, a_val = train.split_indices(range(10), 0.2, seed=3)
+    b_train, b_val = train.split_indices(range(10), 0.2, seed=3)
     assert np.array_equal(a_train, b_train) and np.array_equal(a_val, b_val)
     assert len(a_val) == 2 and set(a_train) | set(a_val) == set(range(10)) and not set(a_train) & set(a_val)
-    assert len(train.split_indices(1, 0.5, seed=0)[1]) == 0  # one frame: train only
+    assert len(train.split_indices(range(1), 0.5, seed=0)[1]) == 0  # one frame: train only
 
 
 def test_split_keeps_antithetic_pairs_together():

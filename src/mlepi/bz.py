@@ -37,3 +37,25 @@ def hexagonal_points(cell) -> dict[str, np.ndarray]:
     edge = [m for m in halves if np.isclose(np.linalg.norm(m @ b), 2 * np.pi / (np.sqrt(3) * a), rtol=1e-6)]
     M = min(edge, key=lambda m: np.linalg.norm((m - K) @ b))
     return {"G": np.zeros(3), "M": M, "K": K}
+
+
+def hexagonal_path(cell, labels, n_points: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Reduced k points through the ``labels`` (keys of :func:`hexagonal_points`), evenly spaced in 1/Å.
+
+    About ``n_points`` points in all, shared between the legs by length. Returns the points ``[n, 3]``,
+    their distance along the path (1/Å) and the distances of the labelled points.
+    """
+    points = hexagonal_points(cell)
+    b = reciprocal(cell)
+    corners = [points[label] for label in labels]
+    lengths = [float(np.linalg.norm((k1 - k0) @ b)) for k0, k1 in zip(corners, corners[1:])]
+    kpts, dist, ticks = [], [], [0.0]
+    for k0, k1, length in zip(corners, corners[1:], lengths):
+        n = max(2, round(n_points * length / sum(lengths)))
+        t = np.linspace(0.0, 1.0, n, endpoint=False)
+        kpts.append(k0 + t[:, None] * (k1 - k0))
+        dist.append(ticks[-1] + t * length)
+        ticks.append(ticks[-1] + length)
+    kpts.append(corners[-1][None])
+    dist.append([ticks[-1]])
+    return np.concatenate(kpts), np.concatenate(dist), ticks

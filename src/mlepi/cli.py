@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="trained model (model.pt)")
     p.add_argument("dataset", help="dataset file the model was trained on (.h5)")
     p.add_argument("--primitive", help="primitive cell (.extxyz) from `mlepi structure`: also draw the unfolded "
-                                       "band structure, DFT vs HedgeNet (needs GPAW for the exact overlap)")
+                                       "band structure, DFT vs HedgeNet")
     p.add_argument("--out-dir", required=True, help="writes parity.json, parity.png (and bands_ml_vs_dft.png)")
     p.set_defaults(func=cmd_parity)
 

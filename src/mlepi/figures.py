@@ -160,11 +160,11 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
     axes = np.atleast_1d(fig.subplots(1, len(frames), sharey=True))
     k = np.asarray(bands["k_distance_1_A"])
     for ax, frame, unseen in zip(axes, frames, held_out):
-        for key, color, label, size in (("dft", "k", "DFT (GPAW)", 9.0), ("ml", "C3", "HedgeNet", 3.0)):
+        for key, color, size in (("dft", "k", 9.0), ("ml", "C3", 3.0)):
             e, w = frame[key]
             kk = np.broadcast_to(k[:, None], e.shape)
             keep = (w > min_weight) & (np.abs(e) <= window)
-            ax.scatter(kk[keep], e[keep], s=size * w[keep], color=color, label=label, linewidths=0)
+            ax.scatter(kk[keep], e[keep], s=size * w[keep], color=color, linewidths=0)
         ax.set_xticks(bands["ticks_1_A"], ["Γ" if t == "G" else t for t in bands["labels"]])
         for t in bands["ticks_1_A"][1:-1]:
             ax.axvline(t, color="0.7", lw=0.6)
@@ -175,6 +175,7 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
         ax.set_title(f"{frame['name']} ({kind}): eig MAE {frame['eig_mae_meV']:.0f} meV", fontsize=9)
         ax.set_xlabel("primitive k path")
     axes[0].set_ylabel("E − E_F(DFT, pristine) (eV)")
+    # Proxy handles: the scatter markers' sizes follow the weights, which makes poor legend entries.
     handles = [Line2D([], [], ls="none", marker="o", ms=ms, color=c) for c, ms in (("k", 5), ("C3", 3))]
     axes[0].legend(handles, ["DFT (GPAW)", "HedgeNet"], loc="lower right")
     _save(fig, path)

@@ -77,6 +77,21 @@ def _info(atoms_info: dict) -> dict:
     return info
 
 
+def blocks_on_edges(edge_index, cell_shift, blocks: np.ndarray, frame: Frame, source: str) -> np.ndarray:
+    """``blocks`` given on the edges (``edge_index``, ``cell_shift``), reordered onto ``frame``'s block edges.
+
+    ``source`` names where the blocks come from, for the error when the two edge sets differ.
+    """
+    position = {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*edge_index, cell_shift))}
+    try:
+        order = [position[(int(i), int(j), *map(int, r))] for i, j, r in zip(*frame.edge_index, frame.cell_shift)]
+    except KeyError as err:
+        raise ValueError(f"frame {frame.name!r}: block edge {err.args[0]} has no {source} block") from None
+    if len(order) != len(position):
+        raise ValueError(f"frame {frame.name!r}: {len(position)} {source} blocks but {len(order)} model blocks")
+    return blocks[order]
+
+
 def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
     """GPAW's exact S blocks on the frame's block edges (no SCF; S is independent of the grid).
 
@@ -87,14 +102,7 @@ def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
     from .dft import overlap_blocks
 
     edge_index, cell_shift, S, _ = overlap_blocks(frame.to_atoms(), dft_parameters)
-    position = {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*edge_index, cell_shift))}
-    try:
-        order = [position[(int(i), int(j), *map(int, r))] for i, j, r in zip(*frame.edge_index, frame.cell_shift)]
-    except KeyError as err:
-        raise ValueError(f"frame {frame.name!r}: block edge {err.args[0]} has no GPAW overlap block") from None
-    if len(order) != len(position):
-        raise ValueError(f"frame {frame.name!r}: {len(position)} GPAW blocks but {len(order)} model blocks")
-    return S[order]
+    return blocks_on_edges(edge_index, cell_shift, S, frame, "GPAW overlap")
 
 
 def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool | None = None,

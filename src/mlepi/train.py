@@ -107,11 +107,10 @@ def split_group(frame) -> tuple:
 def split_indices(groups, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of frames into (train, validation) indices by whole groups (:func:`split_group`).
 
-    ``groups`` holds one hashable key per frame (or is an int: that many frames, each its own group). The
-    validation set gets ``round(val_fraction × n_groups)`` groups, at least one if ``val_fraction > 0``, and
-    at least one group always trains.
+    ``groups`` holds one hashable key per frame. The validation set gets ``round(val_fraction × n_groups)``
+    groups, at least one if ``val_fraction > 0``, and at least one group always trains.
     """
-    groups = list(range(groups)) if isinstance(groups, int) else list(groups)
+    groups = list(groups)
     unique = list(dict.fromkeys(groups))
     order = np.random.default_rng(seed).permutation(len(unique))
     n_val = min(int(round(val_fraction * len(unique))), len(unique) - 1)

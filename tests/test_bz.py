@@ -1,18 +1,18 @@
-"""Stage ``parity``: the band path it draws the DFT/HedgeNet band structure on (the stage itself runs in
-``test_workflow``)."""
+"""Brillouin-zone geometry (mlepi.bz): the band path of the parity stage's DFT/HedgeNet band structure (the
+stage itself runs in ``test_workflow``)."""
 
 import numpy as np
 import pytest
 from ase.build import graphene
 
-from mlepi.parity import band_path
+from mlepi.bz import hexagonal_path
 
 
 @pytest.mark.parametrize("vacuum", [10.0, 20.0])
 def test_band_path_follows_the_hexagonal_zone(vacuum):
     a = 2.46
     cell = graphene(a=a, vacuum=vacuum).cell
-    kpts, dist, ticks = band_path(np.array(cell), n_points=60)
+    kpts, dist, ticks = hexagonal_path(np.array(cell), ("G", "M", "K", "G"), n_points=60)
     # |GM| = 2π/(√3 a), |MK| = 2π/(3a), |KG| = 4π/(3a): the closed path G-M-K-G
     expected = np.cumsum([0.0, 2 * np.pi / (np.sqrt(3) * a), 2 * np.pi / (3 * a), 4 * np.pi / (3 * a)])
     assert np.allclose(ticks, expected, rtol=1e-9)
