@@ -8,7 +8,7 @@ import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.frames import Frame
-from mlepi.graph import INTER, INTRA, block_edges, edge_type, frame_to_data, message_edges, neighbor_edges
+from mlepi.graph import INTER, INTRA, block_edges, edge_type, frame_to_data, message_edges
 
 torch.set_num_threads(1)
 
@@ -39,23 +39,6 @@ def test_block_edges_follow_the_basis_range_rule():
     edges = as_set(edge_index, shift)
     assert all((i, i, 0, 0, 0) in edges for i in range(len(atoms)))
     assert all((j, i, -a, -b, -c) in edges for i, j, a, b, c in edges)
-
-
-def test_self_edges_flag_and_unwrapped_positions():
-    atoms = bilayer(2, rattle=0.05, seed=1)
-    cell = np.array(atoms.cell)
-    with_self = as_set(*neighbor_edges(atoms.positions, cell, atoms.pbc, 3.0, self_edges=True))
-    without = as_set(*neighbor_edges(atoms.positions, cell, atoms.pbc, 3.0))
-    assert with_self - without == {(i, i, 0, 0, 0) for i in range(len(atoms))}
-    # moving atom 5 to x_5 - L cell relabels its bonds: (5, j, R) -> (5, j, R - L), (i, 5, R) -> (i, 5, R + L)
-    L = np.array([1, -2, 0])
-    moved = atoms.positions.copy()
-    moved[5] -= L @ cell
-    relabelled = set()
-    for i, j, *R in without:
-        R = np.array(R) - (L if i == 5 else 0) + (L if j == 5 else 0)
-        relabelled.add((i, j, *map(int, R)))
-    assert as_set(*neighbor_edges(moved, cell, atoms.pbc, 3.0)) == relabelled
 
 
 def test_edge_types_and_per_type_cutoffs():

@@ -196,3 +196,19 @@ def test_save_and_load_round_trip(tmp_path):
         HedgeNet.from_config({"hiden": 3}, TOY_BASIS)
     with pytest.raises(ValueError, match="no cutoff radius|only has"):
         predict(make_model(basis=TOY_BASIS), structure())  # H atoms, carbon-only basis
+
+
+def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
+    """Edge chunks bound the readout's memory at 10^4 atoms; ``overlap=False`` skips S; neither changes H."""
+    import mlepi.model
+
+    model, atoms = make_model(), structure()
+    ref = predict(model, atoms)
+    monkeypatch.setattr(mlepi.model, "EDGE_CHUNK", 7)  # many chunks, the last one partial
+    chunked = predict(model, atoms)
+    for key, block in ref["H"].items():
+        np.testing.assert_allclose(chunked["H"][key], block, atol=1e-12)
+        np.testing.assert_allclose(chunked["S"][key], ref["S"][key], atol=1e-12)
+    out = model(ref["data"], overlap=False)
+    assert "S" not in out
+    np.testing.assert_allclose(out["H"].detach().numpy(), np.array(list(ref["H"].values())), atol=1e-12)

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from ase.units import Bohr, Ha
 
-from . import provenance
+from . import neighbors, provenance
 from .frames import Frame, write_frames
 from .structure_io import read_structure
 
@@ -292,11 +292,8 @@ def neighbor_edges(atoms, rcut: np.ndarray):
 
     Returns ``i [E]``, ``j [E]``, ``R [E, 3]`` sorted by (i, j, R); R refers to the positions of ``atoms``.
     """
-    from ase.neighborlist import neighbor_list
-
-    i, j, R = neighbor_list("ijS", atoms, cutoff=rcut, self_interaction=True)
-    order = np.lexsort((R[:, 2], R[:, 1], R[:, 0], j, i))
-    return i[order], j[order], R[order].astype(np.int64)
+    (i, j), R = neighbors.neighbor_edges(atoms.positions, atoms.cell[:], atoms.pbc, rcut, self_edges=True)
+    return i, j, R
 
 
 def aliasing_conflicts(i, j, R, mesh) -> np.ndarray:
@@ -457,19 +454,22 @@ def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
     so GPAW builds it when it sets up a calculation; no density is needed. Returns ``(edge_index,
     cell_shift, S, basis)`` in the layout of :func:`extract_blocks`.
     """
-    from gpaw import GPAW
+    from gpaw.dft import Parameters
+    from gpaw.mpi import world
+    from gpaw.new.logger import Logger
 
-    def setup(kpts):
-        params = dict(mode="lcao", basis=dft_cfg["basis"], xc=dft_cfg["xc"], symmetry="off", txt=None,
-                      kpts={"size": kpts, "gamma": True}, gpts=grid_points(atoms, dft_cfg, supercell))
-        calc = GPAW(**params)
-        calc.create_new_calculation(atoms)
-        return calc.dft
+    def builder(kpts):
+        # GPAW's component builder, not a calculator: the overlap needs the setups and the two-centre
+        # integrals only, so the density guess and its potential (60 % of a calculator's set-up) are skipped.
+        params = Parameters(mode="lcao", basis=dft_cfg["basis"], xc=dft_cfg["xc"], symmetry="off",
+                            kpts={"size": kpts, "gamma": True}, gpts=grid_points(atoms, dft_cfg, supercell))
+        return params.dft_component_builder(atoms, log=Logger(None, world))
 
-    probe = setup((1, 1, 1))  # setups and GPAW's wrapped positions, to choose the mesh
+    probe = builder((1, 1, 1))  # setups and GPAW's wrapped positions, to choose the mesh
     basis = basis_description(probe.setups, atoms)
     layout = _block_layout(atoms, basis, probe.relpos_ac, dft_cfg.get("kpts_blocks"))
-    wfs_k = list(setup(layout["mesh"]).ibzwfs)
+    mesh = builder(layout["mesh"])
+    wfs_k = list(mesh.create_ibz_wave_functions(mesh.create_basis_set(), potential=None))
     S_kMM = np.array([np.array(wfs.S_MM.data) for wfs in wfs_k])
     k_kc = np.array([np.array(wfs.kpt_c) for wfs in wfs_k])
     ((S, _),), _ = _real_space_blocks(layout, k_kc, S_kMM)

@@ -8,9 +8,8 @@ Two edge sets live on every graph:
 - **block edges** ``block_edge_index`` with ``block_cell_shift``: the H/S blocks of ``docs/data.md``, every
   ordered (i, j, R) with |x_j + R cell - x_i| < rc_i + rc_j, the on-site (i, i, 0) included.
 
-Neighbour lists come from ASE's cell-list search (:func:`ase.neighborlist.primitive_neighbor_list`), which is
-linear in the number of atoms and maps atoms outside the cell into it while keeping R relative to the positions
-as given, so un-wrapped positions are fine. Edges are sorted by (i, j, R) so the graph of a frame is the same
+Neighbour lists come from :func:`mlepi.neighbors.neighbor_edges` (k-d tree, O(N log N)); R is relative to the
+positions as given, so un-wrapped positions are fine. Edges are sorted by (i, j, R) so the graph of a frame is the same
 on every machine.
 
 The graph holds topology only (indices, integer shifts, species, layers); bond vectors are computed by the model
@@ -21,43 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ase.neighborlist import primitive_neighbor_list
 from torch_geometric.data import Data
 
 from .frames import Frame, orbital_counts
+from .neighbors import neighbor_edges
 
 INTRA, INTER = 0, 1  # edge types; more may follow, these two stay
-
-
-def neighbor_edges(positions, cell, pbc, cutoff, *, self_edges: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (i, j, R) closer than ``cutoff``.
-
-    Parameters
-    ----------
-    positions : array [n_atoms, 3], Angstrom
-    cell : array [3, 3], Angstrom, lattice vectors as rows
-    pbc : array [3] of bool
-    cutoff : float or array [n_atoms]
-        A float: pairs with |d| < cutoff. An array of per-atom radii: pairs with |d| < r_i + r_j.
-    self_edges : bool, default False
-        Include the on-site pairs (i, i, R=0). Periodic images (i, i, R != 0) are always included.
-
-    Returns
-    -------
-    edge_index : int64 array [2, n_edges]
-        (i, j) of each pair, sorted by (i, j, R).
-    cell_shift : int64 array [n_edges, 3]
-        Integer lattice vector R: the bond vector is ``positions[j] + R @ cell - positions[i]``.
-    """
-    positions = np.asarray(positions, dtype=float)
-    cutoff = cutoff if np.isscalar(cutoff) else np.asarray(cutoff, dtype=float)
-    i, j, shift = primitive_neighbor_list("ijS", np.asarray(pbc, dtype=bool), np.asarray(cell, dtype=float),
-                                          positions, cutoff, self_interaction=self_edges)
-    shift = shift.astype(np.int64)
-    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, i))
-    edge_index = np.stack([i[order], j[order]]).astype(np.int64)  # [2, n_edges]
-    return edge_index, shift[order]  # [n_edges, 3]
 
 
 def basis_radii(numbers, basis: dict) -> np.ndarray:

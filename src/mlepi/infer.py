@@ -138,13 +138,14 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
                                                          basis)
         data = frame_to_data(frame, basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False).to(device)
         with torch.no_grad():
-            out = model(data, forces=True)
+            out = model(data, forces=True, overlap=overlap == "model")
         frame.energy = float(out["energy"][0])
         frame.forces = out["forces"].detach().cpu().double().numpy()
         frame.H = out["H"].detach().cpu().double().numpy()
-        frame.S = out["S"].detach().cpu().double().numpy()
         if overlap == "gpaw":
             frame.S = exact_overlap(frame, model.metadata["dft_parameters"])
+        else:
+            frame.S = out["S"].detach().cpu().double().numpy()
         frame.info["overlap"] = overlap
         if fermi_level:
             size, gamma_k, width_k = occupation_settings(model.metadata, frame.cell)

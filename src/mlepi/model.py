@@ -63,6 +63,7 @@ MODEL_SCHEMA = "mlepi.hedgenet"
 MODEL_SCHEMA_VERSION = 1
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
+EDGE_CHUNK = 32768  # block edges per chunk of the block readout: bounds its memory, not its result
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -176,7 +177,13 @@ class BondBlock(nn.Module):
 
     def forward(self, feat, src, dst, rbf, ang):
         # feat [n_atoms, n_node]; src, dst [E] atom indices; rbf [E, n_rbf]; ang [E, n_ang]
-        z = self.mlp(self.src(feat)[src] + self.dst(feat)[dst] + self.radial(rbf))  # [E, hidden]
+        a, b = self.src(feat), self.dst(feat)  # [n_atoms, hidden] each
+        # Edges in chunks: the contraction's [E, n_ang * n_orb^2] intermediate would need 5.5 GB at 10^4 atoms.
+        chunks = [slice(k, k + EDGE_CHUNK) for k in range(0, max(len(src), 1), EDGE_CHUNK)]
+        return torch.cat([self._contract(self.mlp(a[src[c]] + b[dst[c]] + self.radial(rbf[c])), ang[c])
+                          for c in chunks])  # [E, n_orb, n_orb]
+
+    def _contract(self, z, ang):
         n_edges, (n_ang, hidden) = len(z), (ang.shape[1], z.shape[1])
         if self.n_orb**2 < hidden:
             # Same sum, contracted in the cheaper order for small blocks: (z W_k) first, then over k.
@@ -184,7 +191,7 @@ class BondBlock(nn.Module):
             out = torch.einsum("ek,eka->ea", ang, (z @ w).view(n_edges, n_ang, -1))
         else:
             out = (ang.unsqueeze(-1) * z.unsqueeze(1)).flatten(1) @ self.weight  # [E, n_orb^2]
-        return out.view(-1, self.n_orb, self.n_orb)  # [E, n_orb, n_orb]
+        return out.view(-1, self.n_orb, self.n_orb)
 
 
 class OnsiteBlock(nn.Module):
@@ -367,19 +374,21 @@ class HedgeNet(nn.Module):
         return pos[j] - pos[i] + offset  # [E, 3] Angstrom
 
     # ----------------------------------------------------------------------------------------------- forward
-    def forward(self, data, *, forces: bool = True, create_graph: bool = False, blocks: bool = True) -> dict:
+    def forward(self, data, *, forces: bool = True, create_graph: bool = False, blocks: bool = True,
+                overlap: bool = True) -> dict:
         """Predict from a graph (``graph.frame_to_data``, batched or not).
 
         Parameters
         ----------
         forces : compute forces = -dE/dpos (autograd).
         create_graph : keep the graph of the force computation (training on forces, Hessians).
-        blocks : compute H and S for the block edges.
+        blocks : compute H (and S) for the block edges.
+        overlap : also compute S (inference with GPAW's exact S skips it: a quarter of the block cost).
 
         Returns
         -------
         dict with ``energy`` [n_graphs] eV, ``node_energy`` [n_atoms] eV, ``forces`` [n_atoms, 3] eV/Å,
-        ``H`` [n_blocks, n_orb, n_orb] eV and ``S`` (same, 1), zero outside each atom's orbitals.
+        ``H`` [n_blocks, n_orb, n_orb] eV and ``S`` (same, 1, if ``overlap``), zero outside each atom's orbitals.
         """
         dtype = self.energy_scale.dtype
         # A caller that already tracks pos (Hessians, external derivatives) keeps its graph.
@@ -415,7 +424,7 @@ class HedgeNet(nn.Module):
             (grad,) = torch.autograd.grad(total, pos, create_graph=create_graph, retain_graph=keep)
             out["forces"] = -grad  # [n_atoms, 3]
         if blocks:
-            out.update(self._blocks(data, pos, cell, batch, species, h, vec, r, rbf, env))
+            out.update(self._blocks(data, pos, cell, batch, species, h, vec, r, rbf, env, overlap))
         return out
 
     def _edge_groups(self, edge_index, edge_type, rbf, env) -> dict:
@@ -428,10 +437,9 @@ class HedgeNet(nn.Module):
             groups[kind] = (edge_index[:, sel], rbf[sel], env[sel], self.avg_neighbors[code])
         return groups
 
-    def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env) -> dict:
-        """H and S on the block edges (see the module docstring for the construction)."""
+    def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env, overlap: bool) -> dict:
+        """H (and S) on the block edges (see the module docstring for the construction)."""
         block_index = data.block_edge_index  # [2, B]
-        n_blocks = block_index.shape[1]
         # Blocks depend on positions directly only when the caller tracks pos (dH/du for electron-phonon
         # couplings); otherwise the bond geometry is detached, which spares the training backward pass the
         # unused gradient with respect to positions.
@@ -439,23 +447,7 @@ class HedgeNet(nn.Module):
         bvec = self._bond_vectors(geometry_pos, cell, batch, block_index, data.block_cell_shift)  # [B, 3]
         i, j = block_index
         onsite = (i == j) & (data.block_cell_shift == 0).all(dim=1)  # [B]
-        H = bvec.new_zeros(n_blocks, self.n_orb, self.n_orb)
-        S = bvec.new_zeros(n_blocks, self.n_orb, self.n_orb)
-
-        # On-site: per-species mean plus an environment-dependent, symmetrised correction.
-        ang_mp = angular_features(vec / r.unsqueeze(-1), self.exponents)  # [E, n_ang]
-        raw = self.H_onsite(h, data.edge_index, rbf, env, ang_mp, self.avg_neighbors[2])  # [n_atoms, n, n]
-        raw = 0.5 * (raw + raw.transpose(1, 2))
-        H_atom = self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2)
-        H_atom = 0.5 * H_atom[species] + self.H_scale * raw  # [n_atoms, n, n]
-        S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
-        H = H.index_put((onsite.nonzero().squeeze(1),), H_atom[i[onsite]])
-        S = S.index_put((onsite.nonzero().squeeze(1),), S_atom[i[onsite]])
-
-        # Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T] is Hermitian by construction. g is evaluated
-        # once per edge; the reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for block edges
-        # of docs/data.md), otherwise it is evaluated directly.
-        off = (~onsite).nonzero().squeeze(1)  # [B_off]
+        on, off = onsite.nonzero().squeeze(1), (~onsite).nonzero().squeeze(1)  # [B_on], [B_off]
         io, jo = i[off], j[off]
         bv = bvec[off]
         br = bv.norm(dim=-1)  # [B_off]
@@ -463,30 +455,40 @@ class HedgeNet(nn.Module):
         ang = angular_features(unit, self.exponents)  # [B_off, n_ang]
         brbf = self.block_rbf(br)  # [B_off, n_rbf]
         benv = envelope(br / (self.rcut_of_species[species[io]] + self.rcut_of_species[species[jo]]))
-        same_layer = data.layer[io] == data.layer[jo]
-        es = self.S_species(species)  # [n_atoms, n_s]
         rev = reverse_edges(io, jo, data.block_cell_shift[off], len(species))
+        mask = self.block_mask(data.numbers, block_index).to(bvec.dtype)
 
-        def bond_blocks(src, dst, sign):
-            """g(src, dst, sign * r) for H (per edge kind) and S, [B_off, n_orb, n_orb] each."""
-            ang_s = ang if sign > 0 else angular_features(-unit, self.exponents)
-            g_H = bv.new_zeros(len(off), self.n_orb, self.n_orb)
+        def assemble(atom_blocks, bond, scale):
+            """On-site: ``atom_blocks[i]``. Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T], Hermitian by
+            construction, times ``scale`` and the envelope. ``bond(src, dst, ang)`` is g; it is evaluated once per
+            edge, and the reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
+            of docs/data.md), otherwise it is evaluated directly."""
+            g = bond(io, jo, ang)  # [B_off, n_orb, n_orb]
+            g_rev = g[rev] if rev is not None else bond(jo, io, angular_features(-unit, self.exponents))
+            blocks = bvec.new_zeros(block_index.shape[1], self.n_orb, self.n_orb)
+            blocks = blocks.index_put((on,), atom_blocks[i[on]])
+            blocks = blocks.index_put((off,), scale * benv.view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+            return blocks * mask
+
+        # H on-site: per-species mean plus an environment-dependent, symmetrised correction.
+        ang_mp = angular_features(vec / r.unsqueeze(-1), self.exponents)  # [E, n_ang]
+        raw = self.H_onsite(h, data.edge_index, rbf, env, ang_mp, self.avg_neighbors[2])  # [n_atoms, n, n]
+        raw = 0.5 * (raw + raw.transpose(1, 2))
+        H_atom = 0.5 * (self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2))[species] + self.H_scale * raw
+        same_layer = data.layer[io] == data.layer[jo]
+
+        def H_bond(src, dst, ang_s):
+            g = bv.new_zeros(len(off), self.n_orb, self.n_orb)
             for kind, head in self.H_bond.items():
                 sel = {"intra": same_layer, "inter": ~same_layer, "shared": torch.ones_like(same_layer)}[kind]
                 sel = sel.nonzero().squeeze(1)
-                g_H = g_H.index_put((sel,), head(h, src[sel], dst[sel], brbf[sel], ang_s[sel]))
-            return g_H, self.S_bond(es, src, dst, brbf, ang_s)
+                g = g.index_put((sel,), head(h, src[sel], dst[sel], brbf[sel], ang_s[sel]))
+            return g
 
-        g_H, g_S = bond_blocks(io, jo, +1)
-        if rev is not None:
-            g_H_rev, g_S_rev = g_H[rev], g_S[rev]
-        else:
-            g_H_rev, g_S_rev = bond_blocks(jo, io, -1)
-        H_off = 0.5 * (g_H + g_H_rev.transpose(1, 2))
-        S_off = 0.5 * (g_S + g_S_rev.transpose(1, 2))
-        scale = benv.view(-1, 1, 1)
-        H = H.index_put((off,), self.H_scale * scale * H_off)
-        S = S.index_put((off,), self.S_scale * scale * S_off)
-
-        mask = self.block_mask(data.numbers, block_index).to(H.dtype)
-        return {"H": H * mask, "S": S * mask}
+        out = {"H": assemble(H_atom, H_bond, self.H_scale)}
+        if overlap:
+            es = self.S_species(species)  # [n_atoms, n_s]
+            S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
+            out["S"] = assemble(S_atom, lambda src, dst, ang_s: self.S_bond(es, src, dst, brbf, ang_s),
+                                self.S_scale)
+        return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 
 from .frames import Frame, orbital_counts
 
@@ -85,3 +86,46 @@ def fermi_level(band_energies: np.ndarray, n_electrons: float, width: float, k_w
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if count(mid) < n_electrons else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def bloch_sum_sparse(frame: Frame, basis: dict, k) -> tuple[scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]:
+    """Sparse H(k), S(k) (eV, 1; CSR, complex) at one reduced k point, the phase convention of :func:`bloch_sum`.
+
+    Memory is O(n_edges n_orb^2), linear in the number of atoms, where the dense matrices are quadratic.
+    """
+    offsets = orbital_offsets(frame.numbers, basis)
+    counts = np.diff(offsets)
+    n_max = frame.H.shape[1]
+    i_e, j_e = frame.edge_index
+    a = np.arange(n_max)
+    valid = (a[None, :, None] < counts[i_e][:, None, None]) & (a[None, None, :] < counts[j_e][:, None, None])
+    rows = np.broadcast_to(offsets[i_e][:, None, None] + a[None, :, None], valid.shape)[valid]
+    cols = np.broadcast_to(offsets[j_e][:, None, None] + a[None, None, :], valid.shape)[valid]
+    phase = np.exp(2j * np.pi * frame.cell_shift @ np.asarray(k, dtype=float))  # [n_edges]
+    n_orb = int(offsets[-1])
+
+    def assemble(blocks):  # duplicates (one pair, several R) are summed by the CSR conversion
+        values = (phase[:, None, None] * blocks[:, :n_max, :n_max])[valid]
+        return scipy.sparse.coo_matrix((values, (rows, cols)), shape=(n_orb, n_orb)).tocsr()
+
+    return assemble(frame.H), assemble(frame.S)
+
+
+def eigenvalues_near(frame: Frame, basis: dict, k, sigma: float, n_states: int, *, eigvecs: bool = False):
+    """The ``n_states`` eigenvalues (eV, ascending) of H(k) c = e S(k) c closest to ``sigma`` (eV), e.g. E_F.
+
+    Sparse shift-invert Lanczos (ARPACK through :func:`scipy.sparse.linalg.eigsh`, one sparse LU of
+    H - sigma S): for large supercells, where dense diagonalisation costs O(n_orb^3) time and O(n_orb^2)
+    memory for all states while only those near the Fermi level are wanted. With ``eigvecs``, also the
+    S-normalised eigenvectors ``[n_orb, n_states]``.
+    """
+    import scipy.sparse.linalg
+
+    H, S = bloch_sum_sparse(frame, basis, k)
+    H = 0.5 * (H + H.conj().T)  # Hermitian to rounding, as in eigh_generalized
+    S = 0.5 * (S + S.conj().T)
+    values, vectors = scipy.sparse.linalg.eigsh(H, k=n_states, M=S, sigma=sigma, which="LM")
+    order = np.argsort(values)
+    if eigvecs:
+        return values[order], vectors[:, order]
+    return values[order]
