@@ -20,6 +20,7 @@ include: "workflow/rules/dft.smk"
 include: "workflow/rules/phonons.smk"
 include: "workflow/rules/ml.smk"
 include: "workflow/rules/bands.smk"
+include: "workflow/rules/performance.smk"
 
 
 rule all:

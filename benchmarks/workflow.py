@@ -70,11 +70,12 @@ def run_workflow(args) -> dict:
 
 def rule_benchmarks(system: str) -> dict:
     """Per-rule seconds and max RSS (MiB) from Snakemake's ``benchmark:`` files."""
-    rules = {}
-    for path in sorted((ROOT / "results" / system / "benchmarks").glob("*.tsv")):
+    rules, folder = {}, ROOT / "results" / system / "benchmarks"
+    for path in sorted(folder.rglob("*.tsv")):  # dft/<config>.tsv: one file per DFT job
         with open(path) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
-        rules[path.stem] = {"s": float(row["s"]), "max_rss_MiB": float(row["max_rss"])}
+        rules[str(path.relative_to(folder).with_suffix(""))] = {"s": float(row["s"]),
+                                                                 "max_rss_MiB": float(row["max_rss"])}
     return rules
 
 

@@ -98,6 +98,22 @@ def test_user_checks_the_model_on_a_structure(workflow_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_performance_benchmark_runs_from_the_workflow(workflow_run):
+    """`snakemake performance`: ML against GPAW on the same structure, scaling, sparse against dense."""
+    workdir, cfg = workflow_run
+    snakemake(workdir, "performance")
+    result = json.loads((workdir / "results" / cfg["system"]["name"] / "performance" / "performance.json")
+                        .read_text())
+    for key in ("speedup_vs_dft", "scaling_exponent", "time_per_atom_ratio_1e4_vs_1e2"):
+        assert np.isfinite(result[key]) and result[key] > 0, key
+    assert result["speedup_vs_dft"] > 1  # even on 4 atoms a forward pass beats a GPAW SCF
+    assert [r["n_atoms"] for r in result["scaling"]] == [4, 16, 36]
+    assert all(r["max_abs_diff_eV"] < 1e-8 for r in result["band_solver"])  # sparse = dense near E_F
+    assert result["machine"]["cpus"] >= 1 and result["provenance"]["git_revision"]
+    assert (workdir / "results" / cfg["system"]["name"] / "performance" / "performance.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_report_collects_figures(workflow_run):
     workdir, _ = workflow_run
     snakemake(workdir, "--report", str(workdir / "report.zip"))

@@ -24,6 +24,7 @@ STAGE_SECTIONS = {
     "thermal": ["thermal"],
     "train": ["model", "train"],
     "bands": ["bands"],
+    "performance": ["performance"],
 }
 
 
@@ -136,6 +137,26 @@ def cmd_compare(args):
     print(json.dumps(result, indent=2) if args.json else compare.format_table(result))
 
 
+def cmd_performance(args):
+    from . import performance
+
+    cfg = _stage_config(args, "performance")["performance"]
+    r = performance.run(args.model, args.primitive, args.pristine, args.out, args.figure, sizes=cfg["sizes"],
+                        dft_sizes=cfg["dft_sizes"], band_multiples=cfg["band_multiples"],
+                        sigma=cfg["displacement_A"], seed=cfg["seed"], workflow_path=args.workflow)
+    print(f"speed-up vs GPAW {r['speedup_vs_dft']:.0f}x, scaling exponent {r['scaling_exponent']:.3f}, "
+          f"time per atom {r['time_per_atom_sizes'][1]} vs {r['time_per_atom_sizes'][0]} atoms: "
+          f"{r['time_per_atom_ratio_1e4_vs_1e2']:.2f}x -> {args.out}")
+
+
+def cmd_inspect(args):
+    from . import provenance
+
+    for path in args.files:
+        found = provenance.read(path)
+        print(json.dumps(found, indent=1) if args.json else provenance.format_record(found))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlepi",
@@ -234,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
                                        "band window (robust against a model's spurious states)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("inspect", help="print the provenance of mlepi outputs (versions, git revision, config "
+                                       "hash, command, seed)")
+    p.add_argument("files", nargs="+", help=".h5, .extxyz, model .pt or .json files written by mlepi")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("performance", help="time HedgeNet against GPAW and against system size (benchmark)",
+                       description="HedgeNet inference (forces and H) against GPAW on the same displaced "
+                                   "supercell, inference time and memory from 10^2 to 10^4 atoms, and the "
+                                   "sparse shift-invert eigensolver against dense (docs/performance.md).")
+    p.add_argument("model", help="trained model (model.pt); GPAW runs with the DFT settings it was trained on")
+    p.add_argument("--primitive", required=True, help="relaxed primitive cell (.extxyz) from `mlepi structure`")
+    p.add_argument("--pristine", required=True, help="DFT frames file of the pristine supercell (band stage)")
+    _add_config(p)
+    p.add_argument("--workflow", help="workflow.json of benchmarks/workflow.py to merge in")
+    p.add_argument("--out", required=True, help="results (.json)")
+    p.add_argument("--figure", required=True, help="figure (.png)")
+    p.set_defaults(func=cmd_performance)
 
     p = sub.add_parser("compare", help="errors of frame B against reference frame A (H, forces, eigenvalues)")
     p.add_argument("a", help="reference frames file (e.g. DFT)")

@@ -8,8 +8,9 @@ from .bands import BandsError
 from .config import ConfigError
 from .frames import FramesFileError
 from .phonons import PhononError
+from .provenance import ProvenanceError
 from .structure_io import StructureFileError
 from .thermal import UnstableModeError
 
 USER_ERRORS = (BandsError, ConfigError, FramesFileError, StructureFileError, UnstableModeError, PhononError,
-               FileNotFoundError)
+               ProvenanceError, FileNotFoundError)

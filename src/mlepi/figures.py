@@ -179,3 +179,37 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
     handles = [Line2D([], [], ls="none", marker="o", ms=ms, color=c) for c, ms in (("k", 5), ("C3", 3))]
     axes[0].legend(handles, ["DFT (GPAW)", "HedgeNet"], loc="lower right")
     _save(fig, path)
+
+
+def plot_performance(result: dict, path) -> None:
+    """Log-log cost of HedgeNet inference, GPAW and the band-stage eigensolvers against the number of atoms,
+    with the fitted inference exponent, and peak memory of inference (``mlepi.performance``)."""
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    ax_t, ax_m = fig.subplots(1, 2)
+    scaling = result["scaling"]
+    n = np.array([r["n_atoms"] for r in scaling], dtype=float)
+    total = np.array([r["total_s"] for r in scaling])
+    ax_t.loglog(n, total, "o-", color="C0", label=f"HedgeNet F + H (N^{result['scaling_exponent']:.2f})")
+    ax_t.loglog(n, [r["model_s"] for r in scaling], ".--", color="C0", alpha=0.6, label="  network only")
+    ax_t.loglog(n, [r["neighbours_s"] for r in scaling], ".:", color="C0", alpha=0.6, label="  neighbour lists")
+    dft = result["dft"]
+    ax_t.loglog([d["n_atoms"] for d in dft], [d["scf_forces_s"] for d in dft], "s-", color="C3",
+                label=f"GPAW SCF + forces ({result['speedup_vs_dft']:.0f}x at {dft[0]['n_atoms']} atoms)")
+    bands = result["band_solver"]
+    ax_t.loglog([b["n_atoms"] for b in bands], [b["sparse_s"] for b in bands], "^-", color="C2",
+                label="eigenstates near E_F, sparse shift-invert")
+    dense = [b for b in bands if "dense_s" in b]
+    ax_t.loglog([b["n_atoms"] for b in dense], [b["dense_s"] for b in dense], "v--", color="C2",
+                label="all eigenstates, dense")
+    ax_t.set_xlabel("atoms")
+    ax_t.set_ylabel("wall time per structure (s)")
+    ax_t.legend(fontsize=7)
+    ax_m.loglog(n, np.array([r["peak_rss_MiB"] for r in scaling]) / 1024, "o-", color="C0", label="peak RSS")
+    ax_m.loglog(n, np.array([r["baseline_rss_MiB"] for r in scaling]) / 1024, ":", color="gray",
+                label="after imports")
+    ax_m.set_xlabel("atoms")
+    ax_m.set_ylabel("memory of one inference process (GiB)")
+    ax_m.legend(fontsize=7)
+    device = result["machine"]
+    fig.suptitle(f"{device['cpu']}, {device['torch_threads']} torch threads", fontsize=8)
+    _save(fig, path)

@@ -85,3 +85,69 @@ def write_json(path, data: dict) -> None:
     """Write a JSON file atomically (sorted keys, indented)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class ProvenanceError(ValueError):
+    """A file carries no provenance record mlepi can read."""
+
+
+def read(path) -> dict:
+    """The provenance record of an mlepi output: frames and spectral HDF5 files (root attribute), structure
+    files (extended-XYZ info of the first frame), ``model.pt`` (metadata) and JSON results (``provenance``).
+
+    Returns ``{"file", "kind", "provenance"}``; raises :class:`ProvenanceError` naming the file and where
+    its record would be.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                kind, text = str(h5.attrs.get("schema", "hdf5")), h5.attrs.get("provenance")
+            rec = json.loads(text) if text is not None else None
+        elif suffix in (".extxyz", ".xyz"):
+            import ase.io
+
+            info = ase.io.read(path, index=0, format="extxyz").info
+            kind, text = str(info.get("schema", "extxyz")), info.get("provenance")
+            rec = json.loads(text) if isinstance(text, str) else text
+        elif suffix == ".pt":
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            kind = str(state.get("schema", "torch checkpoint")) if isinstance(state, dict) else "torch"
+            rec = state.get("metadata", {}).get("provenance") if isinstance(state, dict) else None
+        elif suffix == ".json":
+            data = json.loads(path.read_text())
+            kind, rec = "json", data.get("provenance") if isinstance(data, dict) else None
+        else:
+            raise ProvenanceError(f"{path}: mlepi stores provenance in .h5, .extxyz, .pt and .json files; for a "
+                                  "figure or table, inspect the JSON or HDF5 file its stage wrote beside it")
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, ProvenanceError):
+            raise
+        raise ProvenanceError(f"{path}: cannot be read as {suffix or 'a known format'} ({err}); the file is "
+                              "damaged or not an mlepi output") from None
+    if not rec:
+        raise ProvenanceError(f"{path}: has no provenance record (not written by mlepi, or by a version "
+                              "before records were kept); regenerate it with the stage that writes it")
+    return {"file": str(path), "kind": kind, "provenance": rec}
+
+
+def format_record(found: dict) -> str:
+    """``read``'s result as the text ``mlepi inspect`` prints."""
+    rec = found["provenance"]
+    lines = [f"file:          {found['file']}", f"kind:          {found['kind']}",
+             f"git revision:  {rec.get('git_revision', '?')}", f"config hash:   {rec.get('config_hash')}",
+             f"command:       {rec.get('command', '?')}"]
+    if "seed" in rec:
+        lines.append(f"seed:          {rec['seed']}")
+    for key, value in rec.items():
+        if key not in ("versions", "git_revision", "config_hash", "command", "seed"):
+            lines.append(f"{key + ':':<15}{json.dumps(value, default=str)}")
+    lines.append("versions:      " + ", ".join(f"{k} {v}" for k, v in rec.get("versions", {}).items()))
+    return "\n".join(lines)

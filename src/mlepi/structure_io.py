@@ -28,7 +28,10 @@ def _tag(atoms, info: dict):
     atoms = atoms.copy()
     atoms.info = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
     for key, value in info.items():
-        atoms.info[key] = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+        value = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+        # ASE's extxyz reader drops one level of backslashes (JSON escapes them, a command line may hold them):
+        # doubled here, they read back as written (tests/test_provenance.py).
+        atoms.info[key] = value.replace("\\", "\\\\") if isinstance(value, str) else value
     return atoms
 
 

@@ -124,7 +124,11 @@ def eigenvalues_near(frame: Frame, basis: dict, k, sigma: float, n_states: int, 
     H, S = bloch_sum_sparse(frame, basis, k)
     H = 0.5 * (H + H.conj().T)  # Hermitian to rounding, as in eigh_generalized
     S = 0.5 * (S + S.conj().T)
-    values, vectors = scipy.sparse.linalg.eigsh(H, k=n_states, M=S, sigma=sigma, which="LM")
+    # The LU of H - sigma S is factorised here and handed to ARPACK: for complex H(k), eigsh's own
+    # shift-invert set-up was ~1.4x slower on a 2592-orbital supercell (benchmarks/NOTES.md).
+    lu = scipy.sparse.linalg.splu((H - sigma * S).tocsc())
+    shift_invert = scipy.sparse.linalg.LinearOperator(H.shape, matvec=lu.solve, dtype=H.dtype)
+    values, vectors = scipy.sparse.linalg.eigsh(H, k=n_states, M=S, sigma=sigma, which="LM", OPinv=shift_invert)
     order = np.argsort(values)
     if eigvecs:
         return values[order], vectors[:, order]

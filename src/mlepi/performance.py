@@ -1,0 +1,322 @@
+"""What HedgeNet inference costs, against GPAW and against system size (``benchmarks/performance.py``).
+
+Timed per structure, best of ``repeats`` after one warm-up:
+
+- ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.neighbors`) and the graph;
+- ``model_s``: one HedgeNet forward pass with forces (autograd) and every H block, in the precision
+  ``mlepi infer`` uses (float64) unless stated. S is not predicted: the workflow takes GPAW's exact S
+  (:func:`mlepi.infer.exact_overlap`), whose cost is reported apart;
+- GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.compute_frame`), and the H(R)/S(R) extraction.
+
+Peak memory is the resident set of a fresh process that imports, builds and predicts one structure: every size
+runs in its own process, so the peak of one size does not hide that of the next.
+
+Band stage at scale: H(k), S(k) of large supercells are tiled exactly from the DFT blocks of the pristine 3x3
+supercell (:func:`tile_frame`), and the states nearest E_F from the sparse shift-invert solver
+(:func:`mlepi.tb.eigenvalues_near`) are checked against dense diagonalisation where that still runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .frames import Frame
+
+
+def displaced_supercell(primitive, n: int, sigma: float, seed: int):
+    """The ``n x n`` in-plane supercell of ``primitive`` (with its ``layer`` array), every atom displaced by a
+    Gaussian of ``sigma`` Å per Cartesian component (seeded): the geometry of a thermal sample, for timing."""
+    atoms = primitive.repeat((n, n, 1))
+    atoms.positions += np.random.default_rng(seed).normal(scale=sigma, size=atoms.positions.shape)
+    atoms.info = {"supercell": [n, n], "seed": seed, "sigma_A": sigma}
+    return atoms
+
+
+def _best(fn, repeats: int) -> tuple[float, object]:
+    """(shortest wall time in s of ``repeats`` calls after one warm-up, last result)."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", threads: int | None = None,
+                   device: str = "cpu") -> dict:
+    """Seconds for the graph and for one forward pass (forces and H) of ``model`` on ``atoms``.
+
+    On a GPU the graph is built on the CPU and moved (its time includes the copy), and every timing waits
+    for the device to finish; ``peak_gpu_MiB`` is the largest allocation of the forward pass.
+    """
+    import torch
+
+    from .graph import block_edges, frame_to_data
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    cfg = model.config
+    gpu = torch.device(device).type == "cuda"
+
+    def graph():
+        frame = Frame.from_atoms("bench", atoms)
+        frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
+                                                         model.basis)
+        data = frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False)
+        data = data.to(device)
+        if gpu:
+            torch.cuda.synchronize()
+        return data
+
+    def predict(data):
+        with torch.no_grad():
+            out = model(data, forces=True, overlap=False)
+        if gpu:
+            torch.cuda.synchronize()
+        return out["forces"], out["H"]
+
+    graph_s, data = _best(graph, repeats)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    model_s, _ = _best(lambda: predict(data), repeats)
+    result = {"n_atoms": len(atoms), "n_block_edges": int(data.block_edge_index.shape[1]),
+              "n_message_edges": int(data.edge_index.shape[1]), "neighbours_s": graph_s, "model_s": model_s,
+              "total_s": graph_s + model_s, "dtype": dtype, "device": device,
+              "torch_threads": torch.get_num_threads()}
+    if gpu:
+        result["peak_gpu_MiB"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(float(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+
+def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, threads, device) -> dict:
+    """One size in a fresh process: timings plus its peak resident memory, and the baseline after imports."""
+    import torch  # noqa: F401  (part of the baseline)
+
+    from .model import HedgeNet
+    from .structure_io import read_structure
+
+    baseline = _rss_mib()
+    model = HedgeNet.load(model_path)
+    dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
+    atoms = displaced_supercell(read_structure(primitive_path), n, sigma, seed)
+    result = time_inference(model, atoms, repeats=repeats, dtype=dtype, threads=threads, device=device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MiB (Linux)
+    return {**result, "supercell": n, "peak_rss_MiB": peak, "baseline_rss_MiB": baseline}
+
+
+def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05, seed: int = 0,
+                      repeats: int = 3, dtype: str = "float64", threads: int | None = None, device: str = "cpu",
+                      progress=None) -> list:
+    """:func:`time_inference` for ``n x n`` supercells, each size in a fresh process (peak memory per size)."""
+    results = []
+    context = multiprocessing.get_context("spawn")
+    for n in sizes:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            results.append(pool.submit(_inference_job, str(model_path), str(primitive_path), int(n), sigma, seed,
+                                       repeats if 4 * n * n < 4000 else 1, dtype, threads, device).result())
+        if progress is not None:
+            progress(results[-1])
+    return results
+
+
+def fit_power_law(n_atoms, seconds, min_atoms: float = 0) -> float:
+    """Exponent b of t = a N^b, least squares in log-log over the sizes with at least ``min_atoms`` atoms
+    (over all sizes if fewer than two have that many)."""
+    n, t = np.asarray(n_atoms, dtype=float), np.asarray(seconds, dtype=float)
+    keep = n >= min_atoms
+    keep = keep if keep.sum() >= 2 else np.ones_like(keep)
+    return float(np.polyfit(np.log(n[keep]), np.log(t[keep]), 1)[0])
+
+
+def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
+    """Seconds of ``mlepi dft``'s work on ``atoms``: SCF + forces, and the H(R)/S(R) extraction."""
+    from .dft import compute_frame
+
+    atoms = atoms.copy()
+    t0 = time.perf_counter()
+    frame, _, _ = compute_frame(atoms, dft_cfg, supercell, name="bench")
+    total = time.perf_counter() - t0
+    timings = frame.info["dft_timings_s"]
+    return {"n_atoms": len(atoms), "supercell": list(supercell), "scf_forces_s": timings["scf_forces"],
+            "blocks_s": timings["blocks"], "total_s": total}
+
+
+# ------------------------------------------------------------------------------------------- band stage
+def tile_frame(frame: Frame, m: int) -> Frame:
+    """The blocks of ``frame`` (a pristine periodic supercell) repeated onto its ``m x m`` in-plane supercell.
+
+    Exact for an undisplaced crystal: block (i, j, R) of the small cell connects copy p of atom i to copy
+    p + R of atom j. Atom (p1, p2, a) of the large cell has index (p1 * m + p2) * n_atoms + a.
+    """
+    n = frame.n_atoms
+    p = np.array([(p1, p2) for p1 in range(m) for p2 in range(m)])  # [m^2, 2]
+    i, j = frame.edge_index
+    R = frame.cell_shift
+    target = p[:, None, :] + R[None, :, :2]  # [m^2, E, 2] small-cell index of j's copy
+    big_R = np.zeros(target.shape[:2] + (3,), dtype=np.int64)
+    big_R[..., :2] = np.floor_divide(target, m)
+    big_R[..., 2] = R[None, :, 2]
+    copy_j = np.mod(target, m)
+    copy_i = np.broadcast_to(p[:, None, :], target.shape)
+    big_i = (copy_i[..., 0] * m + copy_i[..., 1]) * n + i[None, :]
+    big_j = (copy_j[..., 0] * m + copy_j[..., 1]) * n + j[None, :]
+    positions = (frame.positions[None, :, :] + (p @ frame.cell[:2])[:, None, :]).reshape(-1, 3)
+    cell = frame.cell.copy()
+    cell[:2] *= m
+    return Frame(name=f"{frame.name}_x{m}", numbers=np.tile(frame.numbers, m * m), positions=positions,
+                 cell=cell, pbc=frame.pbc, layer=np.tile(frame.layer, m * m),
+                 edge_index=np.stack([big_i.ravel(), big_j.ravel()]), cell_shift=big_R.reshape(-1, 3),
+                 H=np.tile(frame.H, (m * m, 1, 1)), S=np.tile(frame.S, (m * m, 1, 1)),
+                 fermi_level=frame.fermi_level)
+
+
+def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: int = 16,
+                        dense_max_orbitals: int = 5000, progress=None) -> list:
+    """Sparse shift-invert (``n_states`` nearest E_F) against dense diagonalisation on tiled supercells.
+
+    ``k`` is a reduced k point of the small cell's reciprocal lattice; in the m x m supercell it is m k (the
+    same Bloch phase per small cell), so every size solves the same physical problem. Dense runs only up to
+    ``dense_max_orbitals``; where both run, ``max_abs_diff_eV`` compares their states near E_F.
+    """
+    from . import tb
+
+    results = []
+    for m in multiples:
+        big = tile_frame(frame, int(m))
+        k_big = np.asarray(k, dtype=float) * m
+        n_orb = int(tb.orbital_offsets(big.numbers, basis)[-1])
+        t0 = time.perf_counter()
+        sparse = tb.eigenvalues_near(big, basis, k_big, big.fermi_level, n_states)
+        row = {"multiple": int(m), "n_atoms": big.n_atoms, "n_orbitals": n_orb,
+               "sparse_s": time.perf_counter() - t0}
+        if n_orb <= dense_max_orbitals:
+            t0 = time.perf_counter()
+            dense = tb.eigenvalues(big, basis, [k_big])[0]
+            row["dense_s"] = time.perf_counter() - t0
+            nearest = np.sort(dense[np.argsort(np.abs(dense - big.fermi_level))[:n_states]])
+            row["max_abs_diff_eV"] = float(np.abs(nearest - sparse).max())
+        results.append(row)
+        if progress is not None:
+            progress(row)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ run
+def machine() -> dict:
+    """The machine the numbers were measured on."""
+    import os
+    import platform
+
+    import torch
+
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                   platform.processor())
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads(), "memory_gib": os.sysconf("SC_PAGE_SIZE")
+            * os.sysconf("SC_PHYS_PAGES") / 2**30,
+            "blas_threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+
+
+def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, sizes, dft_sizes, band_multiples,
+        sigma: float = 0.05, seed: int = 0, workflow_path=None) -> dict:
+    """Measure what the module docstring lists; write the JSON results and the figure.
+
+    Parameters
+    ----------
+    model_path : ``model.pt`` (``mlepi train``); primitive_path : the relaxed primitive cell (``mlepi structure``);
+    pristine_path : the DFT frames file of the pristine supercell (``mlepi dft``), tiled for the band stage.
+    sizes : in-plane supercell multiples n for the inference scaling (4 n^2 atoms); dft_sizes : those for GPAW.
+    band_multiples : m for the band-stage solver on m x m copies of the pristine supercell.
+    workflow_path : optional ``benchmarks/results/workflow.json`` (``benchmarks/workflow.py``) to merge in.
+    """
+    import json
+
+    import torch
+    from tqdm import tqdm
+
+    from .figures import plot_performance
+    from .frames import FramesFile
+    from .graph import block_edges
+    from .infer import exact_overlap
+    from .model import HedgeNet
+    from .provenance import record, write_json
+    from .structure_io import read_structure
+
+    primitive = read_structure(primitive_path)
+    model = HedgeNet.load(model_path)
+    dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
+    bar = tqdm(total=len(dft_sizes) + 3 + len(sizes) + len(band_multiples), desc="performance", unit="step")
+
+    def step(label):
+        bar.set_postfix_str(label)
+        bar.update()
+
+    # ML vs DFT on the same displaced 3x3 supercell (the default config's), one process, same threads.
+    n0 = int(dft_sizes[0])
+    same = displaced_supercell(primitive, n0, sigma, seed)
+    ml = {dtype: time_inference(model, same, dtype=dtype) for dtype in ("float64", "float32")}
+    step("ML")
+    frame = Frame.from_atoms("bench", same)
+    frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
+                                                     model.basis)
+    overlap_s, _ = _best(lambda: exact_overlap(frame, model.metadata["dft_parameters"]), 1)
+    step("GPAW S")
+    dft = []
+    for n in dft_sizes:
+        dft.append(time_dft(displaced_supercell(primitive, int(n), sigma, seed), dft_cfg, (int(n), int(n))))
+        step(f"GPAW {n}x{n}")
+    scaling = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed,
+                                progress=lambda r: step(f"{r['n_atoms']} atoms"))
+    scaling_gpu = None
+    if torch.cuda.is_available():  # the same scaling on the GPU; the CPU numbers above stay the reference
+        scaling_gpu = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, device="cuda")
+    pristine = FramesFile(pristine_path)
+    k = np.array([0.11, 0.23, 0.0])  # a general k point: complex H(k), no symmetry to exploit
+    bands = eigensolver_scaling(pristine[0], pristine.basis, band_multiples, k=k,
+                                progress=lambda r: step(f"eig {r['n_orbitals']} orbitals"))
+    bar.close()
+
+    by_n = {r["n_atoms"]: r for r in scaling}
+    small, large = (min(by_n, key=lambda n: abs(np.log(n / target))) for target in (1e2, 1e4))
+    per_atom = {n: by_n[n]["total_s"] / n for n in (small, large)}
+    result = {
+        "speedup_vs_dft": dft[0]["scf_forces_s"] / ml["float64"]["total_s"],
+        "speedup_vs_dft_float32": dft[0]["scf_forces_s"] / ml["float32"]["total_s"],
+        "speedup_vs_dft_incl_blocks": dft[0]["total_s"] / ml["float64"]["total_s"],
+        "ml_same_structure": ml, "gpaw_overlap_s": overlap_s, "dft": dft,
+        "scaling": scaling,
+        "scaling_exponent": fit_power_law([r["n_atoms"] for r in scaling], [r["total_s"] for r in scaling], 100),
+        "scaling_exponent_model": fit_power_law([r["n_atoms"] for r in scaling], [r["model_s"] for r in scaling],
+                                                100),
+        "time_per_atom_ratio_1e4_vs_1e2": per_atom[large] / per_atom[small],
+        "time_per_atom_sizes": [small, large],
+        "band_solver": bands,
+        "band_solver_k_reduced": k.tolist(), "scaling_gpu": scaling_gpu,
+        "machine": machine(),
+        "settings": {"sigma_A": sigma, "seed": seed, "sizes": list(sizes), "dft_sizes": list(dft_sizes),
+                     "band_multiples": list(band_multiples), "model": str(model_path),
+                     "model_config": model.config, "dft": dft_cfg},
+    }
+    if workflow_path is not None:
+        workflow = json.loads(Path(workflow_path).read_text())
+        result.update({k: workflow[k] for k in ("default_workflow_wall_s", "default_workflow_peak_gib")},
+                      workflow_rules=workflow["rules"])
+    result["provenance"] = record({"dft": dft_cfg}, seed=seed, model=str(model_path))
+    write_json(out_path, result)
+    plot_performance(result, figure_path)
+    return result

@@ -1,0 +1,57 @@
+"""The performance benchmark's own machinery (mlepi.performance): tiling, solver comparison, timing, fit."""
+
+import numpy as np
+import pytest
+import torch
+from bilayer_tb import BASIS_SPZ, bilayer_primitive, supercell, tb_frame
+from hedgenet_synthetic import TOY_BASIS, bilayer
+
+from mlepi import performance, tb
+from mlepi.graph import block_edges
+from mlepi.model import HedgeNet
+
+
+def test_tiled_frame_has_the_bands_of_the_directly_built_supercell():
+    """Tiling the blocks of a 2x2 supercell onto 3x3 copies gives the 6x6 supercell's H(k), S(k): its bands at
+    a general k equal those of the tight-binding model evaluated directly on the 6x6 geometry."""
+    small = tb_frame(supercell(bilayer_primitive(), np.diag([2, 2, 1])), "small", with_s=True)
+    tiled = performance.tile_frame(small, 3)
+    direct = tb_frame(supercell(bilayer_primitive(), np.diag([6, 6, 1])), "direct", with_s=True)
+    assert tiled.n_atoms == direct.n_atoms and tiled.cell_shift.shape == direct.cell_shift.shape
+    np.testing.assert_allclose(tiled.cell, direct.cell, atol=1e-12)
+    k = [0.17, 0.41, 0.0]
+    np.testing.assert_allclose(tb.eigenvalues(tiled, BASIS_SPZ, [k]), tb.eigenvalues(direct, BASIS_SPZ, [k]),
+                               atol=1e-10)
+    # and the small cell's bands at k / 3 fold into the tiled cell's at k
+    folded = tb.eigenvalues(small, BASIS_SPZ, [np.array(k) / 3])[0]
+    tiled_bands = tb.eigenvalues(tiled, BASIS_SPZ, [k])[0]
+    assert all(np.min(np.abs(tiled_bands - e)) < 1e-10 for e in folded)
+
+
+def test_eigensolver_scaling_compares_sparse_with_dense():
+    frame = tb_frame(supercell(bilayer_primitive(), np.diag([2, 2, 1])), "small", with_s=True)
+    frame.fermi_level = 0.0
+    rows = performance.eigensolver_scaling(frame, BASIS_SPZ, [1, 2], k=[0.1, 0.2, 0.0], n_states=6,
+                                           dense_max_orbitals=40)
+    assert [r["n_orbitals"] for r in rows] == [32, 128]
+    assert rows[0]["max_abs_diff_eV"] < 1e-10  # dense ran only where it was allowed to
+    assert "dense_s" not in rows[1] and rows[1]["sparse_s"] > 0
+
+
+def test_time_inference_counts_the_graph_it_timed():
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
+                                  "cutoff_inter": 3.8}, TOY_BASIS)
+    atoms = bilayer(2, rattle=0.05)
+    result = performance.time_inference(model, atoms, repeats=1, threads=1)
+    n_blocks = block_edges(atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, TOY_BASIS)[0].shape[1]
+    assert result["n_atoms"] == len(atoms) and result["n_block_edges"] == n_blocks
+    assert result["total_s"] == pytest.approx(result["neighbours_s"] + result["model_s"])
+    assert result["device"] == "cpu" and result["dtype"] == "float64"
+
+
+def test_power_law_fit_uses_only_the_sizes_asked_for():
+    n = np.array([36, 100, 1000, 10000])
+    t = np.array([5.0, 0.1, 1.0, 10.0])  # linear from 100 atoms on; a fixed overhead dominates at 36
+    assert performance.fit_power_law(n, t, min_atoms=100) == pytest.approx(1.0, abs=1e-9)
+    assert performance.fit_power_law(n, t) < 0.5
