@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import write_dataset
+from hedgenet_synthetic import bilayer, write_dataset
 
 from mlepi import train
 from mlepi.model import HedgeNet
@@ -141,3 +141,16 @@ def test_torchrun_with_two_gloo_ranks(dataset, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert np.isfinite(float(rows[-1]["val_H_mae_meV"]))
     assert (tmp_path / "out" / "model.pt").exists() and (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_checkpoint_fingerprint_sees_the_data_not_only_its_names():
+    """Recomputed DFT with other numbers under the same frame names and config must not resume a checkpoint."""
+    from mlepi.frames import Frame
+    from mlepi.train import content_hash
+
+    atoms = bilayer(2, rattle=0.05)
+    frames = [Frame.from_atoms(f"f{k}", atoms, energy=-1.0 * k, forces=np.zeros((len(atoms), 3))) for k in range(2)]
+    same = [Frame.from_atoms(f"f{k}", atoms, energy=-1.0 * k, forces=np.zeros((len(atoms), 3))) for k in range(2)]
+    assert content_hash(frames) == content_hash(same)
+    same[1].forces[3, 2] = 1e-9
+    assert content_hash(frames) != content_hash(same)

@@ -14,7 +14,10 @@ number of samples, config and provenance), ``spectral.h5`` (thermal-averaged A(k
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -217,6 +220,15 @@ class SampleBands:
     spectral: np.ndarray  # [n_k, n_E] 1/eV
 
 
+def _analyse_or_reject(job, *, path, mapping, cfg, energy_grid, window_center):
+    """:func:`analyse_sample` of ``job = (frame, basis, source)``, or the record of why it was left out."""
+    frame, basis, source = job
+    try:
+        return analyse_sample(frame, basis, path, mapping, cfg, energy_grid, source, window_center=window_center)
+    except WindowWeightError as err:
+        return {"name": frame.name, "source": source, "reason": str(err)}
+
+
 def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, energy_grid,
                    source: str = "", window_center: float | None = None) -> SampleBands:
     """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
@@ -383,7 +395,7 @@ def _frames_sources(paths) -> list[Path]:
 
 
 def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
-        with_figures: bool = True, window_center: float | None = None) -> dict:
+        with_figures: bool = True, window_center: float | None = None, workers: int = 1) -> dict:
     """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
 
     Parameters
@@ -407,6 +419,8 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
         Centre (eV) of the band window, e.g. the DFT Fermi level of the pristine supercell. Default: found
         per sample by counting electrons at K, which a model H with states in the near-null space of S can
         throw far off (docs/bands.md).
+    workers : int
+        Processes that unfold samples in parallel (results do not depend on it).
 
     Returns
     -------
@@ -421,34 +435,39 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     path = k_path(geometry, cfg.k_range_1_A, cfg.n_k)
     energy_grid = np.linspace(cfg.spectral_emin_eV, cfg.spectral_emax_eV, cfg.n_energy)
     results, spectra, basis_seen = [], {}, None
-    for T in sorted(frames_paths_by_T, key=float):
-        samples, rejected = [], []
-        for source in _frames_sources(frames_paths_by_T[T]):
-            frames = FramesFile(source)
-            if basis_seen is not None and frames.basis != basis_seen:
-                raise FramesFileError(f"{source}: basis differs from the other frames files")
-            basis_seen = frames.basis
-            for frame in frames:
-                _check_temperature(frame, float(T), source)
-                try:
-                    samples.append(analyse_sample(frame, frames.basis, path, mapping, cfg, energy_grid,
-                                                  str(source), window_center=window_center))
-                except WindowWeightError as err:
-                    log.warning("bands: T = %s K: sample left out: %s", T, err)
-                    rejected.append({"name": frame.name, "source": str(source), "reason": str(err)})
-        n_total = len(samples) + len(rejected)
-        if not n_total:
-            raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
-        if len(rejected) > cfg.max_rejected_fraction * n_total or not samples:
-            raise BandsError(f"T = {T} K: {len(rejected)} of {n_total} samples have no clean four-band window "
-                             f"(more than bands.max_rejected_fraction = {cfg.max_rejected_fraction}); first: "
-                             f"{rejected[0]['reason']}")
-        log.info("bands: T = %s K, %d samples (%d left out)", T, len(samples), len(rejected))
-        result = analyse_temperature(float(T), samples, path, geometry, cfg)
-        result["rejected_samples"] = rejected
-        result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
-        results.append(result)
-        spectra[float(T)] = np.mean([s.spectral for s in samples], axis=0)
+    analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
+                                window_center=window_center)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers)) if workers > 1 else None
+        for T in sorted(frames_paths_by_T, key=float):
+            jobs = []
+            for source in _frames_sources(frames_paths_by_T[T]):
+                frames = FramesFile(source)
+                if basis_seen is not None and frames.basis != basis_seen:
+                    raise FramesFileError(f"{source}: basis differs from the other frames files")
+                basis_seen = frames.basis
+                for frame in frames:
+                    _check_temperature(frame, float(T), source)
+                    jobs.append((frame, frames.basis, str(source)))
+            # Samples are independent: with several workers they are unfolded in parallel, results in order.
+            outcomes = list(pool.map(analyse, jobs) if pool is not None else map(analyse, jobs))
+            samples = [out for out in outcomes if isinstance(out, SampleBands)]
+            rejected = [out for out in outcomes if not isinstance(out, SampleBands)]
+            for out in rejected:
+                log.warning("bands: T = %s K: sample left out: %s", T, out["reason"])
+            n_total = len(samples) + len(rejected)
+            if not n_total:
+                raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
+            if len(rejected) > cfg.max_rejected_fraction * n_total or not samples:
+                raise BandsError(f"T = {T} K: {len(rejected)} of {n_total} samples have no clean four-band window "
+                                 f"(more than bands.max_rejected_fraction = {cfg.max_rejected_fraction}); first: "
+                                 f"{rejected[0]['reason']}")
+            log.info("bands: T = %s K, %d samples (%d left out)", T, len(samples), len(rejected))
+            result = analyse_temperature(float(T), samples, path, geometry, cfg)
+            result["rejected_samples"] = rejected
+            result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
+            results.append(result)
+            spectra[float(T)] = np.mean([s.spectral for s in samples], axis=0)
     cfg_dict = asdict(cfg)
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "units": UNITS, "config": cfg_dict,

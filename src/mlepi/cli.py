@@ -127,7 +127,7 @@ def cmd_bands(args):
 
         center = FramesFile(args.reference)[0].fermi_level
     bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir,
-              window_center=center)
+              window_center=center, workers=args.workers)
 
 
 def cmd_compare(args):
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", required=True, nargs="+", help="frames file (.h5) per temperature, same order")
     p.add_argument("--reference", help="DFT frames file of the pristine supercell: its Fermi level centres the "
                                        "band window (robust against a model's spurious states)")
+    p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
 

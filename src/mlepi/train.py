@@ -24,6 +24,7 @@ and its weight is positive.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -284,6 +285,19 @@ def evaluate(model: HedgeNet, loader, targets, weights, scales, ctx: _Dist) -> d
 
 
 # --------------------------------------------------------------------------------------------------- checkpoint
+def content_hash(frames) -> str:
+    """Hash of every frame's geometry and targets: a checkpoint resumes only on the very data it was trained on
+    (recomputed DFT with other results, same names and config, is a new run)."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        for key in ("positions", "cell", "energy", "forces", "edge_index", "cell_shift", "H", "S"):
+            value = getattr(frame, key)
+            if value is not None:
+                digest.update(key.encode())
+                digest.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write the checkpoint under a temporary name and rename it: the old one stays until the new one exists."""
     with atomic_path(path) as tmp:
@@ -390,7 +404,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
 
     fingerprint = config_hash({
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
-        "seed": seed, "frames": dataset.names, "dataset_config_hash": dataset.provenance.get("config_hash")})
+        "seed": seed, "frames": dataset.names, "dataset_content": content_hash(frames)})
     ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
     state = _load_checkpoint(ckpt_path, fingerprint) if resume else None
     history, best_loss, best_epoch, bad_epochs, best_state, start, stopped = [], math.inf, 0, 0, None, 1, False

@@ -24,12 +24,14 @@ rule bands:
         cfg=stage_params("bands"),
         temperatures=TEMPERATURES,
         out_dir=lambda w, output: os.path.dirname(output.vf),
+    threads: config["resources"]["bands_threads"]
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],
     conda:
         "../../envs/dft.yaml"
     shell:
+        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
         "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
         "--temperatures {params.temperatures} --frames {input.frames} --reference {input.reference} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
