@@ -64,6 +64,7 @@ MODEL_SCHEMA_VERSION = 1
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 EDGE_CHUNK = 32768  # block edges per chunk of the block readout: bounds its memory, not its result
+PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block assembly: a working set that stays in cache
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -456,19 +457,42 @@ class HedgeNet(nn.Module):
         brbf = self.block_rbf(br)  # [B_off, n_rbf]
         benv = envelope(br / (self.rcut_of_species[species[io]] + self.rcut_of_species[species[jo]]))
         rev = reverse_edges(io, jo, data.block_cell_shift[off], len(species))
-        mask = self.block_mask(data.numbers, block_index).to(bvec.dtype)
+        n = self.n_orb
+        mask = None  # padding to zero, needed only when species have different orbital counts
+        if bool((self.n_orb_of_species[species] < n).any()):
+            mask = self.block_mask(data.numbers, block_index).to(bvec.dtype)
+        if rev is not None:
+            # Each edge e and its reverse rev(e) side by side (e < rev(e) first), in chunks: g runs once per
+            # edge, the pair form needs no gather across the whole structure, and the working set of a chunk
+            # stays in cache whatever the size of the structure (linear scaling, docs/performance.md).
+            first = (torch.arange(len(rev), device=rev.device) < rev).nonzero().squeeze(1)
+            pair_chunks = torch.stack([first, rev[first]], dim=1).reshape(-1).split(2 * PAIR_CHUNK)
+
+        def inputs(idx, reverse: bool):
+            """(source atoms, target atoms, radial basis, direction monomials) of off-site edges ``idx``,
+            for g(i, j, r) or, ``reverse``, g(j, i, -r)."""
+            if reverse:
+                return jo[idx], io[idx], brbf[idx], angular_features(-unit[idx], self.exponents)
+            return io[idx], jo[idx], brbf[idx], ang[idx]
 
         def assemble(atom_blocks, bond, scale):
-            """On-site: ``atom_blocks[i]``. Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T], Hermitian by
-            construction, times ``scale`` and the envelope. ``bond(src, dst, ang)`` is g; it is evaluated once per
-            edge, and the reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
+            """On-site: ``atom_blocks[i]``. Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T], Hermitian
+            by construction, times ``scale`` and the envelope; ``bond(idx, reverse)`` is g on off-site edges
+            ``idx``. The reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
             of docs/data.md), otherwise it is evaluated directly."""
-            g = bond(io, jo, ang)  # [B_off, n_orb, n_orb]
-            g_rev = g[rev] if rev is not None else bond(jo, io, angular_features(-unit, self.exponents))
-            blocks = bvec.new_zeros(block_index.shape[1], self.n_orb, self.n_orb)
-            blocks = blocks.index_put((on,), atom_blocks[i[on]])
-            blocks = blocks.index_put((off,), scale * benv.view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
-            return blocks * mask
+            blocks = bvec.new_zeros(block_index.shape[1], n, n)
+            blocks.index_put_((on,), atom_blocks[i[on]])
+            if rev is None:
+                every = torch.arange(len(off), device=off.device)
+                g, g_rev = bond(every, False), bond(every, True)
+                blocks.index_put_((off,), scale * benv.view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+            else:
+                for sel in pair_chunks:
+                    g = bond(sel, False)  # [2 p, n, n]: e, rev(e), e', rev(e'), ...
+                    g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape)
+                    blocks.index_put_((off[sel],),
+                                      scale * benv[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+            return blocks if mask is None else blocks * mask
 
         # H on-site: per-species mean plus an environment-dependent, symmetrised correction.
         ang_mp = angular_features(vec / r.unsqueeze(-1), self.exponents)  # [E, n_ang]
@@ -477,18 +501,20 @@ class HedgeNet(nn.Module):
         H_atom = 0.5 * (self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2))[species] + self.H_scale * raw
         same_layer = data.layer[io] == data.layer[jo]
 
-        def H_bond(src, dst, ang_s):
-            g = bv.new_zeros(len(off), self.n_orb, self.n_orb)
-            for kind, head in self.H_bond.items():
-                sel = {"intra": same_layer, "inter": ~same_layer, "shared": torch.ones_like(same_layer)}[kind]
+        def H_bond(idx, reverse):
+            src, dst, radial, ang_s = inputs(idx, reverse)
+            if "shared" in self.H_bond:
+                return self.H_bond["shared"](h, src, dst, radial, ang_s)
+            g = bv.new_zeros(len(idx), n, n)
+            intra = same_layer[idx]
+            for kind, sel in (("intra", intra), ("inter", ~intra)):
                 sel = sel.nonzero().squeeze(1)
-                g = g.index_put((sel,), head(h, src[sel], dst[sel], brbf[sel], ang_s[sel]))
+                g.index_put_((sel,), self.H_bond[kind](h, src[sel], dst[sel], radial[sel], ang_s[sel]))
             return g
 
         out = {"H": assemble(H_atom, H_bond, self.H_scale)}
         if overlap:
             es = self.S_species(species)  # [n_atoms, n_s]
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
-            out["S"] = assemble(S_atom, lambda src, dst, ang_s: self.S_bond(es, src, dst, brbf, ang_s),
-                                self.S_scale)
+            out["S"] = assemble(S_atom, lambda idx, reverse: self.S_bond(es, *inputs(idx, reverse)), self.S_scale)
         return out
