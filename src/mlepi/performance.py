@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import resource
 import time
 from pathlib import Path
 
@@ -96,9 +95,13 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     return result
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak of this process image) in MiB.
+
+    Not ``ru_maxrss``: Linux carries it over ``exec``, so a spawned child would report its parent's peak.
+    """
     with open("/proc/self/status") as f:
-        return next(float(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+        return next(float(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
 
 
 def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, threads, device) -> dict:
@@ -108,13 +111,12 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
     from .model import HedgeNet
     from .structure_io import read_structure
 
-    baseline = _rss_mib()
+    baseline = _status_mib("VmRSS")
     model = HedgeNet.load(model_path)
     dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
     atoms = displaced_supercell(read_structure(primitive_path), n, sigma, seed)
     result = time_inference(model, atoms, repeats=repeats, dtype=dtype, threads=threads, device=device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MiB (Linux)
-    return {**result, "supercell": n, "peak_rss_MiB": peak, "baseline_rss_MiB": baseline}
+    return {**result, "supercell": n, "peak_rss_MiB": _status_mib("VmHWM"), "baseline_rss_MiB": baseline}
 
 
 def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05, seed: int = 0,
