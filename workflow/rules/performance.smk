@@ -17,7 +17,7 @@ rule performance:
         f"{OUT}/benchmarks/performance.tsv",
     params:
         cfg=stage_params("performance"),
-    threads: workflow.cores  # timings want the machine to themselves
+    threads: config["resources"]["performance_threads"]
     resources:
         runtime=config["resources"]["infer_runtime_min"],
         mem_mb=config["resources"]["infer_mem_mb"],
