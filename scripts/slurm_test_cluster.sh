@@ -33,7 +33,7 @@ install_packages() {
 
 write_config() {
     local cpus mem_mb
-    cpus=$(nproc)
+    cpus=$(nproc --all)  # not plain nproc: it follows OMP_NUM_THREADS, which the tests set to 1
     # Leave 10 % of the memory to the system; RealMemory above the real one drains the node.
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     mkdir -p "$CONF_DIR" "$LOG_DIR" "$SPOOL/ctld" "$SPOOL/d"
