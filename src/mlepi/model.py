@@ -63,8 +63,7 @@ MODEL_SCHEMA = "mlepi.hedgenet"
 MODEL_SCHEMA_VERSION = 1
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
-EDGE_CHUNK = 32768  # block edges per chunk of the block readout: bounds its memory, not its result
-PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block assembly: a working set that stays in cache
+PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -163,8 +162,8 @@ class BondBlock(nn.Module):
     """Raw off-site block g(a, b, r) = sum_{k,c} A_k(n) z_c(a, b, |r|) W[k, c, :, :], ``[E, n_orb, n_orb]``.
 
     A_k are the monomials of the bond direction n; z an MLP of the two atom features and the radial basis. The
-    MLP's first layer is split into per-atom projections of a and b plus one of the radial basis, so the wide
-    part runs once per atom instead of once per edge.
+    MLP's first layer is split into per-atom projections of a and b (:meth:`project`, once per structure) plus
+    one of the radial basis, so the wide part runs once per atom instead of once per edge or chunk of edges.
     """
 
     def __init__(self, n_node: int, hidden: int, n_rbf: int, n_ang: int, n_orb: int):
@@ -176,15 +175,14 @@ class BondBlock(nn.Module):
         self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.weight = nn.Parameter(torch.randn(n_ang * hidden, n_orb * n_orb) / math.sqrt(n_ang * hidden))
 
-    def forward(self, feat, src, dst, rbf, ang):
-        # feat [n_atoms, n_node]; src, dst [E] atom indices; rbf [E, n_rbf]; ang [E, n_ang]
-        a, b = self.src(feat), self.dst(feat)  # [n_atoms, hidden] each
-        # Edges in chunks: the contraction's [E, n_ang * n_orb^2] intermediate would need 5.5 GB at 10^4 atoms.
-        chunks = [slice(k, k + EDGE_CHUNK) for k in range(0, max(len(src), 1), EDGE_CHUNK)]
-        return torch.cat([self._contract(self.mlp(a[src[c]] + b[dst[c]] + self.radial(rbf[c])), ang[c])
-                          for c in chunks])  # [E, n_orb, n_orb]
+    def project(self, feat) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom projections of the source and target features, ``[n_atoms, hidden]`` each."""
+        return self.src(feat), self.dst(feat)
 
-    def _contract(self, z, ang):
+    def forward(self, atoms, src, dst, rbf, ang):
+        # atoms: project(feat); src, dst [E] atom indices; rbf [E, n_rbf]; ang [E, n_ang]. The caller passes
+        # edges in chunks (HedgeNet._blocks), so the [E, n_ang * n_orb^2] intermediate stays small.
+        z = self.mlp(atoms[0][src] + atoms[1][dst] + self.radial(rbf))  # [E, hidden]
         n_edges, (n_ang, hidden) = len(z), (ang.shape[1], z.shape[1])
         if self.n_orb**2 < hidden:
             # Same sum, contracted in the cheaper order for small blocks: (z W_k) first, then over k.
@@ -461,12 +459,14 @@ class HedgeNet(nn.Module):
         mask = None  # padding to zero, needed only when species have different orbital counts
         if bool((self.n_orb_of_species[species] < n).any()):
             mask = self.block_mask(data.numbers, block_index).to(bvec.dtype)
+        # Off-site edges in chunks whose working set stays in cache whatever the size of the structure (linear
+        # scaling, docs/performance.md). With reverse edges, each edge e sits next to rev(e) (e < rev(e) first),
+        # so g runs once per edge and the pair form needs no gather across the structure.
         if rev is not None:
-            # Each edge e and its reverse rev(e) side by side (e < rev(e) first), in chunks: g runs once per
-            # edge, the pair form needs no gather across the whole structure, and the working set of a chunk
-            # stays in cache whatever the size of the structure (linear scaling, docs/performance.md).
             first = (torch.arange(len(rev), device=rev.device) < rev).nonzero().squeeze(1)
-            pair_chunks = torch.stack([first, rev[first]], dim=1).reshape(-1).split(2 * PAIR_CHUNK)
+            chunks = torch.stack([first, rev[first]], dim=1).reshape(-1).split(2 * PAIR_CHUNK)
+        else:
+            chunks = torch.arange(len(off), device=off.device).split(2 * PAIR_CHUNK)
 
         def inputs(idx, reverse: bool):
             """(source atoms, target atoms, radial basis, direction monomials) of off-site edges ``idx``,
@@ -482,16 +482,10 @@ class HedgeNet(nn.Module):
             of docs/data.md), otherwise it is evaluated directly."""
             blocks = bvec.new_zeros(block_index.shape[1], n, n)
             blocks.index_put_((on,), atom_blocks[i[on]])
-            if rev is None:
-                every = torch.arange(len(off), device=off.device)
-                g, g_rev = bond(every, False), bond(every, True)
-                blocks.index_put_((off,), scale * benv.view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
-            else:
-                for sel in pair_chunks:
-                    g = bond(sel, False)  # [2 p, n, n]: e, rev(e), e', rev(e'), ...
-                    g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape)
-                    blocks.index_put_((off[sel],),
-                                      scale * benv[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+            for sel in chunks:
+                g = bond(sel, False)  # [C, n, n]; with reverse edges: e, rev(e), e', rev(e'), ...
+                g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape) if rev is not None else bond(sel, True)
+                blocks.index_put_((off[sel],), scale * benv[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
             return blocks if mask is None else blocks * mask
 
         # H on-site: per-species mean plus an environment-dependent, symmetrised correction.
@@ -501,20 +495,23 @@ class HedgeNet(nn.Module):
         H_atom = 0.5 * (self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2))[species] + self.H_scale * raw
         same_layer = data.layer[io] == data.layer[jo]
 
+        h_proj = {kind: head.project(h) for kind, head in self.H_bond.items()}
+
         def H_bond(idx, reverse):
             src, dst, radial, ang_s = inputs(idx, reverse)
             if "shared" in self.H_bond:
-                return self.H_bond["shared"](h, src, dst, radial, ang_s)
+                return self.H_bond["shared"](h_proj["shared"], src, dst, radial, ang_s)
             g = bv.new_zeros(len(idx), n, n)
             intra = same_layer[idx]
             for kind, sel in (("intra", intra), ("inter", ~intra)):
                 sel = sel.nonzero().squeeze(1)
-                g.index_put_((sel,), self.H_bond[kind](h, src[sel], dst[sel], radial[sel], ang_s[sel]))
+                g.index_put_((sel,), self.H_bond[kind](h_proj[kind], src[sel], dst[sel], radial[sel], ang_s[sel]))
             return g
 
         out = {"H": assemble(H_atom, H_bond, self.H_scale)}
         if overlap:
-            es = self.S_species(species)  # [n_atoms, n_s]
+            s_proj = self.S_bond.project(self.S_species(species))  # species embeddings, [n_atoms, n_s] -> hidden
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
-            out["S"] = assemble(S_atom, lambda idx, reverse: self.S_bond(es, *inputs(idx, reverse)), self.S_scale)
+            out["S"] = assemble(S_atom, lambda idx, reverse: self.S_bond(s_proj, *inputs(idx, reverse)),
+                                self.S_scale)
         return out
