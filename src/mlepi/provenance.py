@@ -91,6 +91,40 @@ class ProvenanceError(ValueError):
     """A file carries no provenance record mlepi can read."""
 
 
+def _from_hdf5(path):
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        text = h5.attrs.get("provenance")
+        return str(h5.attrs.get("schema", "hdf5")), json.loads(text) if text is not None else None
+
+
+def _from_extxyz(path):
+    import ase.io
+
+    info = ase.io.read(path, index=0, format="extxyz").info
+    text = info.get("provenance")
+    return str(info.get("schema", "extxyz")), json.loads(text) if isinstance(text, str) else text
+
+
+def _from_torch(path):
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        return "torch", None
+    return str(state.get("schema", "torch checkpoint")), state.get("metadata", {}).get("provenance")
+
+
+def _from_json(path):
+    data = json.loads(Path(path).read_text())
+    return "json", data.get("provenance") if isinstance(data, dict) else None
+
+
+_READERS = {".h5": _from_hdf5, ".hdf5": _from_hdf5, ".extxyz": _from_extxyz, ".xyz": _from_extxyz,
+            ".pt": _from_torch, ".json": _from_json}
+
+
 def read(path) -> dict:
     """The provenance record of an mlepi output: frames and spectral HDF5 files (root attribute), structure
     files (extended-XYZ info of the first frame), ``model.pt`` (metadata) and JSON results (``provenance``).
@@ -101,37 +135,15 @@ def read(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    suffix = path.suffix.lower()
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ProvenanceError(f"{path}: mlepi stores provenance in .h5, .extxyz, .pt and .json files; for a "
+                              "figure or table, inspect the JSON or HDF5 file its stage wrote beside it")
     try:
-        if suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as h5:
-                kind, text = str(h5.attrs.get("schema", "hdf5")), h5.attrs.get("provenance")
-            rec = json.loads(text) if text is not None else None
-        elif suffix in (".extxyz", ".xyz"):
-            import ase.io
-
-            info = ase.io.read(path, index=0, format="extxyz").info
-            kind, text = str(info.get("schema", "extxyz")), info.get("provenance")
-            rec = json.loads(text) if isinstance(text, str) else text
-        elif suffix == ".pt":
-            import torch
-
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            kind = str(state.get("schema", "torch checkpoint")) if isinstance(state, dict) else "torch"
-            rec = state.get("metadata", {}).get("provenance") if isinstance(state, dict) else None
-        elif suffix == ".json":
-            data = json.loads(path.read_text())
-            kind, rec = "json", data.get("provenance") if isinstance(data, dict) else None
-        else:
-            raise ProvenanceError(f"{path}: mlepi stores provenance in .h5, .extxyz, .pt and .json files; for a "
-                                  "figure or table, inspect the JSON or HDF5 file its stage wrote beside it")
+        kind, rec = reader(path)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        if isinstance(err, ProvenanceError):
-            raise
-        raise ProvenanceError(f"{path}: cannot be read as {suffix or 'a known format'} ({err}); the file is "
-                              "damaged or not an mlepi output") from None
+        raise ProvenanceError(f"{path}: cannot be read as {path.suffix} ({err}); the file is damaged or not an "
+                              "mlepi output") from None
     if not rec:
         raise ProvenanceError(f"{path}: has no provenance record (not written by mlepi, or by a version "
                               "before records were kept); regenerate it with the stage that writes it")
