@@ -6,16 +6,26 @@ meshes); the reference is always GPAW itself, a symmetry, or a physical range, n
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlepi import config, dft, structure, tb
+from mlepi import cli, config, dft, structure, tb
+from mlepi.errors import USER_ERRORS
 from mlepi.frames import FramesFile
 from mlepi.structure_io import read_structure, write_structure
 
 A = 2.46
+
+
+@contextlib.contextmanager
+def capture_stderr():
+    with contextlib.redirect_stderr(io.StringIO()) as buffer:
+        yield buffer
 
 
 def dft_cfg(**overrides) -> dict:
@@ -150,7 +160,7 @@ def rattled(tmp_path_factory):
     atoms.positions[0] += atoms.cell[0] - atoms.cell[1]  # the frame keeps unwrapped positions
     cfg = dft_cfg()
     log = tmp_path_factory.mktemp("rattled") / "gpaw.txt"
-    frame, basis, calc = dft.compute_frame(atoms, cfg, name="rattled", txt=str(log))
+    frame, basis, calc, _ = dft.compute_frame(atoms, cfg, name="rattled", txt=str(log))
     return atoms, frame, basis, calc, cfg
 
 
@@ -319,13 +329,36 @@ def test_scf_failure_is_retried_then_raises_and_writes_nothing(tmp_path, caplog)
     path = tmp_path / "in.extxyz"
     write_structure(path, structure.build_bilayer(), kind="pristine")
     out = tmp_path / "out.h5"
-    config = {"system": system_cfg(), "dft": dft_cfg(scf_maxiter=2)}
+    config = {"system": system_cfg(), "dft": dft_cfg(scf_maxiter=2)}  # below the schema's minimum, on purpose
     with pytest.raises(dft.SCFConvergenceError, match="in .*retry") as err:
         dft.run(path, config, out, log_path=tmp_path / "gpaw.txt")
     assert "basis=sz(dzp)" in str(err.value) and "maxiter 4" in str(err.value)
+    assert isinstance(err.value, USER_ERRORS)  # the CLI prints it as one line and exits with status 2
     assert "retrying with mixer" in caplog.text and "pulay" in (tmp_path / "gpaw.txt").read_text().lower()
     assert not out.exists()
     assert not list(tmp_path.glob(".out*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("installed, missing", [([], "PAW setup (PBE) for C: C.PBE"),
+                                                 (["C.PBE.gz"], "basis set (dft.basis = dz(dzp)) for C: C.dzp.basis")])
+def test_missing_setups_are_one_clear_error_before_any_scf(tmp_path, installed, missing):
+    import gpaw
+
+    for name in installed:
+        (tmp_path / name).symlink_to(Path(gpaw.setup_paths[0]) / name)
+    path = tmp_path / "in.extxyz"
+    write_structure(path, structure.build_bilayer(), kind="pristine")
+    saved = list(gpaw.setup_paths)
+    gpaw.setup_paths[:] = [str(tmp_path)]  # in place: gpaw.setup_data holds the same list
+    try:
+        with capture_stderr() as stderr:
+            status = cli.main(["dft", str(path), "--params", json.dumps({"system": system_cfg(), "dft": dft_cfg(
+                basis="dz(dzp)")}), "--out", str(tmp_path / "out.h5")])
+    finally:
+        gpaw.setup_paths[:] = saved
+    lines = stderr.getvalue().splitlines()
+    assert status == 2 and len(lines) == 1 and missing in lines[0] and "GPAW_SETUP_PATH" in lines[0], lines
+    assert not (tmp_path / "out.h5").exists()
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Provenance records in every kind of output, read back by `mlepi inspect` (mlepi.provenance)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,20 @@ def test_inspect_says_what_is_wrong_with_a_file(tmp_path, name, content, message
     result = subprocess.run([MLEPI, "inspect", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_rewrite_sweeps_temporaries_of_killed_writers_only(tmp_path):
+    """A SIGKILLed writer leaves its temporary; the job that writes the same file again removes it, but
+    never the temporary of a writer that is still running, nor those of other files."""
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    for name in (f".x.tmp{killed.pid}.h5", f".x.tmp{os.getppid()}.h5", f".y.tmp{killed.pid}.h5"):
+        (tmp_path / name).write_text("half-written")
+    with provenance.atomic_path(tmp_path / "x.h5") as tmp:
+        tmp.write_text("complete")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".x.tmp{os.getppid()}.h5", f".y.tmp{killed.pid}.h5", "x.h5"])
+    with pytest.raises(RuntimeError), provenance.atomic_path(tmp_path / "x.h5") as tmp:
+        tmp.write_text("interrupted")
+        raise RuntimeError
+    assert (tmp_path / "x.h5").read_text() == "complete"  # a failed write leaves the old file whole

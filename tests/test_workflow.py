@@ -13,17 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, TINY, planned_rules, snakemake
+from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
 from mlepi.frames import FramesFile
-
-
-@pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    shutil.copytree(ROOT / "config", workdir / "config")
-    snakemake(workdir)
-    return workdir, yaml.safe_load(TINY.read_text())
 
 
 @pytest.mark.slow

@@ -42,7 +42,46 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+def _is_strict_integer(checker, instance) -> bool:
+    # JSON Schema counts 100.0 as an integer; mlepi's integers index ranges and arrays, so YAML's 100.0 must
+    # be refused by name here rather than fail later as a TypeError deep inside a stage.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    _with_defaults(jsonschema.Draft202012Validator),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one, so a
+    repeated ``epochs:`` or a second ``train:`` section would quietly override the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} appears twice in one section (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path):
+    """Parse a YAML config file (no validation): ConfigError, naming the file, for anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {path} {what}; start from config/config.yaml")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as a UTF-8 text file ({err})") from None
 
 
 def validate(config: dict, sections: list[str] | None = None, source: str = "config") -> dict:
@@ -52,6 +91,9 @@ def validate(config: dict, sections: list[str] | None = None, source: str = "con
     Raises :class:`ConfigError` naming the first offending field and what the schema expects.
     """
     full = schema()
+    for name, value in config.items():
+        if value is None:  # a section header with every key commented out: all defaults
+            config[name] = {}
     if sections is not None:
         unknown = set(config) - set(sections)
         if unknown:
@@ -64,22 +106,34 @@ def validate(config: dict, sections: list[str] | None = None, source: str = "con
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         hint = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+        if err.validator == "required":  # only the top level requires anything: a section
+            # (from the message: filling defaults has since put an empty section into err.instance)
+            hint = f"add a '{err.message.split(chr(39))[1]}:' section; see config/config.yaml"
         raise ConfigError(f"{source}: field '{where}': {err.message}" + (f" ({hint})" if hint else ""))
     return config
 
 
 def load(path) -> dict:
     """Read a YAML config file, validate it and fill defaults."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} not found; start from config/config.yaml")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    config = read_yaml(path) or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return validate(config, source=str(path))
+
+
+def validate_workflow(config: dict, files=()) -> dict:
+    """What the Snakemake workflow checks at parse time, before any job: each config file it read parses
+    without repeated keys (Snakemake's own loader keeps the last silently), the merged config validates, and
+    the settings suit the whole pipeline, not only the single stages."""
+    for path in files:
+        read_yaml(path)
+    source = f"workflow config ({', '.join(map(str, files))})" if files else "workflow config"
+    validate(config, source=source)
+    if config["system"]["stacking"] != "AB":
+        raise ConfigError(f"{source}: field 'system.stacking': the workflow ends in the AB bilayer's band "
+                          "analysis (SWMcC fit, v_F), which AA stacking does not have; set AB, or run the "
+                          "stages you need (mlepi structure, displace, dft, ...) by hand")
+    return config
 
 
 def stage_params(config: dict, sections: list[str], drop: tuple[str, ...] = ()) -> str:

@@ -69,6 +69,32 @@ class BlockAliasingError(ValueError):
     """The k mesh of the block extraction cannot separate the lattice vectors in the support of H."""
 
 
+class SetupsNotFoundError(FileNotFoundError):
+    """GPAW's PAW setup or basis-set file for an element is not installed."""
+
+
+def check_setups(symbols, dft_cfg: dict) -> None:
+    """Fail before any SCF, in one line, when a PAW setup or basis file is missing (GPAW itself fails
+    inside the first SCF step with a multi-line message about GPAW_SETUP_PATH)."""
+    from gpaw import setup_paths
+    from gpaw.setup_data import search_for_file
+    from gpaw.xc import XC
+
+    setup_name = XC(dft_cfg["xc"]).get_setup_name()
+    basis = dft_cfg["basis"]
+    basis_file = basis[basis.index("(") + 1:-1] if "(" in basis else basis  # dz(dzp): the dz part of dzp
+    for symbol in sorted(set(symbols)):
+        for name, what in ((f"{symbol}.{setup_name}", f"PAW setup ({setup_name})"),
+                           (f"{symbol}.{basis_file}.basis", f"basis set (dft.basis = {basis})")):
+            try:
+                search_for_file(name)
+            except FileNotFoundError:
+                raise SetupsNotFoundError(
+                    f"GPAW has no {what} for {symbol}: {name}[.gz] is in none of {[str(p) for p in setup_paths]}; "
+                    "install the gpaw-data package (scripts/setup.sh does) or point GPAW_SETUP_PATH at a "
+                    "folder that holds it") from None
+
+
 # --------------------------------------------------------------------------------------------- settings
 def infer_supercell(atoms, a: float | None = None, tol: float = 1e-3) -> tuple:
     """In-plane supercell multiples of a structure: lengths of a1, a2 over the primitive constant ``a``.
@@ -155,6 +181,7 @@ def make_calculator(atoms, dft_cfg: dict, supercell=(1, 1), txt=None, mixer=None
     """
     from gpaw import GPAW
 
+    check_setups(atoms.get_chemical_symbols(), dft_cfg)
     mixer = dft_cfg.get("mixer") if mixer is None else mixer
     params = {
         "mode": "lcao",
@@ -502,8 +529,7 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     txt : file object, path or None
         GPAW text log.
     info : dict, optional
-        Carried into ``Frame.info``; the block diagnostics and the phase timings (``dft_timings_s``,
-        seconds: ``scf_forces``, ``blocks``) are added.
+        Carried into ``Frame.info``; the block diagnostics are added.
 
     Returns
     -------
@@ -513,6 +539,9 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     basis : dict
         The basis description for the frames file.
     calc : the converged ASE calculator (GPAW, or SumCalculator with D3)
+    timings : dict
+        Wall seconds of ``scf_forces`` and ``blocks``: for logs and benchmarks, never stored in a frame, so
+        that the same input gives a bit-identical frames file.
     """
     timings, diagnostics = {}, {}
     t0 = time.perf_counter()
@@ -526,12 +555,12 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     edge_index, cell_shift, H, S, basis = extract_blocks(calc, atoms, dft_cfg.get("kpts_blocks"), txt=txt,
                                                          diagnostics=diagnostics)
     timings["blocks"] = time.perf_counter() - t0
-    info = dict(info or {}, **diagnostics, dft_timings_s=timings)
+    info = dict(info or {}, **diagnostics)
     frame = Frame.from_atoms(name, atoms, energy=energy, forces=forces, fermi_level=fermi_level,
                              edge_index=edge_index, cell_shift=cell_shift, H=H, S=S, info=info)
     log.info("dft %s: SCF + forces %.1f s, blocks %.1f s (%d edges, k mesh %s)", name,
              timings["scf_forces"], timings["blocks"], len(cell_shift), diagnostics["block_kmesh"])
-    return frame, basis, calc
+    return frame, basis, calc, timings
 
 
 def run(structure_path, config: dict, out_path, name: str | None = None, log_path=None,
@@ -579,11 +608,11 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as txt:
-        frame, basis, _ = compute_frame(atoms, dft_cfg, supercell, name=name, txt=txt, info=info)
+        frame, basis, _, timings = compute_frame(atoms, dft_cfg, supercell, name=name, txt=txt, info=info)
         t0 = time.perf_counter()
         write_frames(out_path, [frame], basis=basis, source="dft", parameters=dft_cfg,
                      provenance=provenance.record(config))
-        timings = dict(frame.info["dft_timings_s"], write=time.perf_counter() - t0)
+        timings["write"] = time.perf_counter() - t0
         txt.write(f"\n# mlepi dft {name}: timings (s) {json.dumps({k: round(v, 2) for k, v in timings.items()})}"
                   f", {len(frame.cell_shift)} edges, block k mesh {frame.info['block_kmesh']}, tail beyond "
                   f"rc_i + rc_j {frame.info['block_tail_max_abs_H']:.1e} eV\n")

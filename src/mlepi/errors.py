@@ -6,11 +6,13 @@ bug and keeps its traceback.
 
 from .bands import BandsError
 from .config import ConfigError
+from .dft import BlockAliasingError, SCFConvergenceError
 from .frames import FramesFileError
 from .phonons import PhononError
 from .provenance import ProvenanceError
 from .structure_io import StructureFileError
 from .thermal import UnstableModeError
+from .torch_io import TorchFileError
 
-USER_ERRORS = (BandsError, ConfigError, FramesFileError, StructureFileError, UnstableModeError, PhononError,
-               ProvenanceError, FileNotFoundError)
+USER_ERRORS = (BandsError, BlockAliasingError, ConfigError, FramesFileError, PhononError, ProvenanceError,
+               SCFConvergenceError, StructureFileError, TorchFileError, UnstableModeError, FileNotFoundError)

@@ -29,7 +29,8 @@ SCHEMA = "mlepi.frames"
 SCHEMA_VERSION = 1
 UNITS = {"energy": "eV", "length": "Angstrom", "force": "eV/Angstrom", "H": "eV", "S": "1",
          "fermi_level": "eV"}
-_REQUIRED_ROOT = ("schema", "schema_version", "units", "basis", "source", "parameters", "provenance")
+_REQUIRED_ROOT = ("schema", "schema_version", "units", "basis", "source", "parameters", "provenance",
+                  "frame_names")
 _GEOMETRY = ("positions", "cell", "pbc", "numbers", "layer")
 _OPTIONAL = ("energy", "forces", "fermi_level", "edge_index", "cell_shift", "H", "S")
 
@@ -111,18 +112,20 @@ def write_frames(path, frames: list[Frame], *, basis: dict, source: str, paramet
 
 
 def _write_frame(g, f: Frame) -> None:
-    g.create_dataset("positions", data=np.asarray(f.positions, dtype=np.float64))
-    g.create_dataset("cell", data=np.asarray(f.cell, dtype=np.float64))
-    g.create_dataset("pbc", data=np.asarray(f.pbc, dtype=bool))
-    g.create_dataset("numbers", data=np.asarray(f.numbers, dtype=np.int32))
-    g.create_dataset("layer", data=np.asarray(f.layer, dtype=np.int32))
+    # Fletcher-32 checksums on every array: a flipped bit on disk is a read error, never a silently wrong H.
+    for key, dtype in (("positions", np.float64), ("cell", np.float64), ("pbc", bool), ("numbers", np.int32),
+                       ("layer", np.int32)):
+        g.create_dataset(key, data=np.asarray(getattr(f, key), dtype=dtype), fletcher32=True)
     for key in _OPTIONAL:
         value = getattr(f, key)
         if value is None:
             continue
         dtype = np.int64 if key in ("edge_index", "cell_shift") else np.float64
         kwargs = {"compression": "gzip", "compression_opts": 4} if key in ("H", "S") else {}
-        g.create_dataset(key, data=np.asarray(value, dtype=dtype), **kwargs)
+        data = np.asarray(value, dtype=dtype)
+        if data.ndim and data.size:  # HDF5 checksums need chunks, which scalars and empty arrays cannot have
+            kwargs["fletcher32"] = True
+        g.create_dataset(key, data=data, **kwargs)
     g.attrs["info"] = json.dumps(f.info, default=str)
 
 
@@ -140,21 +143,23 @@ class FramesFile:
         except OSError as err:
             raise FramesFileError(f"{self.path}: not a readable HDF5 file ({err}); rerun the stage "
                                   "that writes it") from None
-        missing = [k for k in _REQUIRED_ROOT if k not in attrs]
         if attrs.get("schema") != SCHEMA:
             raise FramesFileError(f"{self.path}: schema is {attrs.get('schema')!r}, expected {SCHEMA!r}; "
                                   "this is not an mlepi frames file")
+        missing = [k for k in _REQUIRED_ROOT if k not in attrs] + ([] if has_frames else ["/frames"])
+        if missing:
+            raise FramesFileError(f"{self.path}: missing {missing}; the file is incomplete, rerun the stage "
+                                  "that writes it")
         if int(attrs["schema_version"]) != SCHEMA_VERSION:
             raise FramesFileError(f"{self.path}: schema_version {attrs['schema_version']} but this mlepi "
                                   f"reads version {SCHEMA_VERSION}; regenerate it with this version")
-        if missing or not has_frames:
-            raise FramesFileError(f"{self.path}: missing {missing or ['/frames']}; the file is incomplete")
-        self.units = json.loads(attrs["units"])
-        self.basis = json.loads(attrs["basis"])
+        try:
+            self.units, self.basis, self.parameters, self.provenance, self.names = (
+                json.loads(attrs[k]) for k in ("units", "basis", "parameters", "provenance", "frame_names"))
+        except (TypeError, ValueError) as err:
+            raise FramesFileError(f"{self.path}: a root attribute is not valid JSON ({err}); the file is "
+                                  "damaged, rerun the stage that writes it") from None
         self.source = str(attrs["source"])
-        self.parameters = json.loads(attrs["parameters"])
-        self.provenance = json.loads(attrs["provenance"])
-        self.names = json.loads(attrs["frame_names"])
 
     def __len__(self) -> int:
         return len(self.names)
@@ -176,8 +181,13 @@ class FramesFile:
         missing = [k for k in _GEOMETRY if k not in g]
         if missing:
             raise FramesFileError(f"{self.path}: frame {name!r} lacks {missing}")
-        values = {k: g[k][()] for k in _GEOMETRY + _OPTIONAL if k in g}
+        try:
+            values = {k: g[k][()] for k in _GEOMETRY + _OPTIONAL if k in g}
+            info = json.loads(g.attrs.get("info", "{}"))
+        except (OSError, ValueError) as err:  # OSError: a failed checksum or a damaged chunk
+            raise FramesFileError(f"{self.path}: frame {name!r} is damaged ({err}); rerun the stage that "
+                                  "wrote it") from None
         for key in ("energy", "fermi_level"):
             if key in values:
                 values[key] = float(values[key])
-        return Frame(name=name, info=json.loads(g.attrs.get("info", "{}")), **values)
+        return Frame(name=name, info=info, **values)

@@ -58,6 +58,7 @@ from .config import section_defaults
 from .frames import orbital_counts
 from .graph import INTER, INTRA
 from .provenance import atomic_path
+from .torch_io import TorchFileError, read_torch_file
 
 MODEL_SCHEMA = "mlepi.hedgenet"
 MODEL_SCHEMA_VERSION = 1
@@ -321,14 +322,10 @@ class HedgeNet(nn.Module):
     def load(cls, path, map_location="cpu") -> "HedgeNet":
         """A model written by :meth:`save`, in eval mode; ``model.metadata`` holds the saved metadata."""
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such model file; run `mlepi train` first")
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(state, dict) or state.get("schema") != MODEL_SCHEMA:
-            raise ValueError(f"{path}: not a HedgeNet model file (schema {MODEL_SCHEMA!r} expected)")
-        if state["schema_version"] != MODEL_SCHEMA_VERSION:
-            raise ValueError(f"{path}: model schema_version {state['schema_version']}, this mlepi reads "
-                             f"{MODEL_SCHEMA_VERSION}; retrain the model")
+        state = read_torch_file(path, MODEL_SCHEMA, "a HedgeNet model file (model.pt of `mlepi train`)")
+        if state.get("schema_version") != MODEL_SCHEMA_VERSION:
+            raise TorchFileError(f"{path}: model schema_version {state.get('schema_version')}, this mlepi reads "
+                                 f"{MODEL_SCHEMA_VERSION}; retrain the model")
         model = cls(state["config"], state["basis"])
         dtype = next(v.dtype for v in state["state_dict"].values() if v.is_floating_point())
         model.to(dtype)  # keep the precision the weights were saved in

@@ -19,6 +19,7 @@ supercell (:func:`tile_frame`), and the states nearest E_F from the sparse shift
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -149,9 +150,8 @@ def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
 
     atoms = atoms.copy()
     t0 = time.perf_counter()
-    frame, _, _ = compute_frame(atoms, dft_cfg, supercell, name="bench")
+    _, _, _, timings = compute_frame(atoms, dft_cfg, supercell, name="bench")
     total = time.perf_counter() - t0
-    timings = frame.info["dft_timings_s"]
     return {"n_atoms": len(atoms), "supercell": list(supercell), "scf_forces_s": timings["scf_forces"],
             "blocks_s": timings["blocks"], "total_s": total}
 
@@ -234,6 +234,20 @@ def machine() -> dict:
             "blas_threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
+def _read_workflow_benchmark(path) -> dict:
+    """The JSON of ``benchmarks/workflow.py``, checked for the keys ``run`` merges in."""
+    from .config import ConfigError
+
+    try:
+        workflow = json.loads(Path(path).read_text())
+        missing = [k for k in ("default_workflow_wall_s", "default_workflow_peak_gib", "rules") if k not in workflow]
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"--workflow {path}: not a readable workflow benchmark JSON ({err})") from None
+    if missing:
+        raise ConfigError(f"--workflow {path}: lacks {missing}; give the workflow.json of benchmarks/workflow.py")
+    return workflow
+
+
 def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, sizes, dft_sizes, band_multiples,
         sigma: float = 0.05, seed: int = 0, workflow_path=None) -> dict:
     """Measure what the module docstring lists; write the JSON results and the figure.
@@ -246,7 +260,6 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     band_multiples : m for the band-stage solver on m x m copies of the pristine supercell.
     workflow_path : optional ``benchmarks/results/workflow.json`` (``benchmarks/workflow.py``) to merge in.
     """
-    import json
 
     import torch
     from tqdm import tqdm
@@ -259,8 +272,12 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     from .provenance import record, write_json
     from .structure_io import read_structure
 
+    # Every input is read before the first timing, so a bad one fails in seconds, not after the benchmark.
     primitive = read_structure(primitive_path)
     model = HedgeNet.load(model_path)
+    pristine = FramesFile(pristine_path)
+    pristine_frame = pristine[0]
+    workflow = _read_workflow_benchmark(workflow_path) if workflow_path is not None else None
     dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
     bar = tqdm(total=2 + len(dft_sizes) + len(sizes) + len(band_multiples), desc="performance", unit="step")
 
@@ -287,9 +304,8 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     scaling_gpu = None
     if torch.cuda.is_available():  # the same scaling on the GPU; the CPU numbers above stay the reference
         scaling_gpu = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, device="cuda")
-    pristine = FramesFile(pristine_path)
     k = np.array([0.11, 0.23, 0.0])  # a general k point: complex H(k), no symmetry to exploit
-    bands = eigensolver_scaling(pristine[0], pristine.basis, band_multiples, k=k,
+    bands = eigensolver_scaling(pristine_frame, pristine.basis, band_multiples, k=k,
                                 progress=lambda r: step(f"eig {r['n_orbitals']} orbitals"))
     bar.close()
 
@@ -314,8 +330,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
                      "band_multiples": list(band_multiples), "model": str(model_path),
                      "model_config": model.config, "dft": dft_cfg},
     }
-    if workflow_path is not None:
-        workflow = json.loads(Path(workflow_path).read_text())
+    if workflow is not None:
         result.update({k: workflow[k] for k in ("default_workflow_wall_s", "default_workflow_peak_gib")},
                       workflow_rules=workflow["rules"])
     result["provenance"] = record({"dft": dft_cfg}, seed=seed, model=str(model_path))

@@ -33,7 +33,20 @@ THZ_TO_CM = 1e12 / (SPEED_OF_LIGHT_M_S * 100)  # 1 THz in cm^-1
 
 
 class PhononError(RuntimeError):
-    """Force sets do not match the displacement dataset."""
+    """A phonopy file cannot be read, or force sets do not match the displacement dataset."""
+
+
+def read_phonopy(path, **kwargs) -> phonopy.Phonopy:
+    """``phonopy.load`` with one error naming the file for anything missing, damaged or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise PhononError(f"{path}: no such phonopy file")
+    try:
+        return phonopy.load(path, log_level=0, **kwargs)
+    except Exception as err:  # phonopy raises YAML, Key, Type, Runtime errors for a file it cannot use
+        detail = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
+        raise PhononError(f"{path}: not a usable phonopy file ({detail}); rerun the stage that writes it "
+                          "(displace or phonons)") from None
 
 
 def frame_forces(path) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +141,7 @@ def plot_bands(curves: list[tuple[phonopy.Phonopy, str, str]], labels, title: st
 def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict:
     """Compute force constants and phonon bands; return the summary written to ``summary.json``."""
     out_dir = Path(out_dir)
-    phonon = phonopy.load(disp_yaml, produce_fc=False, log_level=0)
+    phonon = read_phonopy(disp_yaml, produce_fc=False)
     phonon.forces = load_force_sets(phonon, pristine_path, fd_paths)
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
@@ -166,7 +179,7 @@ def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, 
     from .structure_io import read_structure
 
     out_dir = Path(out_dir)
-    phonon = phonopy.load(disp_yaml, produce_fc=False, log_level=0)
+    phonon = read_phonopy(disp_yaml, produce_fc=False)
     layer = read_structure(pristine_structure).arrays["layer"]
     cells = [phonon.supercell, *phonon.supercells_with_displacements]
     names = ["pristine"] + [f"fd_{k:03d}" for k in range(len(cells) - 1)]
@@ -177,7 +190,7 @@ def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, 
                                [f.positions for f in frames[1:]], names[1:])
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
-    dft = phonopy.load(dft_params, log_level=0)
+    dft = read_phonopy(dft_params)
     paths, labels = band_path(phonon.primitive.cell, config["phonons"]["band_points"])
     for ph in (phonon, dft):
         ph.run_band_structure(paths, labels=labels)

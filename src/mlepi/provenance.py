@@ -8,6 +8,7 @@ so that a killed job never leaves a half-written output that Snakemake or a read
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -63,6 +64,27 @@ def record(config_section=None, seed: int | None = None, **extra) -> dict:
     return rec
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of ``path`` left by writers that were killed (SIGKILL, node failure): the rerun
+    that writes ``path`` again sweeps them, so no half-written file outlives the job that redoes it. A
+    temporary whose process is still alive is another writer's and stays."""
+    prefix = f".{path.stem}.tmp"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = stale.name[len(prefix):len(stale.name) - len(path.suffix)]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
@@ -72,6 +94,7 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -108,12 +131,10 @@ def _from_extxyz(path):
 
 
 def _from_torch(path):
-    import torch
+    from .torch_io import read_torch_file
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        return "torch", None
-    return str(state.get("schema", "torch checkpoint")), state.get("metadata", {}).get("provenance")
+    state = read_torch_file(path, None, "a model or checkpoint written by mlepi")
+    return str(state.get("schema", "torch file")), state.get("metadata", {}).get("provenance")
 
 
 def _from_json(path):

@@ -58,7 +58,8 @@ def read_structures(path) -> list:
     try:
         frames = ase.io.read(path, index=":", format="extxyz")
     except Exception as err:  # ase raises many types for malformed files
-        raise StructureFileError(f"{path}: cannot read as extended XYZ ({err})") from None
+        raise StructureFileError(f"{path}: cannot read as extended XYZ ({err}); regenerate it with the stage "
+                                 "that writes it, or check the file you gave") from None
     if not frames:
         raise StructureFileError(f"{path}: contains no structures")
     for atoms in frames:

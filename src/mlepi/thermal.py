@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import phonopy
 from ase import units
 
 from . import provenance
@@ -129,8 +128,13 @@ class HarmonicSampler:
 
 def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
     """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
-    phonon = phonopy.load(params_path, log_level=0)
+    from .phonons import PhononError, read_phonopy
+
+    phonon = read_phonopy(params_path)
     fc = phonon.force_constants
+    if fc is None:
+        raise PhononError(f"{params_path}: holds no force constants; give the phonons stage's "
+                          "phonopy_params.yaml, not the displacements' phonopy_disp.yaml")
     if fc.shape[0] != fc.shape[1]:  # compact form [n_prim, n_super, 3, 3]
         from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 

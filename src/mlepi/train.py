@@ -47,6 +47,7 @@ from .frames import FramesFile
 from .graph import INTER, INTRA, frame_to_data
 from .model import MODEL_DEFAULTS, HedgeNet, resolve_config
 from .provenance import atomic_path, config_hash, record
+from .torch_io import read_torch_file
 
 TRAIN_DEFAULTS = section_defaults("train")  # the schema is the one definition (config.schema.yaml)
 TARGETS = ("energy", "forces", "H", "S")
@@ -307,9 +308,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("schema") != CHECKPOINT_SCHEMA:
-        raise ValueError(f"{path}: not an mlepi training checkpoint; remove it or choose another out_dir")
+    state = read_torch_file(path, CHECKPOINT_SCHEMA, "an mlepi training checkpoint (remove it, or train with "
+                            "--restart, to start afresh)")
     if state["fingerprint"] != fingerprint:
         # A changed config, seed or dataset is a new run (Snakemake reran the rule): start afresh. The
         # old checkpoint is replaced only once the new run has written its first one.

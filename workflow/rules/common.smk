@@ -5,8 +5,9 @@ from mlepi import config as mlepi_config
 from mlepi.cli import STAGE_SECTIONS
 
 
-# Fills defaults and rejects unknown keys or bad values, naming the field (schema: src/mlepi/schemas/).
-mlepi_config.validate(config, source="workflow config")
+# Fills defaults and rejects unknown or repeated keys and bad values, naming the field and file, before any
+# job starts (schema: src/mlepi/schemas/).
+mlepi_config.validate_workflow(config, workflow.configfiles)
 
 OUT = f"results/{config['system']['name']}"
 TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]

@@ -1,0 +1,44 @@
+"""Reading the torch files mlepi writes (``model.pt``, ``checkpoint.pt``) with errors a user can act on.
+
+Kept free of a module-level torch import, so that the CLI's error handling (``errors.py``) stays light.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+
+class TorchFileError(ValueError):
+    """A model or training checkpoint file is missing, damaged or of another kind."""
+
+
+def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> dict:
+    """The dict saved in a torch file whose ``schema`` entry is ``schema`` (None: any dict); TorchFileError
+    naming the file otherwise (missing, truncated, corrupted, or another kind of file). ``what`` describes
+    the expected file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise TorchFileError(f"{path}: no such file; expected {what}")
+    try:
+        # torch.load does not check the zip entries' CRC-32, so flipped bits in the weights would load
+        # silently; zipfile's test reads every entry and checks it.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise TorchFileError(f"{path}: entry {damaged} fails its CRC check; the file is damaged, expected "
+                                 f"{what}")
+        # weights_only: tensors and plain containers, never arbitrary pickled code
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except TorchFileError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        detail = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
+        raise TorchFileError(f"{path}: cannot be read ({detail}); expected {what}; the file is damaged or "
+                             "truncated") from None
+    if not isinstance(state, dict) or schema not in (None, state.get("schema")):
+        found = state.get("schema") if isinstance(state, dict) else type(state).__name__
+        raise TorchFileError(f"{path}: is {found!r}, not {what} (schema {schema!r})")
+    return state

@@ -1,0 +1,68 @@
+"""Determinism: the same config and seed give bit-identical files (displacements, thermal samples, dataset),
+another seed other samples, and every output that used randomness records its seed.
+
+The whole-workflow counterpart (every data file of two runs bitwise equal) is in ``test_faults.py``.
+"""
+
+import numpy as np
+import phonopy
+import pytest
+from bilayer_tb import bilayer_primitive
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, synthetic_frames
+from test_thermal import spring_force_constants
+
+from mlepi import config, dataset, displace, provenance, thermal
+from mlepi.frames import write_frames
+from mlepi.structure_io import read_structure, read_structures, write_structure
+
+
+def same_files(a, b):
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir()) and names
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+@pytest.fixture(scope="module")
+def displaced(tmp_path_factory):
+    d = tmp_path_factory.mktemp("displace")
+    write_structure(d / "primitive.extxyz", bilayer_primitive())
+    cfg = config.validate({"system": {"supercell": [2, 2]}, "thermal": {"infer_samples": 6}})
+    for run in ("a", "b"):
+        displace.run(d / "primitive.extxyz", cfg, d / run)
+    # Force constants of a spring network on phonopy's own supercell: a phonopy_params.yaml as the phonons
+    # stage writes it, without DFT.
+    phonon = phonopy.load(d / "a" / "phonopy_disp.yaml", produce_fc=False, log_level=0)
+    phonon.force_constants = spring_force_constants(read_structure(d / "a" / "pristine.extxyz"))
+    phonon.save(d / "phonopy_params.yaml", settings={"force_constants": True})
+    return d, cfg
+
+
+def test_displacements_are_bit_identical(displaced):
+    d, _ = displaced
+    assert same_files(d / "a", d / "b")
+
+
+def test_thermal_samples_are_bit_identical_for_one_seed_and_differ_for_another(displaced):
+    d, cfg = displaced
+    args = (d / "phonopy_params.yaml", d / "a" / "pristine.extxyz")
+    for run in ("a", "b"):
+        thermal.run(*args, cfg, 300.0, "infer", d / f"T300_{run}" / "samples.extxyz")
+    assert same_files(d / "T300_a", d / "T300_b")
+    other = {**cfg, "thermal": {**cfg["thermal"], "seed": cfg["thermal"]["seed"] + 1}}
+    thermal.run(*args, other, 300.0, "infer", d / "T300_c" / "samples.extxyz")
+    a, c = (read_structures(d / f"T300_{run}" / "samples.extxyz") for run in ("a", "c"))
+    assert all(np.abs(x.positions - y.positions).max() > 1e-3 for x, y in zip(a, c))
+    # The seed is in every sample and in the file's provenance record.
+    assert {s.info["seed"] for s in a} == {cfg["thermal"]["seed"]}
+    assert provenance.read(d / "T300_c" / "samples.extxyz")["provenance"]["seed"] == cfg["thermal"]["seed"] + 1
+
+
+def test_dataset_is_bit_identical(tmp_path):
+    frames = [tmp_path / f"f{k}.h5" for k in range(2)]
+    for k, path in enumerate(frames):
+        frame = synthetic_frames(1, seed=k)[0]
+        frame.name = f"s{k}"
+        write_frames(path, [frame], basis=TOY_BASIS, source="dft", parameters=TOY_DFT, provenance={})
+    for run in ("a", "b"):
+        dataset.run(frames, tmp_path / run / "dataset.h5", extxyz_path=tmp_path / run / "dataset.extxyz")
+    assert same_files(tmp_path / "a", tmp_path / "b")

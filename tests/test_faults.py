@@ -1,0 +1,180 @@
+"""Kill anywhere: the tiny workflow is SIGKILLed (Snakemake and every job process at once, as a node failure
+or a scheduler's hard kill does) while it runs dft, dataset, train and infer, then rerun. The rerun must
+finish, redo only the interrupted jobs, leave no temporary behind, and give the outputs of an uninterrupted
+run: bitwise for every data file, and a resumed training with the same final metrics.
+"""
+
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from workflow_helpers import ROOT, TINY, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def _cmdline(proc) -> list[str]:
+    try:
+        return proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
+def _mlepi_jobs(root: psutil.Process) -> list[tuple[psutil.Process, str, list[str]]]:
+    """The running mlepi jobs under ``root``: (process, stage, command line); torchrun's ``mlepi.cli train``
+    counts too."""
+    jobs = []
+    for proc in root.children(recursive=True):
+        cmd = _cmdline(proc)
+        for k, word in enumerate(cmd[:-1]):
+            if word.endswith("/mlepi") or word in ("mlepi", "mlepi.cli"):
+                jobs.append((proc, cmd[k + 1], cmd))
+                break
+    return jobs
+
+
+def _argument(cmd: list[str], flag: str) -> str:
+    return cmd[cmd.index(flag) + 1]
+
+
+def _age(proc) -> float:
+    with _gone():
+        return time.time() - proc.create_time()
+    return 0.0
+
+
+# When a running job is far enough into its work for the kill to hurt (paths relative to the workdir).
+READY = {
+    # GPAW is inside its SCF: the text log shows iterations.
+    "dft": lambda proc, cmd, wd: "iter:" in _read(wd / _argument(cmd, "--log")),
+    # writing the merged file (its temporary exists), or at least past the interpreter's start (the whole
+    # job takes ~2 s, so waiting for the temporary alone could miss it).
+    "dataset": lambda proc, cmd, wd: _age(proc) > 0.6 or any((wd / _argument(cmd, "--out")).parent.glob(".*.tmp*")),
+    # several epochs done and checkpointed: the rerun must resume, not restart.
+    "train": lambda proc, cmd, wd: len(_read(wd / _argument(cmd, "--out-dir") / "metrics.csv").splitlines()) > 10,
+    # model loaded, predicting.
+    "infer": lambda proc, cmd, wd: _age(proc) > 3.0,
+}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+class _gone:
+    """Ignore a process that has already exited."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, psutil.Error)
+
+
+def _kill_during(workdir: Path, stage: str, timeout: float = 1500) -> tuple[list, list]:
+    """Run the workflow until a ``stage`` job is well under way, then SIGKILL the whole process tree at once.
+    Returns the command lines of the killed jobs of that stage, and of every mlepi job killed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(TINY), "--cores", "2", "--rerun-incomplete"]
+    log_path = workdir / f"snakemake_killed_in_{stage}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    root, start = psutil.Process(proc.pid), time.monotonic()
+    try:
+        while True:
+            jobs = _mlepi_jobs(root)
+            if any(s == stage and READY[stage](p, c, workdir) for p, s, c in jobs):
+                break
+            assert proc.poll() is None, f"the workflow ended before a {stage} job ran:\n{_read(log_path)}"
+            assert time.monotonic() - start < timeout, f"no {stage} job within {timeout} s"
+            time.sleep(0.05)
+    finally:
+        tree = [root, *root.children(recursive=True)]
+        for p in tree:  # freeze first, so that nothing reacts to its neighbours dying, then kill all
+            with _gone():
+                p.send_signal(signal.SIGSTOP)
+        for p in tree:
+            with _gone():
+                p.kill()
+        psutil.wait_procs(tree, timeout=30)
+        proc.wait()
+    return [c for _, s, c in jobs if s == stage], [c for _, _, c in jobs]
+
+
+def _outputs_of(cmd: list[str]) -> list[str]:
+    return [_argument(cmd, flag) for flag in ("--out", "--out-dir") if flag in cmd]
+
+
+def _snapshot(results: Path) -> dict[Path, tuple[int, str]]:
+    return {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in results.rglob("*") if p.is_file()}
+
+
+def _data_files(results: Path) -> list[Path]:
+    """Every output compared bitwise with the uninterrupted run: all files except figures, logs, timings,
+    the torch files (zip archives naming their temporary; compared by tensors) and the metrics (wall times)."""
+    skip_dirs, skip_names = {"logs", "benchmarks"}, {"metrics.csv", "model.pt", "checkpoint.pt"}
+    return sorted(p.relative_to(results) for p in results.rglob("*")
+                  if p.is_file() and p.suffix != ".png" and p.name not in skip_names
+                  and not skip_dirs & set(p.relative_to(results).parts))
+
+
+def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninterrupted_run(
+        workflow_run, tmp_path):
+    reference, cfg = workflow_run
+    name = cfg["system"]["name"]
+    workdir = tmp_path / "killed"
+    workdir.mkdir()
+    (workdir / "config").symlink_to(ROOT / "config")
+    results = workdir / "results" / name
+    faults, protected = [], {}
+    for stage in ("dft", "dataset", "train", "infer"):
+        killed, interrupted = _kill_during(workdir, stage)
+        faults.append((stage, len({tuple(_outputs_of(cmd)) for cmd in killed})))  # jobs (torchrun: 2 processes)
+        after = _snapshot(results)
+        # Nothing that had finished before an earlier kill was redone since (nor touched by this one).
+        assert {p: after.get(p) for p in protected} == protected, "a finished job was redone"
+        # The kill hit the stage: its outputs are not there (a complete file appears only by a rename).
+        # Training's model.pt is the best epoch so far, so its checkpointed epochs are the evidence there.
+        for cmd in killed:
+            if stage == "train":
+                assert len(_read(workdir / _argument(cmd, "--out-dir") / "metrics.csv").splitlines()) <= \
+                    cfg["train"]["epochs"], "training had finished before the kill"
+            else:
+                assert not (workdir / _argument(cmd, "--out")).exists(), f"{cmd}: the kill came too late"
+        # What any killed job was writing is redone; everything else must stay as it is.
+        redone = [workdir / out for cmd in interrupted for out in _outputs_of(cmd)]
+        protected = {p: v for p, v in after.items() if ".tmp" not in p.name
+                     and not {"logs", "benchmarks"} & set(p.relative_to(results).parts)
+                     and not any(p == r or r in p.parents for r in redone)}
+        # A killed Snakemake leaves its lock: the user unlocks and reruns (the profiles set rerun-incomplete).
+        snakemake(workdir, "--unlock")
+    snakemake(workdir, "--rerun-incomplete")
+    final = _snapshot(results)
+    assert {p: final.get(p) for p in protected} == protected, "a finished job was redone"
+    assert [p.name for p in results.rglob("*.tmp*")] == [], "a temporary (half-written) file survived the rerun"
+
+    ref_results = reference / "results" / name
+    assert _data_files(results) == _data_files(ref_results)
+    differ = [str(p) for p in _data_files(results) if (results / p).read_bytes() != (ref_results / p).read_bytes()]
+    assert not differ, f"outputs differ from the uninterrupted run: {differ}"
+    a = torch.load(ref_results / "train" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(results / "train" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the resumed training differs"
+    ref_rows = list(csv.DictReader((ref_results / "train" / "metrics.csv").open()))
+    rows = list(csv.DictReader((results / "train" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
+    assert float(rows[-1]["val_loss"]) == pytest.approx(float(ref_rows[-1]["val_loss"]), rel=0.01)
+    print("faults injected and survived:", faults)
