@@ -15,6 +15,7 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
+from mlepi import deeph, tb
 from mlepi.frames import FramesFile
 
 
@@ -87,6 +88,28 @@ def test_user_checks_the_model_on_a_structure(workflow_run, tmp_path):
     for key in ("h_mae_meV", "force_mae_meV_per_A", "eig_mae_K_meV", "fermi_level_diff_meV"):
         assert np.isfinite(errors[key]), key
     assert errors["blocks_matched"] == errors["blocks_a"]  # the model predicts every DFT block
+
+
+@pytest.mark.slow
+def test_dft_dataset_exports_to_deeph_in_deeph_orbital_order(workflow_run, tmp_path):
+    """`mlepi export-deeph` on the real GPAW dataset. Every site of the AB bilayer sits on a C3 axis along z,
+    so its on-site p block is diag(e_xy, e_xy, e_z) with s mixing only with p_z: true in DeepH's (x, y, z)
+    order, false in GPAW's (y, z, x). And the blocks rebuild the frame's own eigenvalues."""
+    workdir, cfg = workflow_run
+    dataset = workdir / "results" / cfg["system"]["name"] / "dataset" / "dataset.h5"
+    subprocess.run([str(Path(sys.executable).parent / "mlepi"), "export-deeph", str(dataset), "--out-dir",
+                    str(tmp_path)], check=True, timeout=600)
+    structure, blocks = deeph.read(tmp_path / "pristine")
+    assert structure["orbital_types"][0] == [0, 1, 0, 1]  # dz(dzp): 2s, 2p, 2s', 2p'
+    for H in (H for i, j, R, H, _ in blocks if i == j and not R.any()):
+        p = H[1:4, 1:4]  # first p shell: x, y, z
+        assert abs(p[0, 0] - p[1, 1]) < 1e-4 and abs(p[2, 2] - p[0, 0]) > 1e-2, p
+        assert np.abs(p - np.diag(np.diag(p))).max() < 1e-4 and np.abs(H[0, 1:3]).max() < 1e-4, H
+    frame = FramesFile(dataset)["pristine"]
+    k_points = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.17, 0.05, 0.0]])
+    for k, expected in zip(k_points, tb.eigenvalues(frame, FramesFile(dataset).basis, k_points)):
+        H_k, S_k = deeph.bloch_sum(structure, blocks, k)
+        np.testing.assert_allclose(tb.eigh_generalized(H_k[None], S_k[None])[0], expected, atol=1e-8)
 
 
 @pytest.mark.slow

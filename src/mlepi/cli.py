@@ -104,7 +104,8 @@ def cmd_train(args):
 def cmd_infer(args):
     from . import infer
 
-    infer.run(args.model, args.structures, args.out, overlap=args.overlap)
+    infer.run(args.model, args.structures, args.out, overlap=args.overlap,
+              dtype=None if args.dtype == "model" else args.dtype)
 
 
 def cmd_parity(args):
@@ -147,6 +148,13 @@ def cmd_performance(args):
     print(f"speed-up vs GPAW {r['speedup_vs_dft']:.0f}x, scaling exponent {r['scaling_exponent']:.3f}, "
           f"time per atom {r['time_per_atom_sizes'][1]} vs {r['time_per_atom_sizes'][0]} atoms: "
           f"{r['time_per_atom_ratio_1e4_vs_1e2']:.2f}x -> {args.out}")
+
+
+def cmd_export_deeph(args):
+    from . import deeph
+
+    folders = deeph.export(args.frames, args.out_dir)
+    print(f"wrote {len(folders)} DeepH folder(s) to {args.out_dir}")
 
 
 def cmd_inspect(args):
@@ -235,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="frames file to write (.h5)")
         p.add_argument("--overlap", choices=["gpaw", "model"], default="gpaw",
                        help="S from GPAW's basis integrals (exact, default) or from the model's S head")
+        p.add_argument("--dtype", choices=["model", "float32", "float64"], default="model",
+                       help="precision of the network: the one it was trained in (default), or as given")
         p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("parity", help="HedgeNet vs DFT on the held-out dataset frames (forces, H)")
@@ -256,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("export-deeph", help="frames with H and S (dataset, DFT or model frames) in the DeepH layout",
+                       description="Write one DeepH-pack folder per frame (lat.dat, site_positions.dat, "
+                                   "element.dat, orbital_types.dat, info.json, hamiltonians.h5, overlaps.h5), "
+                                   "orbitals in DeepH's order (docs/data.md).")
+    p.add_argument("frames", help="frames file (.h5), e.g. results/<system>/dataset/dataset.h5")
+    p.add_argument("--out-dir", required=True, help="one folder per frame, named after it")
+    p.set_defaults(func=cmd_export_deeph)
 
     p = sub.add_parser("inspect", help="print the provenance of mlepi outputs (versions, git revision, config "
                                        "hash, command, seed)")

@@ -189,9 +189,13 @@ def plot_performance(result: dict, path) -> None:
     scaling = result["scaling"]
     n = np.array([r["n_atoms"] for r in scaling], dtype=float)
     total = np.array([r["total_s"] for r in scaling])
-    ax_t.loglog(n, total, "o-", color="C0", label=f"HedgeNet F + H (N^{result['scaling_exponent']:.2f})")
+    dtype = result.get("inference_dtype", "float64")
+    ax_t.loglog(n, total, "o-", color="C0", label=f"HedgeNet F + H, {dtype} (N^{result['scaling_exponent']:.2f})")
     ax_t.loglog(n, [r["model_s"] for r in scaling], ".--", color="C0", alpha=0.6, label="  network only")
     ax_t.loglog(n, [r["neighbours_s"] for r in scaling], ".:", color="C0", alpha=0.6, label="  neighbour lists")
+    if dtype != "float64":  # the same in float64, for reference
+        ax_t.loglog(n, [r["total_s"] for r in result["scaling_float64"]], "o--", color="C7", markersize=3,
+                    label=f"  in float64 (N^{result['scaling_exponent_float64']:.2f})")
     dft = result["dft"]
     ax_t.loglog([d["n_atoms"] for d in dft], [d["scf_forces_s"] for d in dft], "s-", color="C3",
                 label=f"GPAW SCF + forces ({result['speedup_vs_dft']:.0f}x at {dft[0]['n_atoms']} atoms)")

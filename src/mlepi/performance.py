@@ -234,6 +234,17 @@ def machine() -> dict:
             "blas_threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
+def _scaling_summary(rows: list) -> dict:
+    """Fitted exponents (total, network alone) and the time per atom near 10^4 atoms over that near 10^2."""
+    n = [r["n_atoms"] for r in rows]
+    by_n = {r["n_atoms"]: r for r in rows}
+    small, large = (min(by_n, key=lambda k: abs(np.log(k / target))) for target in (1e2, 1e4))
+    return {"scaling_exponent": fit_power_law(n, [r["total_s"] for r in rows], 100),
+            "scaling_exponent_model": fit_power_law(n, [r["model_s"] for r in rows], 100),
+            "time_per_atom_ratio_1e4_vs_1e2": (by_n[large]["total_s"] / large) / (by_n[small]["total_s"] / small),
+            "time_per_atom_sizes": [small, large]}
+
+
 def _read_workflow_benchmark(path) -> dict:
     """The JSON of ``benchmarks/workflow.py``, checked for the keys ``run`` merges in."""
     from .config import ConfigError
@@ -279,7 +290,10 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     pristine_frame = pristine[0]
     workflow = _read_workflow_benchmark(workflow_path) if workflow_path is not None else None
     dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
-    bar = tqdm(total=2 + len(dft_sizes) + len(sizes) + len(band_multiples), desc="performance", unit="step")
+    native = str(next(model.parameters()).dtype).removeprefix("torch.")  # the precision `mlepi infer` runs in
+    sweeps = [native] + (["float64"] if native != "float64" else [])
+    bar = tqdm(total=2 + len(dft_sizes) + len(sweeps) * len(sizes) + len(band_multiples), desc="performance",
+               unit="step")
 
     def step(label):
         bar.set_postfix_str(label)
@@ -299,30 +313,27 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     for n in dft_sizes:
         dft.append(time_dft(displaced_supercell(primitive, int(n), sigma, seed), dft_cfg, (int(n), int(n))))
         step(f"GPAW {n}x{n}")
-    scaling = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed,
-                                progress=lambda r: step(f"{r['n_atoms']} atoms"))
+    scaling = {dtype: inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
+                                        progress=lambda r: step(f"{r['n_atoms']} atoms, {r['dtype']}"))
+               for dtype in sweeps}
     scaling_gpu = None
     if torch.cuda.is_available():  # the same scaling on the GPU; the CPU numbers above stay the reference
-        scaling_gpu = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, device="cuda")
+        scaling_gpu = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=native,
+                                        device="cuda")
     k = np.array([0.11, 0.23, 0.0])  # a general k point: complex H(k), no symmetry to exploit
     bands = eigensolver_scaling(pristine_frame, pristine.basis, band_multiples, k=k,
                                 progress=lambda r: step(f"eig {r['n_orbitals']} orbitals"))
     bar.close()
 
-    by_n = {r["n_atoms"]: r for r in scaling}
-    small, large = (min(by_n, key=lambda n: abs(np.log(n / target))) for target in (1e2, 1e4))
-    per_atom = {n: by_n[n]["total_s"] / n for n in (small, large)}
     result = {
-        "speedup_vs_dft": dft[0]["scf_forces_s"] / ml["float64"]["total_s"],
-        "speedup_vs_dft_float32": dft[0]["scf_forces_s"] / ml["float32"]["total_s"],
-        "speedup_vs_dft_incl_blocks": dft[0]["total_s"] / ml["float64"]["total_s"],
+        "inference_dtype": native,
+        "speedup_vs_dft": dft[0]["scf_forces_s"] / ml[native]["total_s"],
+        **{f"speedup_vs_dft_{dtype}": dft[0]["scf_forces_s"] / ml[dtype]["total_s"] for dtype in ml},
+        "speedup_vs_dft_incl_blocks": dft[0]["total_s"] / ml[native]["total_s"],
         "ml_same_structure": ml, "gpaw_overlap_s": overlap_s, "dft": dft,
-        "scaling": scaling,
-        "scaling_exponent": fit_power_law([r["n_atoms"] for r in scaling], [r["total_s"] for r in scaling], 100),
-        "scaling_exponent_model": fit_power_law([r["n_atoms"] for r in scaling], [r["model_s"] for r in scaling],
-                                                100),
-        "time_per_atom_ratio_1e4_vs_1e2": per_atom[large] / per_atom[small],
-        "time_per_atom_sizes": [small, large],
+        "scaling": scaling[native], **_scaling_summary(scaling[native]),
+        "scaling_float64": scaling["float64"],
+        **{f"{key}_float64": value for key, value in _scaling_summary(scaling["float64"]).items()},
         "band_solver": bands,
         "band_solver_k_reduced": k.tolist(), "scaling_gpu": scaling_gpu,
         "machine": machine(),

@@ -173,6 +173,8 @@ def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, 
     Writes ``band.yaml`` (HedgeNet), ``phonons_ml_vs_dft.png`` and ``summary.json`` with the Gamma
     frequencies of both and the relative error of the frequencies above 1 THz along the path.
     """
+    import torch
+
     from .displace import to_ase
     from .infer import predict_frames
     from .model import HedgeNet
@@ -185,7 +187,7 @@ def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, 
     names = ["pristine"] + [f"fd_{k:03d}" for k in range(len(cells) - 1)]
     # Only forces are needed: the model's own S (no GPAW), no Fermi level.
     frames = predict_frames(HedgeNet.load(model_path), [to_ase(c, layer) for c in cells], names,
-                            fermi_level=False, overlap="model")
+                            fermi_level=False, overlap="model", dtype=torch.float64)  # smooth differences
     phonon.forces = force_sets(phonon, frames[0].forces, [f.forces for f in frames[1:]],
                                [f.positions for f in frames[1:]], names[1:])
     phonon.produce_force_constants()
