@@ -113,6 +113,25 @@ def test_dft_dataset_exports_to_deeph_in_deeph_orbital_order(workflow_run, tmp_p
 
 
 @pytest.mark.slow
+def test_accuracy_benchmark_reports_held_out_errors(workflow_run, tmp_path):
+    """`mlepi accuracy` on the tiny run: the issue's keys, H errors the same as the parity stage's (one
+    evaluation of the held-out frames), eigenvalue errors from GPAW's S on both sides, learning curves."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy", str(out / "train" / "model.pt"),
+                    str(out / "dataset" / "dataset.h5"), "--phonons-ml", str(out / "phonons_ml" / "summary.json"),
+                    "--out", str(tmp_path / "accuracy.json")], check=True, timeout=600)
+    result = json.loads((tmp_path / "accuracy.json").read_text())
+    parity = json.loads((out / "parity" / "parity.json").read_text())
+    for key in ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV", "force_mae_meV_per_A"):
+        assert result[key] == pytest.approx(parity[key], rel=1e-6), key
+    assert result["eig_mae_meV"] > 0  # at the points of the supercell that have states within 1 eV of E_F
+    assert 0 <= result["phonon_freq_mean_rel_err"] <= result["phonon_freq_max_rel_err"]
+    assert result["data"]["validation_frames"] == parity["validation_frames"]
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_performance_benchmark_runs_from_the_workflow(workflow_run):
     """`snakemake performance`: ML against GPAW on the same structure, scaling, sparse against dense."""
     workdir, cfg = workflow_run

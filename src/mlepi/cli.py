@@ -150,6 +150,18 @@ def cmd_performance(args):
           f"{r['time_per_atom_ratio_1e4_vs_1e2']:.2f}x -> {args.out}")
 
 
+def cmd_accuracy(args):
+    from . import accuracy
+
+    r = accuracy.run(args.model, args.dataset, args.out, ablation_path=args.ablation,
+                     phonons_ml_path=args.phonons_ml)
+    print(f"held out: H {r['h_mae_meV']:.2f} meV (intra {r['h_mae_intra_meV']:.2f}, inter "
+          f"{r['h_mae_inter_meV']:.2f}), forces {r['force_mae_meV_per_A']:.2f} meV/A, eigenvalues "
+          f"{r['eig_mae_meV']:.1f} meV" + (f"; one edge type: H {r['ablation_h_mae_meV']:.2f} meV, forces "
+                                           f"{r['ablation_force_mae_meV_per_A']:.2f} meV/A" if args.ablation else "")
+          + f" -> {args.out}")
+
+
 def cmd_export_deeph(args):
     from . import deeph
 
@@ -266,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("accuracy", help="held-out errors of a model (and of its ablation) against DFT (benchmark)",
+                       description="H (intra/inter), force and eigenvalue errors on the model's validation "
+                                   "frames, phonon frequency errors, the one-edge-type ablation, learning "
+                                   "curves (mlepi.accuracy).")
+    p.add_argument("model", help="trained model (model.pt); its metrics.csv beside it gives the learning curve")
+    p.add_argument("dataset", help="the dataset it was trained on (.h5)")
+    p.add_argument("--ablation", help="model.pt of the same training with model.heterogeneous: false")
+    p.add_argument("--phonons-ml", help="summary.json of the phonons_ml stage")
+    p.add_argument("--out", required=True, help="results (.json); the learning curves go beside it (.png)")
+    p.set_defaults(func=cmd_accuracy)
 
     p = sub.add_parser("export-deeph", help="frames with H and S (dataset, DFT or model frames) in the DeepH layout",
                        description="Write one DeepH-pack folder per frame (lat.dat, site_positions.dat, "

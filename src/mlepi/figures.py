@@ -217,3 +217,18 @@ def plot_performance(result: dict, path) -> None:
     device = result["machine"]
     fig.suptitle(f"{device['cpu']}, {device['torch_threads']} torch threads", fontsize=8)
     _save(fig, path)
+
+
+def plot_learning_curves(curves: Mapping[str, Sequence[dict]], path) -> None:
+    """Validation errors against epoch (``metrics.csv`` rows of ``mlepi train``), one line per model: H (meV),
+    forces (meV/Å), energy (meV/atom), log scale."""
+    fig = Figure(figsize=(10.5, 3.4), layout="constrained")
+    panels = (("val_H_mae_meV", "held-out H MAE (meV)"), ("val_forces_mae_meV_per_A", "held-out force MAE (meV/Å)"),
+              ("val_energy_mae_meV_per_atom", "held-out energy MAE (meV/atom)"))
+    for ax, (key, label) in zip(fig.subplots(1, len(panels)), panels):
+        for k, (name, rows) in enumerate(curves.items()):
+            ax.semilogy([r["epoch"] for r in rows], [r[key] for r in rows], color=f"C{k}", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    ax.legend(fontsize=7)
+    _save(fig, path)

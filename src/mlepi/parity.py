@@ -68,22 +68,16 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
     return result
 
 
-def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
-    """Predict the validation frames, write ``parity.json`` and ``parity.png``; return the summary.
-
-    With ``primitive`` (path or ase.Atoms of the primitive cell), also ``bands_ml_vs_dft.png``.
-    """
-    from .figures import plot_parity
+def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dict, list, list, tuple]:
+    """HedgeNet on the validation frames the model was never trained on: the error summary (forces, H overall,
+    intra- and inter-layer), the DFT and predicted frames, and the parity arrays (forces DFT/model, H DFT/model,
+    inter-layer flag). The predicted frames carry the model's own S (S is not compared)."""
     from .infer import predict_frames
-    from .model import HedgeNet
 
-    model = HedgeNet.load(model_path)
-    dataset = FramesFile(dataset_path)
     names = model.metadata.get("validation_frames") or []
     if not names:
         raise FramesFileError(f"{model_path}: the model has no validation frames (train.val_fraction = 0?)")
     dft_frames = [dataset[name] for name in names]
-    # S is not compared here, so the model's own S suffices (no GPAW needed).
     predicted = predict_frames(model, [f.to_atoms() for f in dft_frames], names, fermi_level=False,
                                overlap="model")
     forces_ref = np.concatenate([f.forces.ravel() for f in dft_frames])
@@ -97,8 +91,23 @@ def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
         "h_mae_meV": 1e3 * float(err.mean()),
         "h_mae_intra_meV": 1e3 * float(err[~inter].mean()),
         "h_mae_inter_meV": 1e3 * float(err[inter].mean()) if inter.any() else float("nan"),
-        "provenance": provenance.record(None, model=str(model_path), dataset=str(dataset_path)),
     }
+    return summary, dft_frames, predicted, (forces_ref, forces_ml, h_ref, h_ml, inter)
+
+
+def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
+    """Predict the validation frames, write ``parity.json`` and ``parity.png``; return the summary.
+
+    With ``primitive`` (path or ase.Atoms of the primitive cell), also ``bands_ml_vs_dft.png``.
+    """
+    from .figures import plot_parity
+    from .infer import predict_frames
+    from .model import HedgeNet
+
+    model = HedgeNet.load(model_path)
+    dataset = FramesFile(dataset_path)
+    summary, dft_frames, predicted, arrays = held_out_errors(model, dataset, model_path)
+    summary["provenance"] = provenance.record(None, model=str(model_path), dataset=str(dataset_path))
     out_dir = Path(out_dir)
     if primitive is not None:
         from .figures import plot_band_structure
@@ -120,6 +129,6 @@ def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
         summary["band_eig_window_eV"] = EIG_WINDOW_EV
         plot_band_structure(bands, out_dir / "bands_ml_vs_dft.png", held_out=[False, True],
                             window=BAND_WINDOW_EV)
-    plot_parity(forces_ref, forces_ml, h_ref, h_ml, inter, summary, out_dir / "parity.png")
+    plot_parity(*arrays, summary, out_dir / "parity.png")
     provenance.write_json(out_dir / "parity.json", summary)
     return summary

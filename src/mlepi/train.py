@@ -254,9 +254,11 @@ def residuals(out: dict, batch, model: HedgeNet, targets) -> dict[str, torch.Ten
     return res
 
 
-def weighted_loss(res: dict, weights: dict, scales: dict) -> torch.Tensor:
-    """sum_k w_k mean(res_k^2) / scale_k^2 (dimensionless)."""
-    return sum(weights[k] * r.pow(2).mean() / scales[k] ** 2 for k, r in res.items())
+def weighted_loss(res: dict, weights: dict, scales: dict, counts: dict | None = None) -> torch.Tensor:
+    """sum_k w_k sum(res_k^2) / n_k / scale_k^2 (dimensionless), n_k = ``counts[k]`` or, without counts, the
+    number of residuals here (a plain mean)."""
+    return sum(weights[k] * r.pow(2).sum() / (counts[k] if counts else r.numel()) / scales[k] ** 2
+               for k, r in res.items())
 
 
 def evaluate(model: HedgeNet, loader, targets, weights, scales, ctx: _Dist) -> dict:
@@ -491,7 +493,12 @@ def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, c
     for batch in loader:
         batch = batch.to(ctx.device)
         out = net(batch, forces=need_forces, create_graph=need_forces)
-        loss = weighted_loss(residuals(out, batch, model, targets), weights, scales)
+        res = residuals(out, batch, model, targets)
+        # Normalise by the residual count of the whole global batch (over the world size, since DDP averages
+        # gradients): then a step on W ranks is the step on one rank with the whole batch, even when the
+        # ranks' shards hold different numbers of atoms or blocks.
+        counts = ctx.all_sum(torch.tensor([float(r.numel()) for r in res.values()], dtype=torch.float64))
+        loss = weighted_loss(res, weights, scales, {k: float(n) / ctx.world for k, n in zip(res, counts)})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg["grad_clip"] > 0:

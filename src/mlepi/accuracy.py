@@ -1,0 +1,95 @@
+"""Command ``accuracy``: how close a trained HedgeNet comes to DFT on configurations it never saw, and what the
+intra/inter-layer split of its edge modules is worth (the same network with one edge type, same data and
+training budget). A benchmark: numbers to JSON with the learning curves beside them, nothing asserted.
+
+On the validation frames of the model (held out by ``mlepi train``):
+
+- H MAE overall, on intra- and on inter-layer blocks (meV), force MAE (meV/Å): :func:`parity.held_out_errors`;
+- eigenvalue MAE (meV) at the supercell's Gamma, K and M within ±1 eV of the DFT Fermi level, against GPAW's
+  eigenvalues of the same configuration (nearest-eigenvalue pairing, :func:`compare.eigenvalue_errors`); both
+  sides use GPAW's S, as inference does;
+- phonon frequencies from HedgeNet force constants against DFT force constants: the ``phonons_ml`` stage's
+  relative errors along the path (frequencies above 1 THz).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import provenance
+from .compare import EIG_WINDOW_EV, eigenvalue_errors
+from .frames import FramesFile
+
+
+def evaluate(model_path, dataset) -> dict:
+    """Held-out errors of one model (see the module docstring)."""
+    from .infer import blocks_on_edges
+    from .model import HedgeNet
+    from .parity import held_out_errors
+
+    model = HedgeNet.load(model_path)
+    summary, dft_frames, predicted, _ = held_out_errors(model, dataset, model_path)
+    by_point = {p: [] for p in "GKM"}
+    for dft, ml in zip(dft_frames, predicted):
+        ml.S = blocks_on_edges(dft.edge_index, dft.cell_shift, dft.S, ml, "DFT")
+        for point, mae in eigenvalue_errors(dft, ml, dataset.basis).items():
+            by_point[point].append(mae)
+    # A point without DFT states within the window (at K and M of a 3n x 3n supercell the pi bands lie
+    # further out: the primitive K folds onto Gamma) has no error to report: null.
+    summary["eig_mae_meV_by_point"] = {p: _mean_meV(v) for p, v in by_point.items()}
+    summary["eig_mae_meV"] = _mean_meV([m for v in by_point.values() for m in v])
+    summary["train_config"] = model.metadata.get("train_config")
+    summary["model_config"] = model.config
+    summary["best_epoch"] = model.metadata.get("epoch")
+    return summary
+
+
+def run(model_path, dataset_path, out_path, *, ablation_path=None, phonons_ml_path=None) -> dict:
+    """Evaluate the model (and its ablation) and write ``out_path`` (JSON) with the learning curves beside it
+    (``out_path`` with suffix ``.png``, from the ``metrics.csv`` next to each model)."""
+    from .figures import plot_learning_curves
+
+    dataset = FramesFile(dataset_path)
+    main = evaluate(model_path, dataset)
+    result = {key: main[key] for key in ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV",
+                                         "force_mae_meV_per_A", "eig_mae_meV", "eig_mae_meV_by_point")}
+    result["eig_window_eV"] = EIG_WINDOW_EV
+    if phonons_ml_path is not None:
+        phonons = json.loads(Path(phonons_ml_path).read_text())
+        result["phonon_freq_max_rel_err"] = phonons["freq_rel_err_max"]
+        result["phonon_freq_mean_rel_err"] = phonons["freq_rel_err_mean"]
+        result["gamma_frequencies_cm"] = {"dft": phonons["gamma_frequencies_cm_dft"],
+                                          "ml": phonons["gamma_frequencies_cm_ml"]}
+    curves = {"HedgeNet (intra/inter split)": _metrics(model_path)}
+    if ablation_path is not None:
+        ablation = evaluate(ablation_path, dataset)
+        for key in ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV", "eig_mae_meV"):
+            result[f"ablation_{key}"] = ablation[key]
+        result["ablation_force_mae_meV_per_A"] = ablation["force_mae_meV_per_A"]
+        result["ablation_model_config"] = ablation["model_config"]
+        curves["one edge type (ablation)"] = _metrics(ablation_path)
+    result.update(
+        goals={"h_mae_meV": 1.0, "force_mae_meV_per_A": 10.0, "eig_mae_meV": 5.0},
+        model=str(model_path), model_config=main["model_config"], train_config=main["train_config"],
+        best_epoch=main["best_epoch"],
+        data={"dataset": str(dataset_path), "n_frames": len(dataset), "validation_frames": main["validation_frames"],
+              "dft_parameters": dataset.parameters, "basis": dataset.basis["name"]},
+        provenance=provenance.record(None, model=str(model_path), dataset=str(dataset_path)))
+    provenance.write_json(out_path, result)
+    plot_learning_curves(curves, Path(out_path).with_suffix(".png"))
+    return result
+
+
+def _mean_meV(values_eV) -> float | None:
+    finite = [v for v in values_eV if np.isfinite(v)]
+    return 1e3 * float(np.mean(finite)) if finite else None
+
+
+def _metrics(model_path) -> list[dict]:
+    path = Path(model_path).with_name("metrics.csv")
+    with open(path) as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
