@@ -15,7 +15,7 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
-from mlepi import deeph, tb
+from mlepi import config, deeph, provenance, tb
 from mlepi.frames import FramesFile
 
 
@@ -62,6 +62,21 @@ def test_outputs_of_every_stage(workflow_run):
 
 
 @pytest.mark.slow
+def test_every_output_that_used_randomness_records_its_seed(workflow_run):
+    """Thermal samples (sampler seed), the model (split, initial weights, shuffling) and the band analysis
+    (bootstrap) each record the seed of the config section that drew their random numbers."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    full = config.validate(json.loads(json.dumps(cfg)))  # the tiny config with the schema's defaults
+    expected = {out / "thermal" / "infer_T300.extxyz": full["thermal"]["seed"],
+                out / "thermal" / "train_T0" / "s000.extxyz": full["thermal"]["seed"],
+                out / "train" / "model.pt": full["train"]["seed"],
+                out / "bands" / "bands.json": full["bands"]["seed"]}
+    for path, seed in expected.items():
+        assert provenance.read(path)["provenance"]["seed"] == seed, path
+
+
+@pytest.mark.slow
 def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
     workdir, cfg = workflow_run
     changed = json.loads(json.dumps(cfg))
@@ -94,7 +109,8 @@ def test_user_checks_the_model_on_a_structure(workflow_run, tmp_path):
 def test_dft_dataset_exports_to_deeph_in_deeph_orbital_order(workflow_run, tmp_path):
     """`mlepi export-deeph` on the real GPAW dataset. Every site of the AB bilayer sits on a C3 axis along z,
     so its on-site p block is diag(e_xy, e_xy, e_z) with s mixing only with p_z: true in DeepH's (x, y, z)
-    order, false in GPAW's (y, z, x). And the blocks rebuild the frame's own eigenvalues."""
+    order, false in GPAW's (y, z, x). (The real-space grid breaks C3 at the meV level: xx - yy = 1.3 meV,
+    against zz - xx = 5.4 eV.) And the blocks rebuild the frame's own eigenvalues."""
     workdir, cfg = workflow_run
     dataset = workdir / "results" / cfg["system"]["name"] / "dataset" / "dataset.h5"
     subprocess.run([str(Path(sys.executable).parent / "mlepi"), "export-deeph", str(dataset), "--out-dir",
@@ -103,8 +119,8 @@ def test_dft_dataset_exports_to_deeph_in_deeph_orbital_order(workflow_run, tmp_p
     assert structure["orbital_types"][0] == [0, 1, 0, 1]  # dz(dzp): 2s, 2p, 2s', 2p'
     for H in (H for i, j, R, H, _ in blocks if i == j and not R.any()):
         p = H[1:4, 1:4]  # first p shell: x, y, z
-        assert abs(p[0, 0] - p[1, 1]) < 1e-4 and abs(p[2, 2] - p[0, 0]) > 1e-2, p
-        assert np.abs(p - np.diag(np.diag(p))).max() < 1e-4 and np.abs(H[0, 1:3]).max() < 1e-4, H
+        assert abs(p[0, 0] - p[1, 1]) < 1e-2 and abs(p[2, 2] - p[0, 0]) > 1.0, p
+        assert np.abs(p - np.diag(np.diag(p))).max() < 1e-2 and np.abs(H[0, 1:3]).max() < 1e-2, H
     frame = FramesFile(dataset)["pristine"]
     k_points = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.17, 0.05, 0.0]])
     for k, expected in zip(k_points, tb.eigenvalues(frame, FramesFile(dataset).basis, k_points)):
