@@ -10,30 +10,19 @@ seed and split) into ``benchmarks/results/ablation/`` (resumes if it is there), 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from default_run import arguments, require
 
-from mlepi import config  # noqa: E402
-from mlepi.cli import main as mlepi  # noqa: E402
+from mlepi.cli import main as mlepi
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configfile", type=Path, default=ROOT / "config" / "config.yaml")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    cfg = config.load(args.configfile)
-    run = ROOT / "results" / cfg["system"]["name"]
+    args, cfg, run = arguments(__doc__, argv)
     model, dataset, phonons = (run / "train" / "model.pt", run / "dataset" / "dataset.h5",
                                run / "phonons_ml" / "summary.json")
-    missing = [p for p in (model, dataset, phonons) if not p.exists()]
-    if missing:
-        raise SystemExit(f"missing {', '.join(map(str, missing))}: run the default workflow first (scripts/run.sh)")
+    require(model, dataset, phonons)
     ablation = {"model": {**cfg["model"], "heterogeneous": False}, "train": cfg["train"]}
     status = mlepi(["train", "--dataset", str(dataset), "--params", json.dumps(ablation),
                     "--out-dir", str(args.out_dir / "ablation")])

@@ -50,6 +50,7 @@ from ase.units import Bohr, Ha
 
 from . import neighbors, provenance
 from .frames import Frame, write_frames
+from .setups import check_setups
 from .structure_io import read_structure
 
 log = logging.getLogger(__name__)
@@ -67,32 +68,6 @@ class SCFConvergenceError(RuntimeError):
 
 class BlockAliasingError(ValueError):
     """The k mesh of the block extraction cannot separate the lattice vectors in the support of H."""
-
-
-class SetupsNotFoundError(FileNotFoundError):
-    """GPAW's PAW setup or basis-set file for an element is not installed."""
-
-
-def check_setups(symbols, dft_cfg: dict) -> None:
-    """Fail before any SCF, in one line, when a PAW setup or basis file is missing (GPAW itself fails
-    inside the first SCF step with a multi-line message about GPAW_SETUP_PATH)."""
-    from gpaw import setup_paths
-    from gpaw.setup_data import search_for_file
-    from gpaw.xc import XC
-
-    setup_name = XC(dft_cfg["xc"]).get_setup_name()
-    basis = dft_cfg["basis"]
-    basis_file = basis[basis.index("(") + 1:-1] if "(" in basis else basis  # dz(dzp): the dz part of dzp
-    for symbol in sorted(set(symbols)):
-        for name, what in ((f"{symbol}.{setup_name}", f"PAW setup ({setup_name})"),
-                           (f"{symbol}.{basis_file}.basis", f"basis set (dft.basis = {basis})")):
-            try:
-                search_for_file(name)
-            except FileNotFoundError:
-                raise SetupsNotFoundError(
-                    f"GPAW has no {what} for {symbol}: {name}[.gz] is in none of {[str(p) for p in setup_paths]}; "
-                    "install the gpaw-data package (scripts/setup.sh does) or point GPAW_SETUP_PATH at a "
-                    "folder that holds it") from None
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -181,7 +156,7 @@ def make_calculator(atoms, dft_cfg: dict, supercell=(1, 1), txt=None, mixer=None
     """
     from gpaw import GPAW
 
-    check_setups(atoms.get_chemical_symbols(), dft_cfg)
+    check_setups(atoms.get_chemical_symbols(), dft_cfg["xc"], dft_cfg["basis"])
     mixer = dft_cfg.get("mixer") if mixer is None else mixer
     params = {
         "mode": "lcao",
