@@ -67,7 +67,9 @@ def record(config_section=None, seed: int | None = None, **extra) -> dict:
 def _remove_stale_temporaries(path: Path) -> None:
     """Delete temporaries of ``path`` left by writers that were killed (SIGKILL, node failure): the rerun
     that writes ``path`` again sweeps them, so no half-written file outlives the job that redoes it. A
-    temporary whose process is still alive is another writer's and stays."""
+    temporary whose process is alive on this host is another writer's and stays. (On a shared file system a
+    PID means nothing on other nodes: the temporary of an orphaned job still running elsewhere is swept too,
+    and that job's rename then fails; Snakemake never runs two jobs for one output.)"""
     prefix = f".{path.stem}.tmp"
     for stale in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
         pid = stale.name[len(prefix):len(stale.name) - len(path.suffix)]
