@@ -1,5 +1,5 @@
 """Command ``export-deeph``: frames (DFT or HedgeNet) in the DeepH layout, one folder per frame, so that
-DeepH-pack or DeepH-E3 train on mlepi's data (and the other way round, :func:`read`).
+DeepH-pack or DeepH-E3 train on mlepi's data; :func:`read` and :func:`bloch_sum` read such a folder back.
 
 Files of one folder (lengths Å, energies eV; DeepH-pack's preprocessed format):
 
@@ -17,21 +17,19 @@ Files of one folder (lengths Å, energies eV; DeepH-pack's preprocessed format):
 
 Orbital order. Within one radial function DeepH takes OpenMX's real harmonics, p as (x, y, z) and d as
 (3z^2 - r^2, x^2 - y^2, xy, xz, yz); GPAW's order is p (y, z, x), d (xy, yz, 3z^2 - r^2, zx, x^2 - y^2), with the
-same signs. The export permutes each block accordingly and :func:`read` permutes back.
+same signs. The export permutes each block accordingly; :func:`read` returns the blocks in DeepH's order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .frames import Frame, FramesFile
+from .provenance import atomic_path
 
 # Position in GPAW's order of each DeepH (OpenMX) orbital, per l.
 GPAW_INDEX_OF_DEEPH = {0: [0], 1: [2, 0, 1], 2: [2, 4, 0, 3, 1]}
@@ -52,21 +50,6 @@ def _radial_ls(basis: dict, z: int) -> list[int]:
     return [int(l) for _, l in basis["orbitals"][str(int(z))]]
 
 
-@contextlib.contextmanager
-def _atomic_folder(folder: Path):
-    """A temporary folder next to ``folder`` that replaces it only once complete (removed on failure)."""
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_frame(frame: Frame, basis: dict, folder) -> Path:
     """One frame with H and S blocks as a DeepH folder (written under a temporary name, then renamed)."""
     folder = Path(folder)
@@ -74,7 +57,8 @@ def write_frame(frame: Frame, basis: dict, folder) -> Path:
         raise ValueError(f"frame {frame.name!r} has no H and S blocks to export")
     perms = {int(z): _permutation(_radial_ls(basis, z)) for z in set(frame.numbers)}
     counts = [len(perms[int(z)]) for z in frame.numbers]
-    with _atomic_folder(folder) as tmp:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         cell = np.asarray(frame.cell, dtype=float)
         np.savetxt(tmp / "lat.dat", cell.T)
         np.savetxt(tmp / "rlat.dat", 2 * np.pi * np.linalg.inv(cell))  # columns b_k with a_i . b_k = 2 pi d_ik

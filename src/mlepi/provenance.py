@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,14 @@ def _remove_stale_temporaries(path: Path) -> None:
     for stale in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
         pid = stale.name[len(prefix):len(stale.name) - len(path.suffix)]
         if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
+            _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -92,7 +100,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the suffix so that writers which infer the format from it (ase.io, h5py,
-    matplotlib) still work.
+    matplotlib) still work. A folder output works the same way: create the temporary as a folder, fill it,
+    and it replaces the old folder as a whole.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +109,11 @@ def atomic_path(path: str | os.PathLike):
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)  # os.replace cannot replace a non-empty folder
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
 
 
 def write_json(path, data: dict) -> None:
