@@ -75,10 +75,9 @@ def _layers(cell) -> np.ndarray:
 
 def _autograd_hessian(model, atoms) -> np.ndarray:
     """d2E/du_ia du_jb [n, n, 3, 3] by differentiating the autograd forces once more."""
-    frame = Frame.from_atoms("h", atoms)
-    frame.edge_index, frame.cell_shift = np.zeros((2, 0), int), np.zeros((0, 3), int)
     cfg = model.config
-    data = frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False)
+    data = frame_to_data(Frame.from_atoms("h", atoms), model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"],
+                         targets=False, blocks=False)
     data.pos = data.pos.clone().requires_grad_(True)
     forces = model(data, forces=True, create_graph=True, blocks=False)["forces"].reshape(-1)
     rows = [torch.autograd.grad(f, data.pos, retain_graph=True)[0].reshape(-1) for f in forces]

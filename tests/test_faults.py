@@ -4,6 +4,7 @@ finish, redo only the interrupted jobs, leave no temporary behind, and give the 
 run: bitwise for every data file, and a resumed training with the same final metrics.
 """
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _cmdline(proc) -> list[str]:
     try:
         return proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+    except psutil.Error:  # gone, a zombie, or not ours
         return []
 
 
@@ -46,9 +47,10 @@ def _argument(cmd: list[str], flag: str) -> str:
 
 
 def _age(proc) -> float:
-    with _gone():
+    try:
         return time.time() - proc.create_time()
-    return 0.0
+    except psutil.Error:  # already gone
+        return 0.0
 
 
 # When a running job is far enough into its work for the kill to hurt (paths relative to the workdir).
@@ -72,16 +74,6 @@ def _read(path: Path) -> str:
         return ""
 
 
-class _gone:
-    """Ignore a process that has already exited."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, psutil.Error)
-
-
 def _kill_during(workdir: Path, stage: str, timeout: float = 1500) -> tuple[list, list]:
     """Run the workflow until a ``stage`` job is well under way, then SIGKILL the whole process tree at once.
     Returns the command lines of the killed jobs of that stage, and of every mlepi job killed."""
@@ -103,10 +95,10 @@ def _kill_during(workdir: Path, stage: str, timeout: float = 1500) -> tuple[list
     finally:
         tree = [root, *root.children(recursive=True)]
         for p in tree:  # freeze first, so that nothing reacts to its neighbours dying, then kill all
-            with _gone():
+            with contextlib.suppress(psutil.Error):  # already gone
                 p.send_signal(signal.SIGSTOP)
         for p in tree:
-            with _gone():
+            with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(tree, timeout=30)
         proc.wait()

@@ -23,9 +23,6 @@ from .graph import frame_to_data
 from .model import HedgeNet
 from .structure import assign_layers
 
-_NO_BLOCKS = (np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64))
-
-
 class HedgeNetCalculator(Calculator):
     """ASE calculator of a trained HedgeNet.
 
@@ -56,10 +53,9 @@ class HedgeNetCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         tagged = self.atoms.copy()
         tagged.set_array("layer", self._layers(self.atoms))
-        frame = Frame.from_atoms("calc", tagged)
-        frame.edge_index, frame.cell_shift = _NO_BLOCKS  # energy and forces only: no block edges to build
         cfg = self.model.config
-        data = frame_to_data(frame, self.model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False)
+        data = frame_to_data(Frame.from_atoms("calc", tagged), self.model.basis, cfg["cutoff_intra"],
+                             cfg["cutoff_inter"], targets=False, blocks=False)
         out = self.model(data.to(self.device), forces=True, blocks=False)
         energy = float(out["energy"].detach()[0])
         self.results = {"energy": energy, "free_energy": energy,

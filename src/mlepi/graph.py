@@ -68,11 +68,12 @@ def message_edges(positions, cell, pbc, layer, cutoff_intra: float, cutoff_inter
 
 
 def frame_to_data(frame: Frame, basis: dict, cutoff_intra: float, cutoff_inter: float, *,
-                  targets: bool = True) -> Data:
+                  targets: bool = True, blocks: bool = True) -> Data:
     """The graph of one frame as a ``torch_geometric.data.Data``.
 
     Block edges are the frame's own (``frame.edge_index``, ``frame.cell_shift``) when it has them, so that the
-    targets ``H``, ``S`` line up; otherwise they are computed with :func:`block_edges`.
+    targets ``H``, ``S`` line up; otherwise they are computed with :func:`block_edges`. ``blocks=False`` leaves
+    them empty (energy and forces only: the ASE calculator, Hessians).
 
     Attributes (float64 geometry; the model casts to its own dtype):
 
@@ -94,7 +95,9 @@ def frame_to_data(frame: Frame, basis: dict, cutoff_intra: float, cutoff_inter: 
     pos = np.asarray(frame.positions, dtype=float)
     cell = np.asarray(frame.cell, dtype=float)
     edge_index, edge_shift, kind = message_edges(pos, cell, frame.pbc, frame.layer, cutoff_intra, cutoff_inter)
-    if frame.edge_index is not None and frame.cell_shift is not None:
+    if not blocks:
+        block_index, block_shift = np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    elif frame.edge_index is not None and frame.cell_shift is not None:
         block_index, block_shift = np.asarray(frame.edge_index), np.asarray(frame.cell_shift)
     else:
         block_index, block_shift = block_edges(frame.numbers, pos, cell, frame.pbc, basis)

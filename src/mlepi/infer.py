@@ -131,7 +131,7 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     (plus ``fermi_kpts`` and ``fermi_width``, the settings the Fermi level was computed with).
     """
     basis = model.basis
-    dtype = next(model.parameters()).dtype if dtype is None else dtype
+    dtype = model.dtype if dtype is None else dtype
     model = model.to(device=device, dtype=dtype).eval()
     cfg = model.config
     frames = []
@@ -195,11 +195,11 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     model = HedgeNet.load(model_path, map_location=device)
     atoms_list = read_structures(structures_path)
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
-    precision = None if dtype is None else getattr(torch, dtype)
+    precision = model.dtype if dtype is None else getattr(torch, dtype)
     frames = [predict_frames(model, [atoms], [name], kpts=kpts, width=width, overlap=overlap, device=device,
                              dtype=precision)[0]
               for atoms, name in tqdm(list(zip(atoms_list, names)), desc="infer", unit="structure")]
-    settings = {"model_path": str(model_path), "overlap": overlap, "dtype": str(next(model.parameters()).dtype),
+    settings = {"model_path": str(model_path), "overlap": overlap, "dtype": str(precision),
                 "kpts": frames[0].info["fermi_kpts"] if frames else None,
                 "width": frames[0].info["fermi_width"] if frames else None}
     parameters = {"model": "hedgenet", "model_config": model.config, **settings,

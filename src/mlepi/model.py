@@ -348,6 +348,11 @@ class HedgeNet(nn.Module):
         valid = rows.unsqueeze(0) < n.unsqueeze(1)  # [n_species, n_orb]
         return (valid.unsqueeze(2) & valid.unsqueeze(1)).to(torch.get_default_dtype())
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Precision of the weights (float32 when trained so, the default)."""
+        return self.energy_scale.dtype
+
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Species index of each atom, ``[n_atoms]``; fails for an element the basis does not describe."""
         if int(numbers.max()) >= len(self.species_of_z) or bool((self.species_of_z[numbers] < 0).any()):
@@ -386,7 +391,7 @@ class HedgeNet(nn.Module):
         dict with ``energy`` [n_graphs] eV, ``node_energy`` [n_atoms] eV, ``forces`` [n_atoms, 3] eV/Å,
         ``H`` [n_blocks, n_orb, n_orb] eV and ``S`` (same, 1, if ``overlap``), zero outside each atom's orbitals.
         """
-        dtype = self.energy_scale.dtype
+        dtype = self.dtype
         # A caller that already tracks pos (Hessians, external derivatives) keeps its graph.
         pos = data.pos if data.pos.requires_grad else data.pos.detach().to(dtype).requires_grad_(forces)
         pos = pos.to(dtype)  # [n_atoms, 3]

@@ -290,7 +290,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     pristine_frame = pristine[0]
     workflow = _read_workflow_benchmark(workflow_path) if workflow_path is not None else None
     dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
-    native = str(next(model.parameters()).dtype).removeprefix("torch.")  # the precision `mlepi infer` runs in
+    native = str(model.dtype).removeprefix("torch.")  # the precision `mlepi infer` runs in
     sweeps = [native] + (["float64"] if native != "float64" else [])
     bar = tqdm(total=2 + len(dft_sizes) + len(sweeps) * len(sizes) + len(band_multiples), desc="performance",
                unit="step")

@@ -27,17 +27,14 @@ def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> 
         # silently; zipfile's test reads every entry and checks it.
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-        if damaged is not None:
-            raise TorchFileError(f"{path}: entry {damaged} fails its CRC check; the file is damaged, expected "
-                                 f"{what}")
         # weights_only: tensors and plain containers, never arbitrary pickled code
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except TorchFileError:
-        raise
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        state = None if damaged else torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zipfile, torch: BadZipFile, RuntimeError, UnpicklingError, EOFError, ...
         detail = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
         raise TorchFileError(f"{path}: cannot be read ({detail}); expected {what}; the file is damaged or "
                              "truncated") from None
+    if damaged:
+        raise TorchFileError(f"{path}: entry {damaged} fails its CRC check; the file is damaged, expected {what}")
     if not isinstance(state, dict) or schema not in (None, state.get("schema")):
         found = state.get("schema") if isinstance(state, dict) else type(state).__name__
         raise TorchFileError(f"{path}: is {found!r}, not {what} (schema {schema!r})")
