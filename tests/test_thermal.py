@@ -14,7 +14,14 @@ from scipy import constants
 
 from mlepi.displace import to_phonopy
 from mlepi.structure import build_bilayer
-from mlepi.thermal import HBAR, HarmonicSampler, UnstableModeError, omega_to_THz, sample_rng
+from mlepi.thermal import (
+    HBAR,
+    HarmonicSampler,
+    UnstableModeError,
+    canonical_modes,
+    omega_to_THz,
+    sample_rng,
+)
 
 
 def spring_force_constants(atoms, k_intra=20.0, k_inter=1.0, cutoff=3.6):
@@ -146,3 +153,29 @@ def test_soft_modes_can_be_frozen_explicitly(supercell):
     soft = vecs[:, w2 < -1e-8]
     u = frozen.sample(300.0, 4, np.random.default_rng(0)).reshape(4, -1) * np.sqrt(np.repeat(masses, 3))
     assert np.abs(u @ soft).max() < 1e-10 * np.abs(u).max()
+
+
+def test_special_displacement_has_every_mode_at_its_thermal_amplitude(sampler):
+    """ZG: each normal coordinate is ±sigma_nu, signs alternating with frequency; sum M u^2 = tr(M C)."""
+    u = sampler.special_displacement(300.0)
+    modes = canonical_modes(sampler.omega, sampler.vectors)
+    np.testing.assert_allclose(modes.T @ modes, np.eye(modes.shape[1]), atol=1e-10)  # still an eigenbasis
+    np.testing.assert_allclose(np.abs(sampler.vectors.T @ modes) ** 2 @ np.ones(len(sampler.omega)), 1.0, atol=1e-10)
+    q = modes.T @ (u.reshape(-1) * np.repeat(np.sqrt(sampler.masses), 3))  # normal coordinates
+    sigma = np.sqrt(sampler.mode_variances(300.0))
+    np.testing.assert_allclose(q, np.where(np.arange(len(sigma)) % 2 == 0, 1, -1) * sigma, rtol=1e-8)
+    assert np.all(np.diff(sampler.omega) >= 0)
+    mass_weighted_cov = sampler.covariance(300.0) * np.repeat(sampler.masses, 3)[:, None]
+    assert np.sum(sampler.masses[:, None] * u ** 2) == pytest.approx(np.trace(mass_weighted_cov), rel=1e-10)
+
+
+def test_special_displacement_does_not_depend_on_the_eigensolvers_basis(sampler):
+    """Degenerate modes rotated at random (as another LAPACK might return them) give the same displacement."""
+    omega, vectors = sampler.omega, sampler.vectors.copy()
+    rng = np.random.default_rng(5)
+    groups = np.split(np.arange(len(omega)), np.nonzero(np.diff(omega) > 1e-6 * omega[1:])[0] + 1)
+    assert max(map(len, groups)) >= 2  # the 3x3 supercell has degenerate modes
+    for group in groups:
+        rotation, _ = np.linalg.qr(rng.standard_normal((len(group), len(group))))
+        vectors[:, group] = vectors[:, group] @ rotation
+    np.testing.assert_allclose(canonical_modes(omega, vectors), canonical_modes(omega, sampler.vectors), atol=1e-8)

@@ -29,7 +29,7 @@ from . import provenance
 from .structure_io import read_structure, write_structures
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
-PURPOSES = {"train": 1, "infer": 2}
+PURPOSES = {"train": 1, "infer": 2, "special": 3}
 log = logging.getLogger(__name__)
 
 
@@ -125,6 +125,46 @@ class HarmonicSampler:
         u = (amplitudes @ self.vectors.T) * self._inv_sqrt_m  # [n_samples, 3n]
         return u.reshape(n_samples, self.n_atoms, 3)
 
+    def special_displacement(self, temperature: float) -> np.ndarray:
+        """Zacharias-Giustino special displacement (A) ``[n_atoms, 3]``: one configuration for the thermal average.
+
+        u = M^-1/2 sum_nu s_nu sigma_nu e_nu with every mode at its thermal amplitude sigma_nu and signs
+        s_nu = +1, -1, +1, ... in order of increasing frequency (Zacharias & Giustino, PRB 94, 075125 (2016)),
+        so that the cross terms between modes of similar frequency cancel. The alternation needs modes that do
+        not depend on the eigensolver: within a set of degenerate modes (the supercell's symmetry makes many)
+        any rotation is an eigenbasis, and LAPACK's choice changes with the BLAS build and thread count. The
+        modes are made canonical by :func:`canonical_modes`.
+        """
+        vectors = canonical_modes(self.omega, self.vectors)
+        signs = np.where(np.arange(len(self.omega)) % 2 == 0, 1.0, -1.0)  # omega ascending (eigh order)
+        u = vectors @ (signs * np.sqrt(self.mode_variances(temperature))) * self._inv_sqrt_m
+        return u.reshape(self.n_atoms, 3)
+
+
+def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
+    """Eigenvectors ``[3n, n_modes]`` fixed independently of the eigensolver: degenerate sets rotated, signs set.
+
+    Within each set of modes whose frequencies agree to ``rtol`` (relative), the basis is rotated to the
+    eigenvectors of a fixed, generic diagonal operator (seeded random weights on the Cartesian components;
+    regular weights such as 1, 2, ..., 3n leave symmetric subspaces degenerate) restricted to the set; then every vector's overlap with a fixed generic vector is made positive (not the
+    sign of its largest component: symmetry makes several components equally large). Two eigensolvers that
+    return different bases of the same degenerate subspaces give the same result.
+    """
+    vectors = np.array(vectors, dtype=float)
+    fixed = np.random.default_rng(0)  # a fixed operator and a fixed vector: the gauge is reproducible
+    probe, generic = fixed.random(len(vectors)), fixed.standard_normal(len(vectors))
+    start = 0
+    while start < len(omega):
+        stop = start + 1
+        while stop < len(omega) and omega[stop] - omega[start] <= rtol * max(abs(omega[start]), 1e-30):
+            stop += 1
+        if stop - start > 1:
+            block = vectors[:, start:stop]
+            _, rotation = np.linalg.eigh(block.T @ (probe[:, None] * block))
+            vectors[:, start:stop] = block @ rotation
+        start = stop
+    return vectors * np.sign(generic @ vectors)
+
 
 def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
     """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
@@ -152,27 +192,33 @@ def run(params_path, pristine_path, config: dict, temperature: float, purpose: s
 
     ``purpose='train'``: ``thermal.train_samples`` structures, one file each (``out`` is a directory,
     files ``s000.extxyz``, ...), for DFT. ``purpose='infer'``: ``thermal.infer_samples`` structures in one
-    extended-XYZ file ``out`` for ML inference. Returns the written paths.
+    extended-XYZ file ``out`` for ML inference. ``purpose='special'``: the one Zacharias-Giustino special
+    displacement (:meth:`HarmonicSampler.special_displacement`, no random numbers) in ``out``. Returns the
+    written paths.
     """
     cfg = config["thermal"]
-    n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
     sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"], cfg["soft_modes"])
     reference = read_structure(pristine_path)
     if len(reference) != sampler.n_atoms:
         raise ValueError(f"{pristine_path} has {len(reference)} atoms, the force constants "
                          f"{sampler.n_atoms}: they come from different supercells")
-    u = sampler.sample(temperature, n_samples, sample_rng(cfg["seed"], purpose, temperature),
-                       cfg["antithetic"])
+    if purpose == "special":
+        u, kind, antithetic = sampler.special_displacement(temperature)[None], "special_displacement", False
+    else:
+        n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
+        u = sampler.sample(temperature, n_samples, sample_rng(cfg["seed"], purpose, temperature),
+                           cfg["antithetic"])
+        kind, antithetic = "thermal", cfg["antithetic"]
     prov = provenance.record(config, seed=cfg["seed"])
     frames, infos = [], []
     for index, displacement in enumerate(u):
         atoms = reference.copy()
         atoms.positions = reference.positions + displacement
         frames.append(atoms)
-        infos.append({"kind": "thermal", "temperature_K": float(temperature), "seed": cfg["seed"],
-                      "purpose": purpose, "sample_index": index, "antithetic": cfg["antithetic"],
+        infos.append({"kind": kind, "temperature_K": float(temperature), "seed": cfg["seed"],
+                      "purpose": purpose, "sample_index": index, "antithetic": antithetic,
                       "frozen_modes_THz": sampler.frozen_THz, "provenance": prov})
-    if purpose == "infer":
+    if purpose != "train":
         write_structures(out, frames, infos)
         return [Path(out)]
     paths = [Path(out) / f"s{i:03d}.extxyz" for i in range(n_samples)]
