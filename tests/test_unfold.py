@@ -145,3 +145,31 @@ def test_spectral_function_integrates_to_weights(kind):
     integral = np.trapezoid(A[0], grid)
     np.testing.assert_allclose(integral, weights.sum(), rtol=1e-3)
     assert abs(grid[np.argmax(A[0])] + 0.3) < 1e-3
+
+
+def test_overlap_cutoff_removes_a_spurious_state_from_a_near_null_direction():
+    """An H error along a near-null direction of S moves a generalized eigenvalue by error / s_min (a spurious
+    state anywhere, e.g. near E_F); canonical orthogonalisation takes that direction out, and nothing else."""
+    from mlepi.unfold import DROPPED_ENERGY_EV, lowdin_eigh
+
+    rng = np.random.default_rng(0)
+    n = 12
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n)))
+    s = np.concatenate([[4e-5], rng.uniform(0.3, 2.0, n - 1)])  # one near-linear dependency, as in dz(dzp)
+    S = (U * s) @ U.conj().T
+    S_half = (U * np.sqrt(s)) @ U.conj().T
+    A = rng.standard_normal((n, n))
+    H = S_half @ (0.5 * (A + A.T)) @ S_half  # generalized eigenvalues those of a few-eV matrix
+    null = U[:, [0]]
+    H_bad = H + 1e-3 * null @ null.conj().T
+
+    exact, _ = lowdin_eigh(H, S)
+    bad, _ = lowdin_eigh(H_bad, S)
+    assert np.abs(bad).max() > 10.0  # 1e-3 eV along the null direction: a state tens of eV away
+    e_good, c_good = lowdin_eigh(H, S, overlap_min=1e-3)
+    e_bad, c_bad = lowdin_eigh(H_bad, S, overlap_min=1e-3)
+    np.testing.assert_allclose(e_bad[:-1], e_good[:-1], atol=1e-10)  # the error had no effect
+    assert e_bad[-1] == DROPPED_ENERGY_EV and np.all(e_bad[:-1] < 100)
+    np.testing.assert_allclose(c_bad.conj().T @ c_bad, np.eye(n), atol=1e-10)  # still a unitary c̃
+    # A cutoff below the smallest eigenvalue of S is the exact solution.
+    np.testing.assert_allclose(lowdin_eigh(H, S, overlap_min=1e-5)[0], exact, atol=1e-10)

@@ -185,10 +185,19 @@ def frame_translations(mapping: SupercellMap, frame: Frame, max_displacement: fl
     return mapping.translation + wrap.astype(int) @ mapping.supercell_matrix
 
 
-def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+# Energy (eV) given to the directions of S(k) below the overlap cutoff: far outside every window and grid.
+DROPPED_ENERGY_EV = 1.0e4
+
+
+def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "", overlap_min: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (eV, ascending) and Löwdin coefficients c̃ = S^{1/2} c ``[n, n]`` (columns) of H c = e S c.
 
-    Solved as the standard problem S^{-1/2} H S^{-1/2} c̃ = e c̃, which gives c̃ directly.
+    Solved as the standard problem S^{-1/2} H S^{-1/2} c̃ = e c̃, which gives c̃ directly. ``overlap_min`` > 0:
+    canonical orthogonalisation. The eigenvectors of S(k) with eigenvalue below it (near-linear dependencies of
+    the basis) are taken out of the problem: they become states of energy ``DROPPED_ENERGY_EV`` with c̃ along
+    themselves, so the count of states, their normalisation and the unfolding are unchanged, while an H with
+    errors along those directions (a model, a linearization) cannot put a spurious state near E_F.
     """
     H = 0.5 * (H + H.conj().T)  # Hermitian only to rounding in model or DFT blocks
     S = 0.5 * (S + S.conj().T)
@@ -196,8 +205,16 @@ def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "") -> tuple[np.ndarra
     s, U = scipy.linalg.eigh(S, driver="evd")
     if s[0] <= 1e-10 * s[-1]:
         raise UnfoldError(f"{name}: overlap S(k) is not positive definite (smallest eigenvalue {s[0]:.3e})")
-    S_inv_half = (U / np.sqrt(s)) @ U.conj().T
-    e, c_tilde = scipy.linalg.eigh(S_inv_half @ H @ S_inv_half, driver="evd")
+    keep = s >= overlap_min
+    if keep.all():
+        S_inv_half = (U / np.sqrt(s)) @ U.conj().T
+        return scipy.linalg.eigh(S_inv_half @ H @ S_inv_half, driver="evd")
+    # In the eigenbasis of S the Löwdin problem is (U s^-1/2)† H (U s^-1/2); only the kept block is solved.
+    X = U[:, keep] / np.sqrt(s[keep])
+    e_keep, y = scipy.linalg.eigh(X.conj().T @ H @ X, driver="evd")
+    n_drop = int((~keep).sum())
+    e = np.concatenate([e_keep, np.full(n_drop, DROPPED_ENERGY_EV)])
+    c_tilde = np.concatenate([U[:, keep] @ y, U[:, ~keep]], axis=1)
     return e, c_tilde
 
 
@@ -235,7 +252,7 @@ def resolve_degenerate(energies: np.ndarray, amplitudes: np.ndarray, tol: float)
 
 def unfold(frame: Frame, basis: dict, k_prim_path, mapping: SupercellMap, *, degeneracy_tol: float = 1e-6,
            max_displacement: float = 1.0, resolve_degeneracies: bool = True,
-           chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+           chunk: int = 8, overlap_min: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Supercell band energies and their unfolded weights on primitive k points.
 
     Parameters
@@ -257,6 +274,8 @@ def unfold(frame: Frame, basis: dict, k_prim_path, mapping: SupercellMap, *, deg
         vectors, whose sum over the N folding k is 1 state by state.
     chunk : int
         k points per Bloch-sum batch (memory: 2 × chunk × n_orb² complex numbers).
+    overlap_min : float
+        Canonical orthogonalisation threshold on the eigenvalues of S(K) (:func:`lowdin_eigh`); 0: exact.
 
     Returns
     -------
@@ -275,7 +294,7 @@ def unfold(frame: Frame, basis: dict, k_prim_path, mapping: SupercellMap, *, deg
     for lo in range(0, len(k_prim), chunk):
         H_k, S_k = bloch_sum(frame, basis, K_sc[lo:lo + chunk])
         for k, H, S in zip(k_prim[lo:lo + chunk], H_k, S_k):
-            e, c_tilde = lowdin_eigh(H, S, name=f"frame {frame.name!r}")
+            e, c_tilde = lowdin_eigh(H, S, name=f"frame {frame.name!r}", overlap_min=overlap_min)
             amp = unfolding_amplitudes(c_tilde, k, translations, atom, prim_orbital, n_prim_orbitals,
                                        mapping.n_cells)
             w = (resolve_degenerate(e, amp, degeneracy_tol) if resolve_degeneracies
