@@ -12,6 +12,9 @@ wildcard_constraints:
     T=r"[0-9.]+",
     k=r"[0-9]{3}",
     fd=r"fd_[0-9]{3}",
+    purpose=r"infer|special",
+    prediction=r"T[0-9.]+|special_T[0-9.]+|pristine",
+    n=r"[0-9]+",
 
 
 include: "workflow/rules/common.smk"
@@ -20,6 +23,7 @@ include: "workflow/rules/dft.smk"
 include: "workflow/rules/phonons.smk"
 include: "workflow/rules/ml.smk"
 include: "workflow/rules/bands.smk"
+include: "workflow/rules/renormalization.smk"
 include: "workflow/rules/performance.smk"
 
 

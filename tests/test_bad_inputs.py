@@ -254,12 +254,15 @@ READERS = [
     ("performance", "performance {model} --primitive {primitive} --pristine {bad} --out {out}/p.json --figure "
                     '{out}/p.png --params {{"performance":{{"sizes":[1,2],"dft_sizes":[1],"band_multiples":[1]}}}}',
      ".h5", FRAMES_KINDS),
+    ("linearize", "linearize {model} {bad} --pristine {supercell} --out {out}/l.h5", ".h5", FRAMES_KINDS),
     ("infer", "infer {bad} {supercell} --out {out}/m.h5", ".pt", MODEL_KINDS),
+    ("linearize", "linearize {bad} {frames} --pristine {supercell} --out {out}/l.h5", ".pt", MODEL_KINDS),
     ("parity", "parity {bad} {frames} --out-dir {out}", ".pt", MODEL_KINDS),
     ("phonons_ml", "phonons_ml {bad} --disp {disp} --pristine {supercell} --dft-phonons {disp} --out-dir {out}",
      ".pt", MODEL_KINDS),
     ("infer", "infer {model} {bad} --out {out}/m.h5", ".extxyz", STRUCTURE_KINDS),
     ("displace", "displace --structure {bad} --out-dir {out}", ".extxyz", STRUCTURE_KINDS),
+    ("linearize", "linearize {model} {frames} --pristine {bad} --out {out}/l.h5", ".extxyz", STRUCTURE_KINDS),
     ("dft", "dft {bad} --out {out}/f.h5", ".extxyz", STRUCTURE_KINDS),
     ("bands", "bands --primitive {bad} --supercell {supercell} --temperatures 0 --frames {frames} "
               "--out-dir {out}", ".extxyz", STRUCTURE_KINDS),
@@ -305,3 +308,9 @@ def test_inspect_names_the_damaged_file(good, tmp_path):
         make(good, bad)
         status, err = run_cli(["inspect", bad])
         assert status == 2 and err.startswith(f"mlepi inspect: error: {bad}"), err
+
+
+def test_dft_index_outside_the_structure_file_is_refused(good, tmp_path):
+    status, err = run_cli(["dft", good["supercell"], "--index", "3", "--out", tmp_path / "out" / "f.h5"])
+    assert status == 2 and str(good["supercell"]) in err and "no index 3" in err, err
+    assert files_under(tmp_path / "out") == []

@@ -86,7 +86,8 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
 
     jobs = jobs_by_rule(tmp_path / ".snakemake" / "slurm_logs")
     expected_rules = {"structure", "displace", "dft", "phonons", "thermal_train", "thermal_infer", "dataset",
-                      "train", "infer", "parity", "phonons_ml", "bands"}
+                      "train", "infer", "linearize", "parity", "phonons_ml", "bands", "bands_linear",
+                      "renormalization", "supercell_bands", "supercell_convergence"}
     assert expected_rules <= set(jobs), f"rules without a SLURM job: {expected_rules - set(jobs)}"
     all_ids = {job for ids in jobs.values() for job in ids}
     partitions = partitions_from_jobcomp(all_ids)

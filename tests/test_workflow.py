@@ -62,6 +62,63 @@ def test_outputs_of_every_stage(workflow_run):
 
 
 @pytest.mark.slow
+def test_orders_special_displacement_and_dft_crosscheck(workflow_run):
+    """The linearized samples are odd around the model's own pristine prediction (float64 against the float32
+    inference), and the renormalization stage writes one row per temperature and one DFT check per sample."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    temperatures = cfg["thermal"]["temperatures"]
+    (pristine,) = list(FramesFile(out / "infer" / "pristine.h5"))
+    keys0 = _edge_keys(pristine)
+    for T in temperatures:
+        linear = list(FramesFile(out / "linear" / f"T{T:g}.h5"))
+        assert len(linear) == cfg["thermal"]["infer_samples"]
+        plus, minus = linear[0], linear[1]  # an antithetic pair
+        kp, km = _edge_keys(plus), _edge_keys(minus)
+        common = sorted(set(kp) & set(km) & set(keys0))
+        assert len(common) > 0.9 * len(keys0)
+        total = np.array([plus.H[kp[k]] + minus.H[km[k]] - 2 * pristine.H[keys0[k]] for k in common])
+        assert np.abs(total).max() < 1e-3  # eV; H(0) in float64 vs the float32 inference of the pristine cell
+        (special,) = list(FramesFile(out / "infer" / f"special_T{T:g}.h5"))
+        assert special.info["kind"] == "special_displacement" and special.info["temperature_K"] == T
+    rows = list(csv.DictReader((out / "renormalization" / "renormalization.csv").open()))
+    assert [float(r["T_K"]) for r in rows] == temperatures
+    for row in rows:
+        for key in ("vf_full_1e6_m_s", "vf_linear_1e6_m_s", "vf_special_1e6_m_s", "vf_static_dft_1e6_m_s"):
+            assert 0.3 < float(row[key]) < 2.0, key
+    checks = list(csv.DictReader((out / "renormalization" / "crosscheck.csv").open()))
+    assert len(checks) == len(temperatures) * cfg["bands"]["dft_check_samples"]
+    for check in checks:
+        dft = FramesFile(out / "dft" / f"check_T{float(check['T_K']):g}_s{int(check['sample_index']):03d}.h5")[0]
+        assert dft.info["temperature_K"] == float(check["T_K"]) and dft.info["kind"] == "thermal"
+        assert abs(float(check["band4_K_dft_eV"]) - float(check["band1_K_dft_eV"])) > 0.3  # about 2 gamma1
+    for name in ("vf_orders.png", "crosscheck.png"):
+        assert (out / "renormalization" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_supercell_convergence(workflow_run):
+    """The workflow's own supercell and the HedgeNet-only larger ones, one row per size and temperature."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    rows = list(csv.DictReader((out / "supercells" / "convergence.csv").open()))
+    sizes = [cfg["system"]["supercell"][0], *cfg["thermal"]["ml_supercells"]]
+    assert [(int(r["supercell"]), float(r["T_K"])) for r in rows] == [
+        (n, float(T)) for n in sizes for T in cfg["thermal"]["temperatures"]]
+    for row in rows:
+        assert int(row["n_atoms"]) == 4 * int(row["supercell"]) ** 2
+        assert 0.3 < float(row["vf_1e6_m_s"]) < 2.0
+    n = cfg["thermal"]["ml_supercells"][0]
+    (frame, *_) = list(FramesFile(out / "supercells" / f"{n}x{n}" / "T300.h5"))
+    assert frame.n_atoms == 4 * n * n and frame.info["supercell"] == [n, n]
+    assert (out / "supercells" / "convergence.png").stat().st_size > 0
+
+
+def _edge_keys(frame):
+    return {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*frame.edge_index, frame.cell_shift))}
+
+
+@pytest.mark.slow
 def test_every_output_that_used_randomness_records_its_seed(workflow_run):
     """Thermal samples (sampler seed), the model (split, initial weights, shuffling) and the band analysis
     (bootstrap) each record the seed of the config section that drew their random numbers."""
@@ -77,7 +134,7 @@ def test_every_output_that_used_randomness_records_its_seed(workflow_run):
 
 
 @pytest.mark.slow
-def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
+def test_band_parameter_changes_rerun_only_what_they_touch(workflow_run, tmp_path):
     workdir, cfg = workflow_run
     changed = json.loads(json.dumps(cfg))
     changed["bands"]["broadening_eV"] = 0.05
@@ -85,7 +142,14 @@ def test_band_parameter_change_reruns_only_band_rules(workflow_run, tmp_path):
     path.write_text(yaml.safe_dump(changed))
     assert planned_rules(snakemake(workdir, "-n").stdout) == set(), "an unchanged config reran something"
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
-    assert planned and planned <= {"bands", "all"}, planned
+    assert planned == {"bands", "bands_linear", "renormalization", "supercell_bands", "supercell_convergence",
+                       "all"}, planned
+    # One more DFT cross-check sample: its GPAW jobs and the renormalization table, not the band analyses.
+    changed = json.loads(json.dumps(cfg))
+    changed["bands"]["dft_check_samples"] += 1
+    path.write_text(yaml.safe_dump(changed))
+    planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
+    assert planned == {"dft", "renormalization", "all"}, planned
 
 
 @pytest.mark.slow

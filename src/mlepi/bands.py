@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import csv
 import functools
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -30,7 +28,7 @@ import numpy as np
 from . import figures, swmcc
 from .bands_config import BandsConfig, BandsError, WindowWeightError, config_schema  # noqa: F401 (re-exported)
 from .frames import FramesFile, FramesFileError
-from .provenance import atomic_path, record, write_json
+from .provenance import atomic_path, record, write_csv, write_json
 from .unfold import map_supercell, spectral_function, unfold
 
 log = logging.getLogger(__name__)
@@ -218,6 +216,8 @@ class SampleBands:
     reference: float  # eV, the sample's energy zero on the frame's own scale
     window_weight: np.ndarray  # [n_k] unfolded weight inside the band window
     spectral: np.ndarray  # [n_k, n_E] 1/eV
+    antithetic: bool = False  # drawn as one of an antithetic pair (2k, 2k+1), from the frame's info
+    index: int | None = None  # the frame's sample_index
 
 
 def _analyse_or_reject(job, *, path, mapping, cfg, energy_grid, window_center):
@@ -233,7 +233,7 @@ def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, e
                    source: str = "", window_center: float | None = None) -> SampleBands:
     """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
     energies, weights = unfold(frame, basis, path.k_reduced, mapping, degeneracy_tol=cfg.degeneracy_tol_eV,
-                               max_displacement=cfg.max_displacement_A)
+                               max_displacement=cfg.max_displacement_A, overlap_min=cfg.overlap_min)
     iK = path.index_K
     if cfg.energy_reference == "fermi_level":
         if frame.fermi_level is None:
@@ -254,7 +254,8 @@ def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, e
     spectral = spectral_function(energies - reference, weights, energy_grid, cfg.broadening_eV,
                                  cfg.broadening_kind)
     return SampleBands(name=frame.name, bands=bands - reference, reference=reference, window_weight=total,
-                       spectral=spectral)
+                       spectral=spectral, antithetic=bool(frame.info.get("antithetic", False)),
+                       index=frame.info.get("sample_index"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -302,10 +303,11 @@ def bootstrap(samples: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg: 
 
 
 def convergence(samples: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg: BandsConfig,
-                start: swmcc.SWMcCParams, max_points: int = 12) -> dict[str, list]:
-    """v_F and the K-point bands from the first n samples, for n from 1 to N (about geometric steps)."""
-    n_total = len(samples)
-    ns = np.unique(np.round(np.geomspace(1, n_total, min(max_points, n_total))).astype(int))
+                start: swmcc.SWMcCParams, max_points: int = 12, step: int = 1) -> dict[str, list]:
+    """v_F and the K-point bands from the first n samples, for n from ``step`` to N (about geometric steps,
+    multiples of ``step``: 2 keeps antithetic pairs whole)."""
+    n_units = len(samples) // step
+    ns = step * np.unique(np.round(np.geomspace(1, n_units, min(max_points, n_units))).astype(int))
     out = {"n_samples": [], "vf_1e6_m_s": [], "bands_K_eV": [], "bands_K_err_eV": []}
     for n in ns:
         subset = samples[:n]
@@ -317,7 +319,7 @@ def convergence(samples: np.ndarray, path: KPath, geometry: BilayerGeometry, cfg
     return out
 
 
-def _temperature_rng(seed: int, T: float) -> np.random.Generator:
+def temperature_rng(seed: int, T: float) -> np.random.Generator:
     # One stream per temperature, fixed by (seed, T): adding a temperature does not change the others.
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(T * 1000)),)))
 
@@ -337,7 +339,7 @@ def analyse_temperature(T: float, samples: list[SampleBands], path: KPath, geome
               "fit_rms_eV": best.fit.rms_eV, "fit_success": best.fit.success}
     boot = None
     if len(samples) >= 2 and cfg.n_bootstrap >= 2:
-        boot = bootstrap(stack, path, geometry, cfg, params, _temperature_rng(cfg.seed, T))
+        boot = bootstrap(stack, path, geometry, cfg, params, temperature_rng(cfg.seed, T))
     nan = float("nan")
     result["vf_err_1e6_m_s"] = float(boot["vf"].std(ddof=1)) if boot else nan
     result["vf_slope_err_1e6_m_s"] = float(boot["vf_slope"].std(ddof=1)) if boot else nan
@@ -351,7 +353,15 @@ def analyse_temperature(T: float, samples: list[SampleBands], path: KPath, geome
     result["window_weight_mean"] = float(np.mean([s.window_weight for s in samples]))
     result["sample_references_eV"] = [s.reference for s in samples]
     result["sample_names"] = [s.name for s in samples]
-    result["convergence"] = convergence(stack, path, geometry, cfg, params)
+    result["sample_bands_eV"] = stack.tolist()
+    # With antithetic pairs: convergence over whole pairs, and over one member of each pair (independent
+    # draws), the comparison that shows what the pairing buys.
+    # Only when every pair is complete and in order (no sample left out).
+    paired = (all(s.antithetic for s in samples) and [s.index for s in samples] == list(range(len(samples)))
+              and len(samples) % 2 == 0 and len(samples) >= 4)
+    result["convergence"] = convergence(stack, path, geometry, cfg, params, step=2 if paired else 1)
+    if paired:
+        result["convergence_independent"] = convergence(stack[::2], path, geometry, cfg, params)
     return result
 
 
@@ -394,6 +404,16 @@ def _frames_sources(paths) -> list[Path]:
     return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
 
 
+def setup(primitive, supercell, cfg: BandsConfig):
+    """(geometry, supercell mapping, k path, A(k, E) energy grid) of an analysis; structures as paths or Atoms."""
+    primitive, supercell = _read_structure(primitive), _read_structure(supercell)
+    geometry = bilayer_geometry(primitive)
+    mapping = map_supercell(primitive, supercell, tol=cfg.map_tol_A)
+    path = k_path(geometry, cfg.k_range_1_A, cfg.n_k)
+    energy_grid = np.linspace(cfg.spectral_emin_eV, cfg.spectral_emax_eV, cfg.n_energy)
+    return geometry, mapping, path, energy_grid
+
+
 def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
         with_figures: bool = True, window_center: float | None = None, workers: int = 1) -> dict:
     """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
@@ -429,11 +449,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     """
     cfg = BandsConfig.from_dict(config)
     out_dir = Path(out_dir)
-    primitive, supercell = _read_structure(primitive), _read_structure(supercell)
-    geometry = bilayer_geometry(primitive)
-    mapping = map_supercell(primitive, supercell, tol=cfg.map_tol_A)
-    path = k_path(geometry, cfg.k_range_1_A, cfg.n_k)
-    energy_grid = np.linspace(cfg.spectral_emin_eV, cfg.spectral_emax_eV, cfg.n_energy)
+    geometry, mapping, path, energy_grid = setup(primitive, supercell, cfg)
     results, spectra, basis_seen = [], {}, None
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
@@ -487,14 +503,8 @@ def write_outputs(document: dict, spectra: dict, energy_grid: np.ndarray, out_di
                   with_figures: bool = True) -> None:
     """``vf.csv``, ``bands.json``, ``spectral.h5`` and (``with_figures``) the three figures, each atomically."""
     results = document["temperatures"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for result in results:
-        writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in csv_row(result).items()})
-    with atomic_path(out_dir / "vf.csv") as tmp:
-        tmp.write_text(buffer.getvalue())
-    write_json(out_dir / "bands.json", _json_safe(document))
+    write_csv(out_dir / "vf.csv", [csv_row(result) for result in results], CSV_COLUMNS)
+    write_json(out_dir / "bands.json", json_safe(document))
     distance = np.array(document["path"]["distance_1_A"])
     with atomic_path(out_dir / "spectral.h5") as tmp:
         with h5py.File(tmp, "w") as h5:
@@ -522,15 +532,17 @@ def write_outputs(document: dict, spectra: dict, energy_grid: np.ndarray, out_di
                     out_dir / "vf.png", vf_slope=[r["vf_slope_1e6_m_s"] for r in results],
                     vf_slope_err=[r["vf_slope_err_1e6_m_s"] for r in results])
     figures.plot_convergence({r["T_K"]: r["convergence"] for r in results}, out_dir / "convergence.png",
-                             vf_err={r["T_K"]: r["vf_err_1e6_m_s"] for r in results})
+                             vf_err={r["T_K"]: r["vf_err_1e6_m_s"] for r in results},
+                             independent={r["T_K"]: r["convergence_independent"] for r in results
+                                          if "convergence_independent" in r})
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN → None (strict JSON has no NaN)."""
     if isinstance(value, float):
         return None if np.isnan(value) else value
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

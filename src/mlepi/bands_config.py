@@ -54,8 +54,14 @@ class BandsConfig:
                                   0.0, 0.8)
     n_bootstrap: int = _key(200, "", "bootstrap resamplings of the samples for the errors (0: none)", 0, 100000)
     seed: int = _key(0, "", "seed of the bootstrap", 0, 2 ** 32 - 1)
+    dft_check_samples: int = _key(2, "", "inferred samples per temperature that GPAW recomputes for the DFT "
+                                  "cross-check of the band energies at K (renormalization stage; 0: none)", 0, 1000)
     degeneracy_tol_eV: float = _key(1e-6, "eV", "supercell states closer than this count as degenerate in "
                                     "the unfolding", 0.0, 0.01)
+    overlap_min: float = _key(0.0, "", "canonical orthogonalisation: eigenvectors of S(K) with eigenvalue below "
+                              "this are left out of the eigenproblem (near-linear dependencies of the basis, "
+                              "along which a model or linearized H can put spurious states near E_F); 0: exact",
+                              0.0, 0.1)
     max_displacement_A: float = _key(1.0, "Angstrom", "largest distance of an atom from its reference site "
                                      "before the frame is rejected", 0.0, 5.0, exclusive_min=True)
     map_tol_A: float = _key(1e-3, "Angstrom", "tolerance of the supercell -> primitive atom mapping", 0.0, 0.5,

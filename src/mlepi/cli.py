@@ -24,6 +24,8 @@ STAGE_SECTIONS = {
     "thermal": ["thermal"],
     "train": ["model", "train"],
     "bands": ["bands"],
+    "renormalization": ["bands"],
+    "supercell_bands": ["thermal", "bands"],
     "performance": ["performance"],
 }
 
@@ -61,7 +63,8 @@ def cmd_displace(args):
 def cmd_dft(args):
     from . import dft
 
-    dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log)
+    dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log,
+            index=args.index)
 
 
 def cmd_phonons(args):
@@ -106,6 +109,45 @@ def cmd_infer(args):
 
     infer.run(args.model, args.structures, args.out, overlap=args.overlap,
               dtype=None if args.dtype == "model" else args.dtype)
+
+
+def cmd_linearize(args):
+    from . import linearize
+
+    linearize.run(args.model, args.frames, args.pristine, args.out)
+
+
+def cmd_renormalization(args):
+    from . import renormalization
+
+    doc = renormalization.run(_stage_config(args, "renormalization")["bands"], args.primitive, args.supercell, args.bands,
+                              args.bands_linear, args.static_ml, args.static_dft, args.out_dir,
+                              special_paths=args.special, check_dft_paths=args.check_dft, infer_paths=args.infer)
+    print(f"static v_F: HedgeNet {doc['static']['ml']['vf_1e6_m_s']:.4f}, DFT {doc['static']['dft']['vf_1e6_m_s']:.4f}"
+          f" (1e6 m/s, {doc['static_vf_difference_percent']:+.2f} %)")
+    for r in doc["temperatures"]:
+        print(f"T = {r['T_K']:g} K: v_F renormalization full {r['renormalization_full_percent']:+.2f} %, linear "
+              f"{r['renormalization_linear_percent']:+.2f} %, second-order share {r['second_order_share']:.2f} "
+              f"+- {r['second_order_share_err']:.2f}" + ("" if r["share_resolved"] else " (not resolved)"))
+
+
+def cmd_supercell_bands(args):
+    from . import supercells
+
+    cfg = _stage_config(args, "supercell_bands")
+    doc = supercells.run(args.model, args.phonopy, args.primitive, args.reference, args.n, cfg["thermal"]["temperatures"],
+                         cfg, args.out_dir, workers=args.workers)
+    for r in doc["temperatures"]:
+        print(f"{args.n}x{args.n}, T = {r['T_K']:g} K: v_F = {r['vf_1e6_m_s']:.4f} 1e6 m/s ({r['n_samples']} samples)")
+
+
+def cmd_supercell_convergence(args):
+    from . import supercells
+
+    if len(args.sizes) != len(args.bands):
+        raise config_mod.ConfigError(f"--sizes has {len(args.sizes)} values but --bands {len(args.bands)} files")
+    rows = supercells.summarize(dict(zip(args.sizes, args.bands)), args.out_dir)
+    print(f"wrote {len(rows)} rows to {args.out_dir}/convergence.csv")
 
 
 def cmd_parity(args):
@@ -200,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dft", help="GPAW LCAO SCF of one structure: energy, forces, E_F, H(R), S(R)",
                        description="Run GPAW (LCAO, PBE+D3) on one structure and write a frames file "
                                    "with energy, forces, Fermi level and the H(R), S(R) blocks.")
-    p.add_argument("structure", help="structure file (.extxyz, one structure)")
+    p.add_argument("structure", help="structure file (.extxyz, one structure unless --index)")
+    p.add_argument("--index", type=int, help="which structure of a file with several (0-based)")
     _add_config(p)
     p.add_argument("--out", required=True, help="frames file to write (.h5)")
     p.add_argument("--name", help="frame name (default: the structure file's stem)")
@@ -229,9 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phonopy", required=True, help="phonopy_params.yaml with force constants")
     p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz)")
     p.add_argument("--temperature", required=True, type=float, help="temperature (K)")
-    p.add_argument("--purpose", required=True, choices=["train", "infer"],
-                   help="train: one file per sample in OUT (a directory); infer: all samples in OUT")
-    p.add_argument("--out", required=True, help="output directory (train) or .extxyz file (infer)")
+    p.add_argument("--purpose", required=True, choices=["train", "infer", "special"],
+                   help="train: one file per sample in OUT (a directory); infer: all samples in OUT; special: "
+                        "the Zacharias-Giustino special displacement in OUT")
+    p.add_argument("--out", required=True, help="output directory (train) or .extxyz file (infer, special)")
     p.set_defaults(func=cmd_thermal)
 
     p = sub.add_parser("dataset", help="merge DFT frames files into one dataset (HDF5)")
@@ -259,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision of the network: the one it was trained in (default), or as given")
         p.set_defaults(func=cmd_infer)
 
+    p = sub.add_parser("linearize", help="first-order EPI part of predicted H: H(0) + (dH/du).u by autograd",
+                       description="For every frame of an `mlepi infer` output, the same frame with H replaced "
+                                   "by its linearization around the pristine supercell (S kept exact): the "
+                                   "input of the band analysis of first-order electron-phonon interactions "
+                                   "(mlepi.linearize, docs/bands.md).")
+    p.add_argument("model", help="trained model (model.pt) that predicted the frames")
+    p.add_argument("frames", help="frames file of `mlepi infer` (.h5), positions as the thermal stage wrote them")
+    p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) the samples came from")
+    p.add_argument("--out", required=True, help="frames file to write (.h5)")
+    p.set_defaults(func=cmd_linearize)
+
     p = sub.add_parser("parity", help="HedgeNet vs DFT on the held-out dataset frames (forces, H)")
     p.add_argument("model", help="trained model (model.pt)")
     p.add_argument("dataset", help="dataset file the model was trained on (.h5)")
@@ -278,6 +333,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("renormalization", help="second-order share of the band renormalization; static and "
+                                               "special-displacement points; DFT cross-check at K",
+                       description="Compare the band analyses of the full and the linearized HedgeNet H, add the "
+                                   "static lattice (HedgeNet, DFT), the special displacements and GPAW on some "
+                                   "inferred samples (mlepi.renormalization, docs/bands.md).")
+    _add_config(p)
+    p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
+    p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
+    p.add_argument("--bands", required=True, help="bands.json of `mlepi bands` on the full HedgeNet frames")
+    p.add_argument("--bands-linear", required=True, help="bands.json of `mlepi bands` on the linearized frames")
+    p.add_argument("--static-ml", required=True, help="HedgeNet frames file of the pristine supercell")
+    p.add_argument("--static-dft", required=True, help="DFT frames file of the pristine supercell")
+    p.add_argument("--special", nargs="*", default=[], help="HedgeNet frames files of the special displacements")
+    p.add_argument("--check-dft", nargs="*", default=[], help="DFT frames files of inferred samples")
+    p.add_argument("--infer", nargs="*", default=[], help="HedgeNet frames files those samples come from")
+    p.add_argument("--out-dir", required=True, help="writes renormalization.csv/.json, crosscheck.csv, figures")
+    p.set_defaults(func=cmd_renormalization)
+
+    p = sub.add_parser("supercell_bands", help="HedgeNet thermal samples of an n x n supercell and their band analysis",
+                       description="Force constants of the n x n supercell interpolated from the DFT phonons, "
+                                   "thermal samples, HedgeNet H with GPAW's exact S, and the band analysis of "
+                                   "`mlepi bands` (mlepi.supercells, docs/bands.md).")
+    _add_config(p)
+    p.add_argument("model", help="trained model (model.pt)")
+    p.add_argument("--n", required=True, type=int, help="in-plane size of the n x n supercell")
+    p.add_argument("--phonopy", required=True, help="phonopy_params.yaml of the DFT phonons stage")
+    p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
+    p.add_argument("--reference", required=True, help="DFT frames file of the pristine supercell (band window)")
+    p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
+    p.add_argument("--out-dir", required=True, help="writes pristine.extxyz, T<T>.h5 and the band analysis")
+    p.set_defaults(func=cmd_supercell_bands)
+
+    p = sub.add_parser("supercell_convergence", help="v_F and K energies against supercell size (table, figure)")
+    p.add_argument("--sizes", required=True, nargs="+", type=int, help="n of each n x n analysis")
+    p.add_argument("--bands", required=True, nargs="+", help="bands.json of each, same order")
+    p.add_argument("--out-dir", required=True, help="writes convergence.csv and convergence.png")
+    p.set_defaults(func=cmd_supercell_convergence)
 
     p = sub.add_parser("accuracy", help="held-out errors of a model (and of its ablation) against DFT (benchmark)",
                        description="H (intra/inter), force and eigenvalue errors on the model's validation "

@@ -133,6 +133,10 @@ def validate_workflow(config: dict, files=()) -> dict:
         raise ConfigError(f"{source}: field 'system.stacking': the workflow ends in the AB bilayer's band "
                           "analysis (SWMcC fit, v_F), which AA stacking does not have; set AB, or run the "
                           "stages you need (mlepi structure, displace, dft, ...) by hand")
+    checks, samples = config["bands"]["dft_check_samples"], config["thermal"]["infer_samples"]
+    if checks > samples:
+        raise ConfigError(f"{source}: field 'bands.dft_check_samples' = {checks} exceeds thermal.infer_samples = "
+                          f"{samples}: the DFT cross-check recomputes inferred samples; lower it")
     return config
 
 

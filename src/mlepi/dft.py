@@ -51,7 +51,7 @@ from ase.units import Bohr, Ha
 from . import neighbors, provenance
 from .frames import Frame, write_frames
 from .setups import check_setups
-from .structure_io import read_structure
+from .structure_io import StructureFileError, read_structure, read_structures
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +539,7 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
 
 
 def run(structure_path, config: dict, out_path, name: str | None = None, log_path=None,
-        supercell=None) -> Path:
+        supercell=None, index: int | None = None) -> Path:
     """Stage ``dft``: one structure in, a frames file with one frame (energy, forces, E_F, H/S blocks) out.
 
     Parameters
@@ -559,6 +559,9 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     supercell : (n1, n2), optional
         In-plane multiples of the primitive cell; default the structure's ``info['supercell']`` or else
         :func:`infer_supercell` with ``system.a``.
+    index : int, optional
+        Which structure of a file with several (e.g. the inference samples of a temperature, for the DFT
+        cross-check of the band analysis); default: the file must hold exactly one.
 
     Raises
     ------
@@ -571,7 +574,13 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     structure_path, out_path = Path(structure_path), Path(out_path)
     log_path = Path(log_path) if log_path is not None else out_path.with_suffix(".log")
     name = name or structure_path.stem
-    atoms = read_structure(structure_path)  # layers assigned from z when the file has none
+    if index is None:
+        atoms = read_structure(structure_path)  # layers assigned from z when the file has none
+    else:
+        structures = read_structures(structure_path)
+        if not 0 <= index < len(structures):
+            raise StructureFileError(f"{structure_path}: holds {len(structures)} structures, no index {index}")
+        atoms = structures[index]
     atoms.calc = None  # never reuse energies or forces stored in the input
     if supercell is None:
         supercell = atoms.info.get("supercell")

@@ -85,13 +85,15 @@ def plot_vf(temperatures: Sequence[float], vf, vf_err, path, *, vf_slope=None, v
     _save(fig, path)
 
 
-def plot_convergence(convergence: Mapping[float, dict], path, *, vf_err: Mapping[float, float] | None = None) -> None:
+def plot_convergence(convergence: Mapping[float, dict], path, *, vf_err: Mapping[float, float] | None = None,
+                     independent: Mapping[float, dict] | None = None) -> None:
     """v_F and the K-point band energies against the number of Monte Carlo samples, per temperature.
 
     ``convergence[T]`` holds lists ``n_samples``, ``vf_1e6_m_s``, ``bands_K_eV`` ``[n, 4]`` and
     ``bands_K_err_eV`` ``[n, 4]`` (as written by :func:`mlepi.bands.convergence`); ``vf_err[T]`` (10^6 m/s),
     the bootstrap error of the final value, is drawn as a band around it. The right panel shows each band
-    energy at K relative to its value from all samples, so the four bands share one scale.
+    energy at K relative to its value from all samples, so the four bands share one scale. ``independent[T]``
+    (same layout): the same from one member of each antithetic pair, drawn dashed without markers.
     """
     fig = Figure(figsize=(8.5, 3.4), layout="constrained")
     ax_v, ax_e = fig.subplots(1, 2)
@@ -100,6 +102,12 @@ def plot_convergence(convergence: Mapping[float, dict], path, *, vf_err: Mapping
         c = convergence[T]
         n = np.asarray(c["n_samples"])
         line, = ax_v.plot(n, c["vf_1e6_m_s"], marker="o", ms=3, label=f"{T:g} K")
+        if independent is not None and T in independent:
+            ax_v.plot(independent[T]["n_samples"], independent[T]["vf_1e6_m_s"], ls="--", color=line.get_color(),
+                      label=f"{T:g} K, no antithetic pairs")
+            e = np.asarray(independent[T]["bands_K_eV"])
+            ax_e.plot(independent[T]["n_samples"], 1e3 * (e - np.asarray(c["bands_K_eV"])[-1]), ls="--", lw=0.8,
+                      color=line.get_color())
         if vf_err is not None and np.isfinite(vf_err.get(T, np.nan)):
             v = c["vf_1e6_m_s"][-1]
             ax_v.axhspan(v - vf_err[T], v + vf_err[T], color=line.get_color(), alpha=0.15)
@@ -231,4 +239,76 @@ def plot_learning_curves(curves: Mapping[str, Sequence[dict]], path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
     ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_vf_orders(document: dict, path) -> None:
+    """v_F(T) from the full and the linearized H (bootstrap errors), the special displacement, and the static
+    lattice of HedgeNet and DFT (``renormalization.json`` of :mod:`mlepi.renormalization`)."""
+    fig = Figure(figsize=(8.5, 3.4), layout="constrained")
+    ax_v, ax_k = fig.subplots(1, 2)
+    rows = document["temperatures"]
+    T = np.array([r["T_K"] for r in rows], float)
+    for key, label, marker in (("full", "full H(u)", "o"), ("linear", "linear H (first-order EPI)", "s")):
+        ax_v.errorbar(T, [r[f"vf_{key}_1e6_m_s"] for r in rows], yerr=_finite([r[f"vf_{key}_err_1e6_m_s"] for r in rows]),
+                      marker=marker, capsize=3, label=label)
+    special = [(r["T_K"], r["vf_special_1e6_m_s"]) for r in rows if r.get("vf_special_1e6_m_s") is not None]
+    if special:
+        ax_v.plot(*zip(*special), "D", mfc="none", label="special displacement")
+    for key, ls, label in (("ml", "-", "static, HedgeNet"), ("dft", ":", "static, DFT")):
+        ax_v.axhline(document["static"][key]["vf_1e6_m_s"], color="k", ls=ls, lw=0.8, label=label)
+    ax_v.set_xlabel("T (K)")
+    ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
+    ax_v.legend(frameon=False, fontsize="small")
+    for b, marker in zip((0, 3), "ov"):  # the outer bands at K: E = ±γ1 in the static lattice
+        for key, ls in (("full", "-"), ("linear", "--")):
+            ax_k.errorbar(T, [1e3 * r[f"bands_K_shift_{key}_eV"][b] for r in rows],
+                          yerr=_finite([1e3 * r[f"bands_K_shift_{key}_err_eV"][b] for r in rows]), marker=marker,
+                          ls=ls, capsize=3, label=f"band {b + 1}, {key}")
+    ax_k.axhline(0.0, color="k", lw=0.5)
+    ax_k.set_xlabel("T (K)")
+    ax_k.set_ylabel(r"$E_b(K; T) - E_b(K; \mathrm{static})$ (meV)")
+    ax_k.legend(frameon=False, fontsize="small")
+    _save(fig, path)
+
+
+def plot_crosscheck(rows: Sequence[dict], path) -> None:
+    """HedgeNet against DFT band energies at K on the same displaced supercells (``crosscheck`` rows)."""
+    fig = Figure(figsize=(4.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for T in sorted({r["T_K"] for r in rows}):
+        sel = [r for r in rows if r["T_K"] == T]
+        dft = [r[f"band{b}_K_dft_eV"] for r in sel for b in range(1, 5)]
+        ml = [r[f"band{b}_K_ml_eV"] for r in sel for b in range(1, 5)]
+        ax.scatter(dft, ml, s=12, label=f"{T:g} K")
+    if rows:
+        lim = [min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])]
+        ax.plot(lim, lim, "k-", lw=0.5)
+        ax.legend(frameon=False, fontsize="small")
+    ax.set_xlabel("DFT band energy at K (eV)")
+    ax.set_ylabel("HedgeNet band energy at K (eV)")
+    _save(fig, path)
+
+
+def plot_supercell_convergence(rows: Sequence[dict], path) -> None:
+    """v_F and the outer band energies at K against the supercell size, per temperature (``convergence.csv``)."""
+    fig = Figure(figsize=(8.5, 3.4), layout="constrained")
+    ax_v, ax_k = fig.subplots(1, 2)
+    for T in sorted({r["T_K"] for r in rows}):
+        sel = sorted((r for r in rows if r["T_K"] == T), key=lambda r: r["supercell"])
+        n = [r["supercell"] for r in sel]
+        line = ax_v.errorbar(n, [r["vf_1e6_m_s"] for r in sel], yerr=_finite([r["vf_err_1e6_m_s"] for r in sel]),
+                             marker="o", capsize=3, label=f"{T:g} K")
+        color = line.lines[0].get_color()
+        for b, marker in ((1, "o"), (4, "v")):
+            ax_k.errorbar(n, [1e3 * r[f"band{b}_K_eV"] for r in sel],
+                          yerr=_finite([1e3 * r[f"band{b}_K_err_eV"] for r in sel]), marker=marker, capsize=3,
+                          color=color, label=f"band {b}" if T == min(r["T_K"] for r in rows) else None)
+    for ax in (ax_v, ax_k):
+        ax.set_xlabel("supercell n (n x n)")
+        ax.set_xticks(sorted({r["supercell"] for r in rows}))
+    ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
+    ax_k.set_ylabel(r"outer bands at K (meV)")
+    ax_v.legend(frameon=False, fontsize="small")
+    ax_k.legend(frameon=False, fontsize="small")
     _save(fig, path)

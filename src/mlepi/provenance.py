@@ -122,6 +122,21 @@ def write_json(path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_csv(path, rows, columns) -> None:
+    """Write a CSV table atomically: ``columns`` in order (other keys of a row ignored), floats as ``%.10g``,
+    missing values and None as empty fields."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else "" if v is None else v) for k, v in row.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
 class ProvenanceError(ValueError):
     """A file carries no provenance record mlepi can read."""
 

@@ -21,7 +21,7 @@ rule bands:
     benchmark:
         f"{OUT}/benchmarks/bands.tsv",
     params:
-        cfg=stage_params("bands"),
+        cfg=stage_params("bands", drop=("bands.dft_check_samples",)),
         temperatures=TEMPERATURES,
         out_dir=lambda w, output: os.path.dirname(output.vf),
     threads: config["resources"]["bands_threads"]
@@ -35,3 +35,24 @@ rule bands:
         "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
         "--temperatures {params.temperatures} --frames {input.frames} --reference {input.reference} "
         "--workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# The same analysis of the linearized H of the same samples (first-order EPI only): mlepi renormalization
+# compares the two.
+use rule bands as bands_linear with:
+    input:
+        frames=expand(f"{OUT}/linear/T{{T}}.h5", T=TEMPERATURES),
+        primitive=rules.structure.output,
+        supercell=lambda w: f"{displace_dir()}/pristine.extxyz",
+        reference=f"{OUT}/dft/pristine.h5",
+    output:
+        vf=f"{OUT}/bands_linear/vf.csv",
+        summary=f"{OUT}/bands_linear/bands.json",
+        spectral=f"{OUT}/bands_linear/spectral.h5",
+        spectral_png=f"{OUT}/bands_linear/spectral_function.png",
+        vf_png=f"{OUT}/bands_linear/vf.png",
+        convergence_png=f"{OUT}/bands_linear/convergence.png",
+    log:
+        f"{OUT}/logs/bands_linear.log",
+    benchmark:
+        f"{OUT}/benchmarks/bands_linear.tsv",

@@ -12,6 +12,7 @@ mlepi_config.validate_workflow(config, workflow.configfiles)
 OUT = f"results/{config['system']['name']}"
 TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
 N_TRAIN = config["thermal"]["train_samples"]
+N_CHECK = config["bands"]["dft_check_samples"]
 
 
 def stage_params(stage, drop=()):
@@ -33,6 +34,11 @@ def thermal_train_names():
     return [f"mc_T{T}_s{k:03d}" for T in TEMPERATURES for k in range(N_TRAIN)]
 
 
+def check_names():
+    """DFT cross-check of the band analysis: the first inferred samples of each temperature."""
+    return [f"check_T{T}_s{k:03d}" for T in TEMPERATURES for k in range(N_CHECK)]
+
+
 def dft_frames(wildcards=None):
     """Every DFT configuration the training set holds: pristine, finite differences, thermal samples."""
     names = ["pristine"] + fd_names() + thermal_train_names()
@@ -52,12 +58,31 @@ def final_targets():
         f"{OUT}/parity/parity.png",
         f"{OUT}/phonons_ml/phonons_ml_vs_dft.png",
         f"{OUT}/bands/vf.csv",
-    ]
+        f"{OUT}/renormalization/renormalization.csv",
+    ] + ([f"{OUT}/supercells/convergence.csv"] if config["thermal"]["ml_supercells"] else [])
 
 
 def dft_input(wildcards):
     name = wildcards.config
+    if name.startswith("check_T"):
+        return f"{OUT}/thermal/infer_T{name[len('check_T'):].rsplit('_s', 1)[0]}.extxyz"
     if name.startswith("mc_T"):
         T, k = name[len("mc_T"):].rsplit("_s", 1)
         return f"{OUT}/thermal/train_T{T}/s{k}.extxyz"
     return f"{displace_dir()}/{name}.extxyz"
+
+
+def dft_index(wildcards):
+    """``--index K`` for a cross-check sample (its structure file holds all inferred samples), else nothing."""
+    name = wildcards.config
+    return f"--index {int(name.rsplit('_s', 1)[1])}" if name.startswith("check_T") else ""
+
+
+def prediction_input(wildcards):
+    """Structures of ``infer/<prediction>.h5``: inference samples, a special displacement, or the pristine cell."""
+    name = wildcards.prediction
+    if name == "pristine":
+        return f"{displace_dir()}/pristine.extxyz"
+    if name.startswith("special_T"):
+        return f"{OUT}/thermal/{name}.extxyz"
+    return f"{OUT}/thermal/infer_{name}.extxyz"

@@ -1,4 +1,5 @@
-# Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples).
+# Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples, and
+# the inferred samples of the band analysis' DFT cross-check).
 
 
 rule dft:
@@ -12,6 +13,7 @@ rule dft:
     benchmark:
         f"{OUT}/benchmarks/dft/{{config}}.tsv",
     params:
+        index=dft_index,
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
     threads: config["resources"]["dft_threads"]
     resources:
@@ -22,5 +24,5 @@ rule dft:
     shell:
         # GPAW's dense LCAO linear algebra threads through BLAS: one thread per core the job holds.
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
-        "mlepi dft {input} --params {params.cfg:q} --name {wildcards.config} --out {output} "
+        "mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} --out {output} "
         "--log {log.gpaw} > {log.main} 2>&1"

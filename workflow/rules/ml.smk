@@ -1,4 +1,5 @@
-# Stage 6: dataset; stage 7: HedgeNet training (torchrun: N GPUs or CPU processes); stage 8: inference.
+# Stage 6: dataset; stage 7: HedgeNet training (torchrun: N GPUs or CPU processes); stage 8: inference and
+# its first-order (linearized) part.
 
 
 rule dataset:
@@ -47,16 +48,17 @@ rule train:
         "--dataset {input} --out-dir {params.out_dir} > {log} 2>&1"
 
 
+# infer/T<T>.h5: the Monte Carlo samples; infer/special_T<T>.h5: the special displacement; infer/pristine.h5.
 rule infer:
     input:
         model=rules.train.output.model,
-        structures=f"{OUT}/thermal/infer_T{{T}}.extxyz",
+        structures=prediction_input,
     output:
-        f"{OUT}/infer/T{{T}}.h5",
+        f"{OUT}/infer/{{prediction}}.h5",
     log:
-        f"{OUT}/logs/infer_T{{T}}.log",
+        f"{OUT}/logs/infer_{{prediction}}.log",
     benchmark:
-        f"{OUT}/benchmarks/infer_T{{T}}.tsv",
+        f"{OUT}/benchmarks/infer_{{prediction}}.tsv",
     resources:
         runtime=config["resources"]["infer_runtime_min"],
         mem_mb=config["resources"]["infer_mem_mb"],
@@ -65,6 +67,26 @@ rule infer:
         "../../envs/ml.yaml"
     shell:
         "mlepi infer {input.model} {input.structures} --out {output} > {log} 2>&1"
+
+
+rule linearize:
+    input:
+        model=rules.train.output.model,
+        frames=f"{OUT}/infer/T{{T}}.h5",
+        pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
+    output:
+        f"{OUT}/linear/T{{T}}.h5",
+    log:
+        f"{OUT}/logs/linearize_T{{T}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/linearize_T{{T}}.tsv",
+    resources:
+        runtime=config["resources"]["infer_runtime_min"],
+        mem_mb=config["resources"]["infer_mem_mb"],
+    conda:
+        "../../envs/ml.yaml"
+    shell:
+        "mlepi linearize {input.model} {input.frames} --pristine {input.pristine} --out {output} > {log} 2>&1"
 
 
 rule parity:

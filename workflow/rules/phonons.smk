@@ -40,7 +40,7 @@ rule thermal_train:
         f"{OUT}/benchmarks/thermal_train_T{{T}}.tsv",
     params:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
-        cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures")),
+        cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures", "thermal.ml_supercells")),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
@@ -52,18 +52,21 @@ rule thermal_train:
         "--temperature {wildcards.T} --purpose train --out {params.out_dir} > {log} 2>&1"
 
 
+# The inference samples of one temperature (purpose infer) or its one special displacement (purpose special).
 rule thermal_infer:
     input:
         phonopy=rules.phonons.output.params,
         pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
     output:
-        f"{OUT}/thermal/infer_T{{T}}.extxyz",
+        f"{OUT}/thermal/{{purpose}}_T{{T}}.extxyz",
     log:
-        f"{OUT}/logs/thermal_infer_T{{T}}.log",
+        f"{OUT}/logs/thermal_{{purpose}}_T{{T}}.log",
     benchmark:
-        f"{OUT}/benchmarks/thermal_infer_T{{T}}.tsv",
+        f"{OUT}/benchmarks/thermal_{{purpose}}_T{{T}}.tsv",
     params:
-        cfg=stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures")),
+        cfg=lambda w: stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures",
+                                                     "thermal.ml_supercells")
+                                   + (("thermal.infer_samples", "thermal.antithetic") if w.purpose == "special" else ())),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],
@@ -71,4 +74,4 @@ rule thermal_infer:
         "../../envs/dft.yaml"
     shell:
         "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
-        "--temperature {wildcards.T} --purpose infer --out {output} > {log} 2>&1"
+        "--temperature {wildcards.T} --purpose {wildcards.purpose} --out {output} > {log} 2>&1"

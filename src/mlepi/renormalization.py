@@ -1,0 +1,266 @@
+"""Stage ``renormalization``: how much of the thermal band renormalization is second-order EPI, and is it right.
+
+Inputs are the two band analyses of the same HedgeNet samples (``mlepi bands``): with the full predicted H(u)
+and with its linearization H(0) + (dH/du).u (``mlepi linearize``), plus single structures analysed here with
+the same unfolding, band reading and SWMcC fit (:mod:`mlepi.bands`):
+
+- **static lattice**: the pristine supercell, DFT and HedgeNet. The reference of every renormalization, and
+  the check that the model's static v_F agrees with DFT's (the issue asks for 1 %).
+- **special displacement**: the Zacharias-Giustino configuration of each temperature (``mlepi thermal
+  --purpose special``), a one-shot estimate to set beside the Monte Carlo average.
+- **DFT cross-check**: GPAW on some of the very supercells HedgeNet predicted (``mlepi dft --index``); their
+  band energies at K side by side.
+
+Per temperature, with v(static) the model's static value,
+
+    renormalization (%)   r = 100 (v(T) / v(static) − 1)        for the full and the linear H
+    second-order share    s = 1 − (v_lin(T) − v(static)) / (v_full(T) − v(static))
+
+and the same for the four band energies at K. Errors come from a paired bootstrap over the samples (the
+full and linear values of one resampling use the same samples), seeded like ``mlepi bands``. The share is a
+ratio of two differences: when the full renormalization is within its error of zero the share is not
+defined by the data, and ``share_resolved`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import figures
+from .bands import (
+    N_BANDS,
+    BandsConfig,
+    BandsError,
+    analyse_sample,
+    fit_bands,
+    json_safe,
+    setup,
+    temperature_rng,
+)
+from .frames import FramesFile, FramesFileError
+from .provenance import record, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "mlepi.renormalization"
+SCHEMA_VERSION = 1
+STATIC_TOLERANCE = 0.01  # relative v_F difference HedgeNet vs DFT on the static lattice the issue allows
+
+
+def read_bands_summary(path) -> dict:
+    """``bands.json`` of ``mlepi bands``, checked for the per-sample bands this stage needs."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BandsError(f"{path}: not a readable bands.json ({err}); rerun `mlepi bands`") from None
+    if document.get("schema") != "mlepi.bands" or not all(
+            "sample_bands_eV" in r for r in document.get("temperatures", [])):
+        raise BandsError(f"{path}: not a bands.json with per-sample bands (schema mlepi.bands); rerun `mlepi bands`")
+    return document
+
+
+class Analysis:
+    """The unfolding, band reading and fit of :mod:`mlepi.bands`, for single structures."""
+
+    def __init__(self, primitive, supercell, cfg: BandsConfig):
+        self.cfg = cfg
+        self.geometry, self.mapping, self.path, self.energy_grid = setup(primitive, supercell, cfg)
+
+    def single(self, frame, basis: dict, window_center: float | None, source: str) -> dict:
+        """v_F (fit and slope), SWMcC parameters and the four band energies at K of one structure."""
+        sample = analyse_sample(frame, basis, self.path, self.mapping, self.cfg, self.energy_grid, source,
+                                window_center=window_center)
+        fit = fit_bands(sample.bands, self.path, self.geometry, self.cfg)
+        return {"name": frame.name, "vf_1e6_m_s": fit.vf_1e6_m_s, "vf_slope_1e6_m_s": fit.vf_slope_1e6_m_s,
+                "params_eV": fit.fit.params.as_dict(), "fit_rms_eV": fit.fit.rms_eV,
+                "bands_K_eV": sample.bands[self.path.index_K].tolist(), "bands_eV": sample.bands.tolist()}
+
+    def vf_of_mean(self, sample_bands: np.ndarray) -> float:
+        return fit_bands(sample_bands.mean(axis=0), self.path, self.geometry, self.cfg).vf_1e6_m_s
+
+
+def _single_frame(path) -> tuple:
+    frames = FramesFile(path)
+    if len(frames) != 1:
+        raise FramesFileError(f"{path}: holds {len(frames)} frames, expected the one structure")
+    return frames[0], frames.basis
+
+
+def _temperature_of(frame, source) -> float:
+    if "temperature_K" not in frame.info:
+        raise FramesFileError(f"{source}: frame {frame.name!r} records no temperature_K")
+    return float(frame.info["temperature_K"])
+
+
+def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, analysis: Analysis,
+           n_bootstrap: int, seed: int) -> dict:
+    """Renormalization of v_F and of the K energies, full vs linear H, with paired-bootstrap errors (one T)."""
+    names = [n for n in full["sample_names"] if n in set(linear["sample_names"])]
+    pick_f = [full["sample_names"].index(n) for n in names]
+    pick_l = [linear["sample_names"].index(n) for n in names]
+    bands_f = np.asarray(full["sample_bands_eV"])[pick_f]  # [n, n_k, 4], samples both analyses kept
+    bands_l = np.asarray(linear["sample_bands_eV"])[pick_l]
+    iK = analysis.path.index_K
+
+    def quantities(idx):
+        vf_f, vf_l = analysis.vf_of_mean(bands_f[idx]), analysis.vf_of_mean(bands_l[idx])
+        dK_f, dK_l = bands_f[idx, iK].mean(axis=0) - static_K, bands_l[idx, iK].mean(axis=0) - static_K
+        return np.concatenate([[vf_f, vf_l, _share(vf_f - static_vf, vf_l - static_vf)], dK_f, dK_l,
+                               _share(dK_f, dK_l)])
+
+    n = len(names)
+    best = quantities(np.arange(n))
+    if n >= 2 and n_bootstrap >= 2:
+        rng = temperature_rng(seed, full["T_K"])
+        boot = np.array([quantities(rng.integers(0, n, size=n)) for _ in range(n_bootstrap)])
+        err = np.nanstd(boot, axis=0, ddof=1)
+    else:
+        boot, err = None, np.full_like(best, np.nan)
+    vf_f, vf_l, share = best[:3]
+    k = 3
+    dK_f, dK_l, share_K = best[k:k + N_BANDS], best[k + N_BANDS:k + 2 * N_BANDS], best[k + 2 * N_BANDS:]
+    dK_f_err, dK_l_err, share_K_err = (err[k:k + N_BANDS], err[k + N_BANDS:k + 2 * N_BANDS],
+                                       err[k + 2 * N_BANDS:])
+    return {
+        "T_K": full["T_K"], "n_samples": n,
+        "samples_left_out": sorted((set(full["sample_names"]) | set(linear["sample_names"])) - set(names)),
+        "vf_full_1e6_m_s": vf_f, "vf_full_err_1e6_m_s": err[0],
+        "vf_linear_1e6_m_s": vf_l, "vf_linear_err_1e6_m_s": err[1],
+        "renormalization_full_percent": 100 * (vf_f / static_vf - 1),
+        "renormalization_linear_percent": 100 * (vf_l / static_vf - 1),
+        # v(static) is one deterministic structure: the error of r is the bootstrap error of v(T).
+        "renormalization_full_err_percent": 100 * err[0] / static_vf,
+        "renormalization_linear_err_percent": 100 * err[1] / static_vf,
+        "second_order_share": share, "second_order_share_err": err[2],
+        # Resolved: the full renormalization is more than two bootstrap errors from zero.
+        "share_resolved": bool(np.isfinite(err[0]) and abs(vf_f - static_vf) > 2 * err[0]),
+        "bands_K_shift_full_eV": dK_f.tolist(), "bands_K_shift_full_err_eV": dK_f_err.tolist(),
+        "bands_K_shift_linear_eV": dK_l.tolist(), "bands_K_shift_linear_err_eV": dK_l_err.tolist(),
+        "bands_K_second_order_share": share_K.tolist(), "bands_K_second_order_share_err": share_K_err.tolist(),
+    }
+
+
+def _share(delta_full, delta_linear):
+    """1 − Δ_lin/Δ_full, NaN where Δ_full is 0."""
+    delta_full, delta_linear = np.asarray(delta_full, float), np.asarray(delta_linear, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(delta_full != 0, 1.0 - delta_linear / delta_full, np.nan)
+
+
+def crosscheck(analysis: Analysis, dft_paths, infer_paths, window_center: float | None) -> list[dict]:
+    """ML against DFT on the same displaced supercells: band energies at K and single-sample v_F."""
+    ml_frames = {}
+    for path in infer_paths:
+        frames = FramesFile(path)
+        for frame in frames:
+            key = (_temperature_of(frame, path), int(frame.info.get("sample_index", -1)))
+            ml_frames[key] = (frame, frames.basis, path)
+    rows = []
+    for path in dft_paths:
+        dft_frame, dft_basis = _single_frame(path)
+        T, index = _temperature_of(dft_frame, path), int(dft_frame.info.get("sample_index", -1))
+        if (T, index) not in ml_frames:
+            raise FramesFileError(f"{path}: no HedgeNet frame of T = {T} K, sample {index} among {list(infer_paths)}")
+        ml_frame, ml_basis, ml_path = ml_frames[(T, index)]
+        if np.abs(ml_frame.positions - dft_frame.positions).max() > 1e-6:
+            raise FramesFileError(f"{path} and {ml_path}: sample {index} at {T} K has different positions; the "
+                                  "DFT check must run on the inferred structure")
+        dft = analysis.single(dft_frame, dft_basis, dft_frame.fermi_level, str(path))
+        ml = analysis.single(ml_frame, ml_basis, window_center, str(ml_path))
+        row = {"T_K": T, "sample_index": index, "vf_dft_1e6_m_s": dft["vf_1e6_m_s"],
+               "vf_ml_1e6_m_s": ml["vf_1e6_m_s"]}
+        for b in range(N_BANDS):
+            row[f"band{b + 1}_K_dft_eV"] = dft["bands_K_eV"][b]
+            row[f"band{b + 1}_K_ml_eV"] = ml["bands_K_eV"][b]
+            row[f"band{b + 1}_K_diff_meV"] = 1e3 * (ml["bands_K_eV"][b] - dft["bands_K_eV"][b])
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["T_K"], r["sample_index"]))
+
+
+def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path, static_ml_path, static_dft_path,
+        out_dir, *, special_paths=(), check_dft_paths=(), infer_paths=(), with_figures: bool = True) -> dict:
+    """Write ``renormalization.csv``, ``crosscheck.csv``, ``renormalization.json`` and two figures to ``out_dir``.
+
+    ``config``: the ``bands`` section (the same as the band analyses'). ``bands_path``, ``bands_linear_path``:
+    ``bands.json`` of the full and the linearized samples. ``static_ml_path``, ``static_dft_path``: frames
+    files of the pristine supercell (HedgeNet, DFT); the DFT Fermi level centres the band window of every
+    HedgeNet structure, as in ``mlepi bands --reference``. ``special_paths``: HedgeNet frames of the special
+    displacements (one per temperature). ``check_dft_paths``: DFT frames of inferred samples, matched by
+    temperature and sample index to the frames of ``infer_paths``.
+    """
+    cfg = BandsConfig.from_dict(config)
+    out_dir = Path(out_dir)
+    analysis = Analysis(primitive, supercell, cfg)
+    full, linear = read_bands_summary(bands_path), read_bands_summary(bands_linear_path)
+    dft_frame, dft_basis = _single_frame(static_dft_path)
+    ml_frame, ml_basis = _single_frame(static_ml_path)
+    window_center = dft_frame.fermi_level
+    static = {"dft": analysis.single(dft_frame, dft_basis, window_center, str(static_dft_path)),
+              "ml": analysis.single(ml_frame, ml_basis, window_center, str(static_ml_path))}
+    static_difference = static["ml"]["vf_1e6_m_s"] / static["dft"]["vf_1e6_m_s"] - 1
+    if abs(static_difference) > STATIC_TOLERANCE:
+        log.warning("renormalization: static-lattice v_F of HedgeNet differs from DFT by %.2f %% (more than %g %%)",
+                    100 * static_difference, 100 * STATIC_TOLERANCE)
+    special = {}
+    for path in special_paths:
+        frame, basis = _single_frame(path)
+        special[_temperature_of(frame, path)] = analysis.single(frame, basis, window_center, str(path))
+    linear_by_T = {r["T_K"]: r for r in linear["temperatures"]}
+    static_vf, static_K = static["ml"]["vf_1e6_m_s"], np.asarray(static["ml"]["bands_K_eV"])
+    per_T = []
+    for result in full["temperatures"]:
+        T = result["T_K"]
+        if T not in linear_by_T:
+            raise BandsError(f"{bands_linear_path}: no T = {T} K, which {bands_path} has; analyse the same samples")
+        entry = orders(result, linear_by_T[T], static_vf, static_K, analysis, cfg.n_bootstrap, cfg.seed)
+        if T in special:
+            entry["vf_special_1e6_m_s"] = special[T]["vf_1e6_m_s"]
+            entry["bands_K_shift_special_eV"] = (np.asarray(special[T]["bands_K_eV"]) - static_K).tolist()
+        per_T.append(entry)
+    checks = crosscheck(analysis, check_dft_paths, infer_paths, window_center)
+    document = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "units": {"energy": "eV", "velocity": "1e6 m/s", "temperature": "K"},
+        "static": static, "static_vf_difference_percent": 100 * static_difference,
+        "static_vf_within_tolerance": abs(static_difference) <= STATIC_TOLERANCE,
+        "temperatures": per_T, "special": {f"{T:g}": v for T, v in special.items()}, "crosscheck": checks,
+        "config": asdict(cfg),
+        "provenance": record(asdict(cfg), seed=cfg.seed, inputs=[str(bands_path), str(bands_linear_path),
+                                                                   str(static_ml_path), str(static_dft_path)]),
+    }
+    write_outputs(document, out_dir, with_figures)
+    return document
+
+
+CSV_COLUMNS = ["T_K", "n_samples", "vf_static_dft_1e6_m_s", "vf_static_ml_1e6_m_s", "vf_full_1e6_m_s",
+               "vf_full_err_1e6_m_s", "vf_linear_1e6_m_s", "vf_linear_err_1e6_m_s", "vf_special_1e6_m_s",
+               "renormalization_full_percent", "renormalization_full_err_percent",
+               "renormalization_linear_percent", "renormalization_linear_err_percent",
+               "second_order_share", "second_order_share_err", "share_resolved"] + [
+    f"band{b}_K_shift_{kind}_eV" for kind in ("full", "linear", "special") for b in range(1, N_BANDS + 1)]
+
+
+def write_outputs(document: dict, out_dir: Path, with_figures: bool = True) -> None:
+    static = document["static"]
+    rows = []
+    for entry in document["temperatures"]:
+        row = {**entry, "vf_static_dft_1e6_m_s": static["dft"]["vf_1e6_m_s"],
+               "vf_static_ml_1e6_m_s": static["ml"]["vf_1e6_m_s"], "vf_special_1e6_m_s": entry.get("vf_special_1e6_m_s")}
+        for kind in ("full", "linear", "special"):
+            shifts = entry.get(f"bands_K_shift_{kind}_eV") or [None] * N_BANDS
+            row.update({f"band{b + 1}_K_shift_{kind}_eV": shifts[b] for b in range(N_BANDS)})
+        rows.append(row)
+    write_csv(out_dir / "renormalization.csv", rows, CSV_COLUMNS)
+    check_columns = ["T_K", "sample_index", "vf_dft_1e6_m_s", "vf_ml_1e6_m_s"] + [
+        f"band{b}_K_{kind}" for b in range(1, N_BANDS + 1) for kind in ("dft_eV", "ml_eV", "diff_meV")]
+    write_csv(out_dir / "crosscheck.csv", document["crosscheck"], check_columns)
+    write_json(out_dir / "renormalization.json", json_safe(document))
+    if with_figures:
+        figures.plot_vf_orders(document, out_dir / "vf_orders.png")
+        figures.plot_crosscheck(document["crosscheck"], out_dir / "crosscheck.png")

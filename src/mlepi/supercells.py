@@ -1,0 +1,124 @@
+"""Stages ``supercell_bands`` and ``supercell_convergence``: the thermal band analysis in larger supercells.
+
+The workflow's DFT supercell (``system.supercell``) fixes which phonons the Monte Carlo samples contain: the q
+points commensurate with it. A larger n x n supercell contains more of them, and HedgeNet makes its Hamiltonians
+cheap, so the band renormalization can be converged with supercell size without more DFT. For each n:
+
+1. force constants of the n x n supercell from the DFT phonons: phonopy's dynamical matrices of the DFT
+   supercell's force constants at the q points commensurate with n x n (exact at the q points the DFT supercell
+   holds, Fourier-interpolated elsewhere), transformed back to real space (``DynmatToForceConstants``);
+2. thermal samples at every temperature (:class:`mlepi.thermal.HarmonicSampler`, the thermal config's seed,
+   count, antithetic pairs and soft-mode policy; the random stream depends on n as well);
+3. HedgeNet H with GPAW's exact S (:func:`mlepi.infer.predict_frames`);
+4. the band analysis of :mod:`mlepi.bands` on the n x n pristine supercell, band window centred on the DFT
+   Fermi level of the workflow's pristine supercell.
+
+``supercell_convergence`` puts v_F(T) and the band energies at K of every size (the workflow's own analysis
+included) in one table and figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import bands, figures, provenance
+from .frames import FramesFile, write_frames
+from .thermal import HarmonicSampler
+
+log = logging.getLogger(__name__)
+SUPERCELL_PURPOSE = 4  # random stream of these samples, beside thermal.PURPOSES (train 1, infer 2)
+
+
+def interpolated_force_constants(phonon, n: int):
+    """(n x n supercell as a Phonopy object, its force constants [N, N, 3, 3] in eV/Å²) from ``phonon``'s."""
+    from phonopy import Phonopy
+    from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
+
+    target = Phonopy(phonon.unitcell, supercell_matrix=np.diag([n, n, 1]), primitive_matrix=phonon.primitive_matrix)
+    d2f = DynmatToForceConstants(target.primitive, target.supercell)
+    phonon.run_qpoints(d2f.commensurate_points, with_dynamical_matrices=True)
+    d2f.dynamical_matrices = phonon.get_qpoints_dict()["dynamical_matrices"]
+    d2f.run()
+    return target, np.array(d2f.force_constants)
+
+
+def sample_rng(seed: int, temperature: float, n: int) -> np.random.Generator:
+    """Stream of the n x n samples at ``temperature``: independent of the workflow's train and infer samples."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SUPERCELL_PURPOSE, round(temperature * 1000), n]))
+
+
+def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temperatures, config: dict, out_dir,
+        *, workers: int = 1) -> dict:
+    """Thermal samples of the n x n supercell, HedgeNet frames, and the band analysis in ``out_dir``.
+
+    ``config``: the ``thermal`` and ``bands`` sections. ``reference_path``: DFT frames file of the workflow's
+    pristine supercell (its Fermi level centres the band window). Writes ``pristine.extxyz``,
+    ``T<T>.h5`` (HedgeNet frames) and the outputs of :func:`mlepi.bands.run`; returns its ``bands.json``.
+    """
+    from tqdm import tqdm
+
+    from .displace import supercell_layers, to_ase
+    from .infer import predict_frames
+    from .model import HedgeNet
+    from .phonons import read_phonopy
+    from .structure_io import read_structure, write_structure
+
+    out_dir = Path(out_dir)
+    thermal_cfg = config["thermal"]
+    model = HedgeNet.load(model_path)
+    phonon = read_phonopy(phonopy_params)
+    primitive = read_structure(primitive_path)
+    window_center = FramesFile(reference_path)[0].fermi_level
+    target, fc = interpolated_force_constants(phonon, n)
+    pristine = to_ase(target.supercell, supercell_layers(target, primitive))
+    sampler = HarmonicSampler(fc, target.supercell.masses, thermal_cfg["imaginary_tolerance_THz"],
+                              thermal_cfg["soft_modes"])
+    write_structure(out_dir / "pristine.extxyz", pristine, kind="pristine")
+    frames_by_T = {}
+    for T in temperatures:
+        u = sampler.sample(T, thermal_cfg["infer_samples"], sample_rng(thermal_cfg["seed"], T, n),
+                           thermal_cfg["antithetic"])
+        samples, names = [], []
+        for k, displacement in enumerate(u):
+            atoms = pristine.copy()
+            atoms.positions += displacement
+            atoms.info.update(kind="thermal", temperature_K=float(T), seed=thermal_cfg["seed"], sample_index=k,
+                              antithetic=thermal_cfg["antithetic"], supercell=[n, n],
+                              frozen_modes_THz=sampler.frozen_THz)
+            samples.append(atoms)
+            names.append(f"sc{n}_T{T:g}_s{k:03d}")
+        frames = [predict_frames(model, [atoms], [name], fermi_level=False, dtype=model.dtype)[0]
+                  for atoms, name in tqdm(list(zip(samples, names)), desc=f"{n}x{n} at {T:g} K", unit="sample")]
+        frames_by_T[float(T)] = out_dir / f"T{T:g}.h5"
+        write_frames(frames_by_T[float(T)], frames, basis=model.basis, source="hedgenet",
+                     parameters={"model_path": str(model_path), "supercell": [n, n]},
+                     provenance=provenance.record(config, seed=thermal_cfg["seed"]))
+    return bands.run(frames_by_T, primitive, pristine, config["bands"], out_dir, window_center=window_center,
+                     workers=workers)
+
+
+COLUMNS = ["supercell", "n_atoms", "T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s"] + [
+    f"band{b}_K{suffix}_eV" for b in range(1, bands.N_BANDS + 1) for suffix in ("", "_err")]
+
+
+def summarize(summaries: dict, out_dir) -> list[dict]:
+    """``convergence.csv`` and ``convergence.png`` from ``{n: bands.json path}`` (the workflow's size included)."""
+    out_dir = Path(out_dir)
+    rows = []
+    for n, path in sorted(summaries.items()):
+        document = json.loads(Path(path).read_text())
+        n_cells = abs(round(np.linalg.det(np.array(document["geometry"]["supercell_matrix"]))))
+        for r in document["temperatures"]:
+            row = {"supercell": int(n), "n_atoms": 4 * n_cells, "T_K": r["T_K"], "n_samples": r["n_samples"],
+                   "vf_1e6_m_s": r["vf_1e6_m_s"], "vf_err_1e6_m_s": r["vf_err_1e6_m_s"]}
+            for b in range(bands.N_BANDS):
+                row[f"band{b + 1}_K_eV"] = r["bands_K_eV"][b]
+                row[f"band{b + 1}_K_err_eV"] = r["bands_K_err_eV"][b]
+            rows.append(row)
+    provenance.write_csv(out_dir / "convergence.csv", rows, COLUMNS)
+    figures.plot_supercell_convergence(rows, out_dir / "convergence.png")
+    return rows

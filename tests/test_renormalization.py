@@ -1,0 +1,149 @@
+"""Stage ``renormalization`` (mlepi.renormalization) on the Slater–Koster bilayer: full against linearized H
+(the linearization by a finite difference of the analytic model, an independent route from the model's
+autograd), static lattice, special displacement and the DFT cross-check table."""
+
+import csv
+import json
+
+import bilayer_tb as bt
+import numpy as np
+import pytest
+
+from mlepi import bands, renormalization
+from mlepi.frames import write_frames
+from mlepi.provenance import record
+from mlepi.structure_io import write_structure
+
+SMALL = {"n_k": 7, "n_bootstrap": 16, "n_energy": 51, "seed": 3}
+T = 300.0
+
+
+def _keys(frame):
+    return {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*frame.edge_index, frame.cell_shift))}
+
+
+def _linearized(sc, u, name, step=1e-4, **info):
+    """The SK frame at x0 + u with H replaced by H(0) + (dH/du).u (central difference), S kept exact."""
+    full = bt.tb_frame(_moved(sc, u), name, **info)
+    parts = [bt.tb_frame(_moved(sc, t * u), "x") for t in (0.0, step, -step)]
+    lookups = [_keys(p) for p in parts]
+
+    def block(k, key):
+        e = lookups[k].get(key)
+        return parts[k].H[e] if e is not None else 0.0
+
+    linear_H = np.array([block(0, key) + (block(1, key) - block(2, key)) / (2 * step) for key in _keys(full)])
+    full.H = linear_H
+    return full
+
+
+def _moved(sc, u):
+    out = sc.copy()
+    out.positions += u
+    return out
+
+
+def _write(path, frames, source="dft"):
+    write_frames(path, frames, basis=bt.BASIS_PZ, source=source, parameters={}, provenance=record())
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("renorm")
+    prim = bt.bilayer_primitive()
+    sc = bt.supercell(prim, np.diag([3, 3, 1]))
+    write_structure(d / "primitive.extxyz", prim, kind="relaxed")
+    write_structure(d / "pristine.extxyz", sc, kind="pristine")
+    rng = np.random.default_rng(0)
+    draws = [rng.normal(size=(len(sc), 3)) * [0.03, 0.03, 0.06] for _ in range(2)]
+    us = [s * u for u in draws for s in (1, -1)]  # antithetic pairs
+    info = [{"temperature_K": T, "sample_index": k, "antithetic": True} for k in range(len(us))]
+    full = [bt.tb_frame(_moved(sc, u), f"s{k}", **i) for k, (u, i) in enumerate(zip(us, info))]
+    linear = [_linearized(sc, u, f"s{k}", **i) for k, (u, i) in enumerate(zip(us, info))]
+    paths = {"full": _write(d / "full.h5", full, "hedgenet"), "linear": _write(d / "linear.h5", linear, "hedgenet"),
+             "static": _write(d / "static.h5", [bt.tb_frame(sc, "pristine")]),
+             "special": _write(d / "special.h5", [bt.tb_frame(_moved(sc, draws[0]), "zg", temperature_K=T)],
+                               "hedgenet"),
+             "check": _write(d / "check.h5", [full[1]])}
+    for kind in ("full", "linear"):
+        bands.run({T: paths[kind]}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL, d / f"bands_{kind}",
+                  with_figures=False)
+    return d, paths
+
+
+def _run(d, paths, linear_json, out, **kwargs):
+    return renormalization.run(SMALL, d / "primitive.extxyz", d / "pristine.extxyz", d / "bands_full/bands.json",
+                               linear_json, paths["static"], paths["static"], out, **kwargs)
+
+
+def test_orders_static_special_and_crosscheck(setup):
+    d, paths = setup
+    doc = _run(d, paths, d / "bands_linear/bands.json", d / "out", special_paths=[paths["special"]],
+               check_dft_paths=[paths["check"]], infer_paths=[paths["full"]])
+    for name in ("renormalization.csv", "renormalization.json", "crosscheck.csv", "vf_orders.png", "crosscheck.png"):
+        assert (d / "out" / name).stat().st_size > 0, name
+
+    # The static lattice: the undisplaced supercell unfolds onto the primitive bands (test_bands), so its v_F is
+    # that of the stage on an undisplaced sample; HedgeNet = DFT here.
+    undisplaced = bands.run({0.0: [paths["static"]]}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL,
+                            d / "static_bands", with_figures=False)
+    assert doc["static"]["ml"]["vf_1e6_m_s"] == pytest.approx(undisplaced["temperatures"][0]["vf_1e6_m_s"], rel=1e-10)
+    assert doc["static_vf_difference_percent"] == 0.0 and doc["static_vf_within_tolerance"]
+
+    (row,) = doc["temperatures"]
+    full = json.loads((d / "bands_full/bands.json").read_text())["temperatures"][0]
+    linear = json.loads((d / "bands_linear/bands.json").read_text())["temperatures"][0]
+    assert row["vf_full_1e6_m_s"] == pytest.approx(full["vf_1e6_m_s"], rel=1e-10)
+    assert row["vf_linear_1e6_m_s"] == pytest.approx(linear["vf_1e6_m_s"], rel=1e-10)
+    assert row["n_samples"] == 4 and row["samples_left_out"] == []
+    # Antithetic samples: convergence over whole pairs, and over one member of each pair.
+    assert full["convergence"]["n_samples"] == [2, 4]
+    assert full["convergence_independent"]["n_samples"] == [1, 2]
+    v0 = doc["static"]["ml"]["vf_1e6_m_s"]
+    r_full, r_lin = row["renormalization_full_percent"], row["renormalization_linear_percent"]
+    assert r_full == pytest.approx(100 * (full["vf_1e6_m_s"] / v0 - 1), rel=1e-10)
+    assert row["second_order_share"] == pytest.approx(1 - r_lin / r_full, rel=1e-8)
+    assert np.isfinite(row["second_order_share_err"]) and row["vf_full_err_1e6_m_s"] > 0
+    # The linearized H is a different Hamiltonian: its bands differ from the full ones, by second order in u.
+    shift_full, shift_lin = np.array(row["bands_K_shift_full_eV"]), np.array(row["bands_K_shift_linear_eV"])
+    assert 1e-4 < np.abs(shift_full - shift_lin).max() < 0.1
+    assert row["vf_special_1e6_m_s"] == pytest.approx(doc["special"]["300"]["vf_1e6_m_s"])
+
+    # Cross-check of a frame against itself: sample 1 is matched by temperature and index, differences vanish.
+    (check,) = doc["crosscheck"]
+    assert check["sample_index"] == 1 and check["T_K"] == T
+    for b in range(1, 5):
+        assert check[f"band{b}_K_diff_meV"] == 0.0
+    rows = list(csv.DictReader((d / "out" / "renormalization.csv").open()))
+    assert list(rows[0]) == renormalization.CSV_COLUMNS
+    assert float(rows[0]["second_order_share"]) == pytest.approx(row["second_order_share"], rel=1e-9)
+
+
+def test_share_is_zero_for_equal_orders_and_one_without_first_order(setup, tmp_path):
+    d, paths = setup
+    same = _run(d, paths, d / "bands_full/bands.json", tmp_path / "same")["temperatures"][0]
+    assert same["second_order_share"] == 0.0
+    assert same["renormalization_linear_percent"] == same["renormalization_full_percent"]
+    # "Linear" samples that are all the static lattice: no first-order renormalization at all, share 1.
+    static = bt.tb_frame(bt.supercell(bt.bilayer_primitive(), np.diag([3, 3, 1])), "x")
+    frames = []
+    for k in range(4):
+        frame = bt.tb_frame(static.to_atoms(), f"s{k}", temperature_K=T, sample_index=k, antithetic=True)
+        frames.append(frame)
+    _write(tmp_path / "static_samples.h5", frames)
+    bands.run({T: tmp_path / "static_samples.h5"}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL,
+              tmp_path / "bands_static", with_figures=False)
+    none = _run(d, paths, tmp_path / "bands_static/bands.json", tmp_path / "none")["temperatures"][0]
+    assert none["renormalization_linear_percent"] == pytest.approx(0.0, abs=1e-8)
+    assert none["second_order_share"] == pytest.approx(1.0, abs=1e-8)
+    np.testing.assert_allclose(none["bands_K_shift_linear_eV"], 0.0, atol=1e-9)
+
+
+def test_foreign_or_old_bands_summary_is_refused(setup, tmp_path):
+    (tmp_path / "bands.json").write_text(json.dumps({"schema": "mlepi.bands", "temperatures": [{"T_K": 0}]}))
+    with pytest.raises(bands.BandsError, match="per-sample bands"):
+        renormalization.read_bands_summary(tmp_path / "bands.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(bands.BandsError, match="not a readable bands.json"):
+        renormalization.read_bands_summary(tmp_path / "bad.json")
