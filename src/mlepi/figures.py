@@ -259,12 +259,12 @@ def plot_vf_orders(document: dict, path) -> None:
         ax_v.axhline(document["static"][key]["vf_1e6_m_s"], color="k", ls=ls, lw=0.8, label=label)
     ax_v.set_xlabel("T (K)")
     ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
-    ax_v.legend(frameon=False, fontsize="small")
-    for b, marker in zip((0, 3), "ov"):  # the outer bands at K: E = ±γ1 in the static lattice
-        for key, ls in (("full", "-"), ("linear", "--")):
+    ax_v.legend(frameon=False, fontsize="x-small")
+    for b, marker, color in ((0, "o", "C0"), (3, "v", "C3")):  # the outer bands at K: ±γ1 in the static lattice
+        for key, ls, mfc in (("full", "-", color), ("linear", "--", "none")):
             ax_k.errorbar(T, [1e3 * r[f"bands_K_shift_{key}_eV"][b] for r in rows],
                           yerr=_finite([1e3 * r[f"bands_K_shift_{key}_err_eV"][b] for r in rows]), marker=marker,
-                          ls=ls, capsize=3, label=f"band {b + 1}, {key}")
+                          ls=ls, color=color, mfc=mfc, capsize=3, label=f"band {b + 1}, {key} H")
     ax_k.axhline(0.0, color="k", lw=0.5)
     ax_k.set_xlabel("T (K)")
     ax_k.set_ylabel(r"$E_b(K; T) - E_b(K; \mathrm{static})$ (meV)")
