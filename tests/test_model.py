@@ -212,3 +212,24 @@ def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
     out = model(ref["data"], overlap=False)
     assert "S" not in out
     np.testing.assert_allclose(out["H"].detach().numpy(), np.array(list(ref["H"].values())), atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [8, 32])  # block 4x4 = 16 entries: below and above the width
+def test_bond_block_contraction_orders_agree_and_accept_empty_chunks(hidden):
+    """Both contraction orders of BondBlock give the defining sum g = Σ_k A_k z W_k, and a chunk with no edges of
+    a kind (common in a large structure's inter-layer chunks) gives an empty block array."""
+    from mlepi.model import BondBlock
+
+    torch.manual_seed(0)
+    n_ang, n_orb, n_rbf = 5, 4, 3
+    block = BondBlock(6, hidden, n_rbf, n_ang, n_orb).double()
+    atoms = block.project(torch.randn(7, 6, dtype=torch.float64))
+    src, dst = torch.tensor([0, 3, 5]), torch.tensor([1, 2, 6])
+    rbf, ang = torch.randn(3, n_rbf, dtype=torch.float64), torch.randn(3, n_ang, dtype=torch.float64)
+    out = block(atoms, src, dst, rbf, ang)
+    z = block.mlp(atoms[0][src] + atoms[1][dst] + block.radial(rbf))
+    W = block.weight.view(n_ang, hidden, n_orb * n_orb)
+    direct = torch.einsum("ek,eh,kha->ea", ang, z, W).view(-1, n_orb, n_orb)
+    torch.testing.assert_close(out, direct, atol=1e-12, rtol=0)
+    empty = block(atoms, src[:0], dst[:0], rbf[:0], ang[:0])
+    assert empty.shape == (0, n_orb, n_orb)

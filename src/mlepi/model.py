@@ -188,7 +188,8 @@ class BondBlock(nn.Module):
         if self.n_orb**2 < hidden:
             # Same sum, contracted in the cheaper order for small blocks: (z W_k) first, then over k.
             w = self.weight.view(n_ang, hidden, -1).transpose(0, 1).reshape(hidden, -1)  # [hidden, n_ang * n^2]
-            out = torch.einsum("ek,eka->ea", ang, (z @ w).view(n_edges, n_ang, -1))
+            # Explicit sizes: an empty chunk (no edges of this kind) has nothing to infer -1 from.
+            out = torch.einsum("ek,eka->ea", ang, (z @ w).view(n_edges, n_ang, self.n_orb**2))
         else:
             out = (ang.unsqueeze(-1) * z.unsqueeze(1)).flatten(1) @ self.weight  # [E, n_orb^2]
         return out.view(-1, self.n_orb, self.n_orb)
