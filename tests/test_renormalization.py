@@ -104,6 +104,8 @@ def test_orders_static_special_and_crosscheck(setup):
     r_full, r_lin = row["renormalization_full_percent"], row["renormalization_linear_percent"]
     assert r_full == pytest.approx(100 * (full["vf_1e6_m_s"] / v0 - 1), rel=1e-10)
     assert row["second_order_share"] == pytest.approx(1 - r_lin / r_full, rel=1e-8)
+    assert row["second_order_percent"] == pytest.approx(r_full - r_lin, rel=1e-8)
+    assert row["second_order_err_percent"] > 0
     assert np.isfinite(row["second_order_share_err"]) and row["vf_full_err_1e6_m_s"] > 0
     # The linearized H is a different Hamiltonian: its bands differ from the full ones, by second order in u.
     shift_full, shift_lin = np.array(row["bands_K_shift_full_eV"]), np.array(row["bands_K_shift_linear_eV"])
@@ -124,6 +126,7 @@ def test_share_is_zero_for_equal_orders_and_one_without_first_order(setup, tmp_p
     d, paths = setup
     same = _run(d, paths, d / "bands_full/bands.json", tmp_path / "same")["temperatures"][0]
     assert same["second_order_share"] == 0.0
+    assert same["second_order_percent"] == 0.0 and same["second_order_err_percent"] == 0.0
     assert same["renormalization_linear_percent"] == same["renormalization_full_percent"]
     # "Linear" samples that are all the static lattice: no first-order renormalization at all, share 1.
     static = bt.tb_frame(bt.supercell(bt.bilayer_primitive(), np.diag([3, 3, 1])), "x")

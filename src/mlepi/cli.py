@@ -127,8 +127,9 @@ def cmd_renormalization(args):
           f" (1e6 m/s, {doc['static_vf_difference_percent']:+.2f} %)")
     for r in doc["temperatures"]:
         print(f"T = {r['T_K']:g} K: v_F renormalization full {r['renormalization_full_percent']:+.2f} %, linear "
-              f"{r['renormalization_linear_percent']:+.2f} %, second-order share {r['second_order_share']:.2f} "
-              f"+- {r['second_order_share_err']:.2f}" + ("" if r["share_resolved"] else " (not resolved)"))
+              f"{r['renormalization_linear_percent']:+.2f} %, second order {r['second_order_percent']:+.2f} +- "
+              f"{r['second_order_err_percent']:.2f} %, share {r['second_order_share']:.2f} +- "
+              f"{r['second_order_share_err']:.2f}" + ("" if r["share_resolved"] else " (not resolved)"))
 
 
 def cmd_supercell_bands(args):

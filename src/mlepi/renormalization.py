@@ -14,12 +14,14 @@ the same unfolding, band reading and SWMcC fit (:mod:`mlepi.bands`):
 Per temperature, with v(static) the model's static value,
 
     renormalization (%)   r = 100 (v(T) / v(static) − 1)        for the full and the linear H
+    second order (%)      r_full − r_lin = 100 (v_full(T) − v_lin(T)) / v(static)
     second-order share    s = 1 − (v_lin(T) − v(static)) / (v_full(T) − v(static))
 
 and the same for the four band energies at K. Errors come from a paired bootstrap over the samples (the
-full and linear values of one resampling use the same samples), seeded like ``mlepi bands``. The share is a
-ratio of two differences: when the full renormalization is within its error of zero the share is not
-defined by the data, and ``share_resolved`` says so.
+full and linear values of one resampling use the same samples), seeded like ``mlepi bands``, so the error of
+the second-order part includes the correlation of the two. The share is a ratio of two differences: when
+the full renormalization is within its error of zero the share is not defined by the data
+(``share_resolved`` false), while the second-order part r_full − r_lin still is.
 """
 
 from __future__ import annotations
@@ -108,11 +110,18 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
     bands_l = np.asarray(linear["sample_bands_eV"])[pick_l]
     iK = analysis.path.index_K
 
+    # Every quantity of one resampling, as named slices of one vector (bootstrap errors element by element).
+    layout = {"vf": 3, "dK_full": N_BANDS, "dK_linear": N_BANDS, "share_K": N_BANDS, "dK_second": N_BANDS}
+    bounds = dict(zip(layout, np.cumsum([0, *layout.values()])[:-1]))
+
     def quantities(idx):
         vf_f, vf_l = analysis.vf_of_mean(bands_f[idx]), analysis.vf_of_mean(bands_l[idx])
         dK_f, dK_l = bands_f[idx, iK].mean(axis=0) - static_K, bands_l[idx, iK].mean(axis=0) - static_K
         return np.concatenate([[vf_f, vf_l, _share(vf_f - static_vf, vf_l - static_vf)], dK_f, dK_l,
-                               _share(dK_f, dK_l)])
+                               _share(dK_f, dK_l), dK_f - dK_l])
+
+    def part(values, name):
+        return values[bounds[name]:bounds[name] + layout[name]]
 
     n = len(names)
     best = quantities(np.arange(n))
@@ -120,13 +129,10 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
         rng = temperature_rng(seed, full["T_K"])
         boot = np.array([quantities(rng.integers(0, n, size=n)) for _ in range(n_bootstrap)])
         err = np.nanstd(boot, axis=0, ddof=1)
+        second_err = np.std(boot[:, 0] - boot[:, 1], ddof=1)  # paired: the same samples in both
     else:
-        boot, err = None, np.full_like(best, np.nan)
+        err, second_err = np.full_like(best, np.nan), np.nan
     vf_f, vf_l, share = best[:3]
-    k = 3
-    dK_f, dK_l, share_K = best[k:k + N_BANDS], best[k + N_BANDS:k + 2 * N_BANDS], best[k + 2 * N_BANDS:]
-    dK_f_err, dK_l_err, share_K_err = (err[k:k + N_BANDS], err[k + N_BANDS:k + 2 * N_BANDS],
-                                       err[k + 2 * N_BANDS:])
     return {
         "T_K": full["T_K"], "n_samples": n,
         "samples_left_out": sorted((set(full["sample_names"]) | set(linear["sample_names"])) - set(names)),
@@ -137,12 +143,19 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
         # v(static) is one deterministic structure: the error of r is the bootstrap error of v(T).
         "renormalization_full_err_percent": 100 * err[0] / static_vf,
         "renormalization_linear_err_percent": 100 * err[1] / static_vf,
+        # What the second and higher orders add to v_F, r_full − r_lin, with its paired-bootstrap error:
+        # defined whatever the size of the renormalization itself.
+        "second_order_percent": 100 * (vf_f - vf_l) / static_vf, "second_order_err_percent": 100 * second_err / static_vf,
         "second_order_share": share, "second_order_share_err": err[2],
         # Resolved: the full renormalization is more than two bootstrap errors from zero.
         "share_resolved": bool(np.isfinite(err[0]) and abs(vf_f - static_vf) > 2 * err[0]),
-        "bands_K_shift_full_eV": dK_f.tolist(), "bands_K_shift_full_err_eV": dK_f_err.tolist(),
-        "bands_K_shift_linear_eV": dK_l.tolist(), "bands_K_shift_linear_err_eV": dK_l_err.tolist(),
-        "bands_K_second_order_share": share_K.tolist(), "bands_K_second_order_share_err": share_K_err.tolist(),
+        "bands_K_shift_full_eV": part(best, "dK_full").tolist(), "bands_K_shift_full_err_eV": part(err, "dK_full").tolist(),
+        "bands_K_shift_linear_eV": part(best, "dK_linear").tolist(),
+        "bands_K_shift_linear_err_eV": part(err, "dK_linear").tolist(),
+        "bands_K_second_order_eV": part(best, "dK_second").tolist(),
+        "bands_K_second_order_err_eV": part(err, "dK_second").tolist(),
+        "bands_K_second_order_share": part(best, "share_K").tolist(),
+        "bands_K_second_order_share_err": part(err, "share_K").tolist(),
     }
 
 
@@ -242,8 +255,9 @@ CSV_COLUMNS = ["T_K", "n_samples", "vf_static_dft_1e6_m_s", "vf_static_ml_1e6_m_
                "vf_full_err_1e6_m_s", "vf_linear_1e6_m_s", "vf_linear_err_1e6_m_s", "vf_special_1e6_m_s",
                "renormalization_full_percent", "renormalization_full_err_percent",
                "renormalization_linear_percent", "renormalization_linear_err_percent",
-               "second_order_share", "second_order_share_err", "share_resolved"] + [
-    f"band{b}_K_shift_{kind}_eV" for kind in ("full", "linear", "special") for b in range(1, N_BANDS + 1)]
+               "second_order_percent", "second_order_err_percent", "second_order_share", "second_order_share_err", "share_resolved"] + [
+    f"band{b}_K_shift_{kind}_eV" for kind in ("full", "linear", "special") for b in range(1, N_BANDS + 1)] + [
+    f"band{b}_K_second_order{suffix}_eV" for suffix in ("", "_err") for b in range(1, N_BANDS + 1)]
 
 
 def write_outputs(document: dict, out_dir: Path, with_figures: bool = True) -> None:
@@ -255,6 +269,9 @@ def write_outputs(document: dict, out_dir: Path, with_figures: bool = True) -> N
         for kind in ("full", "linear", "special"):
             shifts = entry.get(f"bands_K_shift_{kind}_eV") or [None] * N_BANDS
             row.update({f"band{b + 1}_K_shift_{kind}_eV": shifts[b] for b in range(N_BANDS)})
+        for suffix in ("", "_err"):
+            values = entry[f"bands_K_second_order{suffix}_eV"]
+            row.update({f"band{b + 1}_K_second_order{suffix}_eV": values[b] for b in range(N_BANDS)})
         rows.append(row)
     write_csv(out_dir / "renormalization.csv", rows, CSV_COLUMNS)
     check_columns = ["T_K", "sample_index", "vf_dft_1e6_m_s", "vf_ml_1e6_m_s"] + [

@@ -41,7 +41,7 @@ def interpolated_force_constants(phonon, n: int):
     target = Phonopy(phonon.unitcell, supercell_matrix=np.diag([n, n, 1]), primitive_matrix=phonon.primitive_matrix)
     d2f = DynmatToForceConstants(target.primitive, target.supercell)
     phonon.run_qpoints(d2f.commensurate_points, with_dynamical_matrices=True)
-    d2f.dynamical_matrices = phonon.get_qpoints_dict()["dynamical_matrices"]
+    d2f.dynamical_matrices = phonon.qpoints.dynamical_matrices
     d2f.run()
     return target, np.array(d2f.force_constants)
 
