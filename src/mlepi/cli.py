@@ -120,8 +120,8 @@ def cmd_linearize(args):
 def cmd_renormalization(args):
     from . import renormalization
 
-    doc = renormalization.run(_stage_config(args, "renormalization")["bands"], args.primitive, args.supercell, args.bands,
-                              args.bands_linear, args.static_ml, args.static_dft, args.out_dir,
+    doc = renormalization.run(_stage_config(args, "renormalization")["bands"], args.primitive, args.supercell,
+                              args.bands, args.bands_linear, args.static_ml, args.static_dft, args.out_dir,
                               special_paths=args.special, check_dft_paths=args.check_dft, infer_paths=args.infer)
     print(f"static v_F: HedgeNet {doc['static']['ml']['vf_1e6_m_s']:.4f}, DFT {doc['static']['dft']['vf_1e6_m_s']:.4f}"
           f" (1e6 m/s, {doc['static_vf_difference_percent']:+.2f} %)")
@@ -136,8 +136,8 @@ def cmd_supercell_bands(args):
     from . import supercells
 
     cfg = _stage_config(args, "supercell_bands")
-    doc = supercells.run(args.model, args.phonopy, args.primitive, args.reference, args.n, cfg["thermal"]["temperatures"],
-                         cfg, args.out_dir, workers=args.workers)
+    doc = supercells.run(args.model, args.phonopy, args.primitive, args.reference, args.n,
+                         cfg["thermal"]["temperatures"], cfg, args.out_dir, workers=args.workers)
     for r in doc["temperatures"]:
         print(f"{args.n}x{args.n}, T = {r['T_K']:g} K: v_F = {r['vf_1e6_m_s']:.4f} 1e6 m/s ({r['n_samples']} samples)")
 

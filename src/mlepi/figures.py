@@ -250,8 +250,8 @@ def plot_vf_orders(document: dict, path) -> None:
     rows = document["temperatures"]
     T = np.array([r["T_K"] for r in rows], float)
     for key, label, marker in (("full", "full H(u)", "o"), ("linear", "linear H (first-order EPI)", "s")):
-        ax_v.errorbar(T, [r[f"vf_{key}_1e6_m_s"] for r in rows], yerr=_finite([r[f"vf_{key}_err_1e6_m_s"] for r in rows]),
-                      marker=marker, capsize=3, label=label)
+        ax_v.errorbar(T, [r[f"vf_{key}_1e6_m_s"] for r in rows],
+                      yerr=_finite([r[f"vf_{key}_err_1e6_m_s"] for r in rows]), marker=marker, capsize=3, label=label)
     special = [(r["T_K"], r["vf_special_1e6_m_s"]) for r in rows if r.get("vf_special_1e6_m_s") is not None]
     if special:
         ax_v.plot(*zip(*special), "D", mfc="none", label="special displacement")

@@ -145,11 +145,13 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
         "renormalization_linear_err_percent": 100 * err[1] / static_vf,
         # What the second and higher orders add to v_F, r_full − r_lin, with its paired-bootstrap error:
         # defined whatever the size of the renormalization itself.
-        "second_order_percent": 100 * (vf_f - vf_l) / static_vf, "second_order_err_percent": 100 * second_err / static_vf,
+        "second_order_percent": 100 * (vf_f - vf_l) / static_vf,
+        "second_order_err_percent": 100 * second_err / static_vf,
         "second_order_share": share, "second_order_share_err": err[2],
         # Resolved: the full renormalization is more than two bootstrap errors from zero.
         "share_resolved": bool(np.isfinite(err[0]) and abs(vf_f - static_vf) > 2 * err[0]),
-        "bands_K_shift_full_eV": part(best, "dK_full").tolist(), "bands_K_shift_full_err_eV": part(err, "dK_full").tolist(),
+        "bands_K_shift_full_eV": part(best, "dK_full").tolist(),
+        "bands_K_shift_full_err_eV": part(err, "dK_full").tolist(),
         "bands_K_shift_linear_eV": part(best, "dK_linear").tolist(),
         "bands_K_shift_linear_err_eV": part(err, "dK_linear").tolist(),
         "bands_K_second_order_eV": part(best, "dK_second").tolist(),
@@ -255,7 +257,8 @@ CSV_COLUMNS = ["T_K", "n_samples", "vf_static_dft_1e6_m_s", "vf_static_ml_1e6_m_
                "vf_full_err_1e6_m_s", "vf_linear_1e6_m_s", "vf_linear_err_1e6_m_s", "vf_special_1e6_m_s",
                "renormalization_full_percent", "renormalization_full_err_percent",
                "renormalization_linear_percent", "renormalization_linear_err_percent",
-               "second_order_percent", "second_order_err_percent", "second_order_share", "second_order_share_err", "share_resolved"] + [
+               "second_order_percent", "second_order_err_percent", "second_order_share", "second_order_share_err",
+               "share_resolved"] + [
     f"band{b}_K_shift_{kind}_eV" for kind in ("full", "linear", "special") for b in range(1, N_BANDS + 1)] + [
     f"band{b}_K_second_order{suffix}_eV" for suffix in ("", "_err") for b in range(1, N_BANDS + 1)]
 
@@ -265,7 +268,8 @@ def write_outputs(document: dict, out_dir: Path, with_figures: bool = True) -> N
     rows = []
     for entry in document["temperatures"]:
         row = {**entry, "vf_static_dft_1e6_m_s": static["dft"]["vf_1e6_m_s"],
-               "vf_static_ml_1e6_m_s": static["ml"]["vf_1e6_m_s"], "vf_special_1e6_m_s": entry.get("vf_special_1e6_m_s")}
+               "vf_static_ml_1e6_m_s": static["ml"]["vf_1e6_m_s"],
+               "vf_special_1e6_m_s": entry.get("vf_special_1e6_m_s")}
         for kind in ("full", "linear", "special"):
             shifts = entry.get(f"bands_K_shift_{kind}_eV") or [None] * N_BANDS
             row.update({f"band{b + 1}_K_shift_{kind}_eV": shifts[b] for b in range(N_BANDS)})

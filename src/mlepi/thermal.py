@@ -146,9 +146,10 @@ def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
 
     Within each set of modes whose frequencies agree to ``rtol`` (relative), the basis is rotated to the
     eigenvectors of a fixed, generic diagonal operator (seeded random weights on the Cartesian components;
-    regular weights such as 1, 2, ..., 3n leave symmetric subspaces degenerate) restricted to the set; then every vector's overlap with a fixed generic vector is made positive (not the
-    sign of its largest component: symmetry makes several components equally large). Two eigensolvers that
-    return different bases of the same degenerate subspaces give the same result.
+    regular weights such as 1, 2, ..., 3n leave symmetric subspaces degenerate) restricted to the set; then
+    every vector's overlap with a fixed generic vector is made positive (not the sign of its largest
+    component: symmetry makes several components equally large). Two eigensolvers that return different
+    bases of the same degenerate subspaces give the same result.
     """
     vectors = np.array(vectors, dtype=float)
     fixed = np.random.default_rng(0)  # a fixed operator and a fixed vector: the gauge is reproducible
