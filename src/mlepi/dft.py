@@ -51,7 +51,7 @@ from ase.units import Bohr, Ha
 from . import neighbors, provenance
 from .frames import Frame, write_frames
 from .setups import check_setups
-from .structure_io import StructureFileError, read_structure, read_structures
+from .structure_io import read_structure
 
 log = logging.getLogger(__name__)
 
@@ -574,13 +574,7 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     structure_path, out_path = Path(structure_path), Path(out_path)
     log_path = Path(log_path) if log_path is not None else out_path.with_suffix(".log")
     name = name or structure_path.stem
-    if index is None:
-        atoms = read_structure(structure_path)  # layers assigned from z when the file has none
-    else:
-        structures = read_structures(structure_path)
-        if not 0 <= index < len(structures):
-            raise StructureFileError(f"{structure_path}: holds {len(structures)} structures, no index {index}")
-        atoms = structures[index]
+    atoms = read_structure(structure_path, index)  # layers assigned from z when the file has none
     atoms.calc = None  # never reuse energies or forces stored in the input
     if supercell is None:
         supercell = atoms.info.get("supercell")

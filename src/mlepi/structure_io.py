@@ -71,9 +71,13 @@ def read_structures(path) -> list:
     return frames
 
 
-def read_structure(path):
-    """The single structure of ``path`` (an error if there are several)."""
+def read_structure(path, index: int | None = None):
+    """The single structure of ``path`` (an error if there are several), or structure ``index`` of several."""
     frames = read_structures(path)
+    if index is not None:
+        if not 0 <= index < len(frames):
+            raise StructureFileError(f"{path}: holds {len(frames)} structures, no index {index}")
+        return frames[index]
     if len(frames) != 1:
         raise StructureFileError(f"{path}: expected one structure, found {len(frames)}")
     return frames[0]
