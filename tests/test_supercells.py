@@ -9,8 +9,8 @@ from test_thermal import spring_force_constants
 
 from mlepi.displace import supercell_layers, to_ase, to_phonopy
 from mlepi.structure import build_bilayer
-from mlepi.supercells import interpolated_force_constants, sample_rng
-from mlepi.thermal import HarmonicSampler
+from mlepi.supercells import interpolated_force_constants
+from mlepi.thermal import HarmonicSampler, sample_rng
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def test_larger_supercell_contains_the_smaller_ones_frequencies(phonon):
 
 
 def test_sample_streams_depend_on_size_and_temperature():
-    draw = [sample_rng(7, T, n).standard_normal(3) for T, n in ((300.0, 4), (300.0, 4), (300.0, 6), (0.0, 4))]
+    draw = [sample_rng(7, "supercell", T, n).standard_normal(3) for T, n in ((300.0, 4), (300.0, 4), (300.0, 6),
+                                                                             (0.0, 4))]
     np.testing.assert_array_equal(draw[0], draw[1])
     assert not np.allclose(draw[0], draw[2]) and not np.allclose(draw[0], draw[3])

@@ -8,7 +8,8 @@ cheap, so the band renormalization can be converged with supercell size without 
    supercell's force constants at the q points commensurate with n x n (exact at the q points the DFT supercell
    holds, Fourier-interpolated elsewhere), transformed back to real space (``DynmatToForceConstants``);
 2. thermal samples at every temperature (:class:`mlepi.thermal.HarmonicSampler`, the thermal config's seed,
-   count, antithetic pairs and soft-mode policy; the random stream depends on n as well);
+   count, antithetic pairs and soft-mode policy; :func:`mlepi.thermal.sample_rng` with purpose ``supercell``
+   and n, so the stream depends on n as well);
 3. HedgeNet H with GPAW's exact S (:func:`mlepi.infer.predict_frames`);
 4. the band analysis of :mod:`mlepi.bands` on the n x n pristine supercell, band window centred on the DFT
    Fermi level of the workflow's pristine supercell.
@@ -20,17 +21,13 @@ included) in one table and figure.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from . import bands, figures, provenance
 from .frames import FramesFile, write_frames
-from .thermal import HarmonicSampler
-
-log = logging.getLogger(__name__)
-SUPERCELL_PURPOSE = 4  # random stream of these samples, beside thermal.PURPOSES (train 1, infer 2)
+from .thermal import HarmonicSampler, sample_rng, sample_structures
 
 
 def interpolated_force_constants(phonon, n: int):
@@ -44,11 +41,6 @@ def interpolated_force_constants(phonon, n: int):
     d2f.dynamical_matrices = phonon.qpoints.dynamical_matrices
     d2f.run()
     return target, np.array(d2f.force_constants)
-
-
-def sample_rng(seed: int, temperature: float, n: int) -> np.random.Generator:
-    """Stream of the n x n samples at ``temperature``: independent of the workflow's train and infer samples."""
-    return np.random.default_rng(np.random.SeedSequence([seed, SUPERCELL_PURPOSE, round(temperature * 1000), n]))
 
 
 def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temperatures, config: dict, out_dir,
@@ -80,18 +72,13 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
     write_structure(out_dir / "pristine.extxyz", pristine, kind="pristine")
     frames_by_T = {}
     for T in temperatures:
-        u = sampler.sample(T, thermal_cfg["infer_samples"], sample_rng(thermal_cfg["seed"], T, n),
+        u = sampler.sample(T, thermal_cfg["infer_samples"], sample_rng(thermal_cfg["seed"], "supercell", T, n),
                            thermal_cfg["antithetic"])
-        samples, names = [], []
-        for k, displacement in enumerate(u):
-            atoms = pristine.copy()
-            atoms.positions += displacement
-            atoms.info.update(kind="thermal", temperature_K=float(T), seed=thermal_cfg["seed"], sample_index=k,
-                              antithetic=thermal_cfg["antithetic"], supercell=[n, n],
-                              frozen_modes_THz=sampler.frozen_THz)
-            samples.append(atoms)
-            names.append(f"sc{n}_T{T:g}_s{k:03d}")
-        frames = [predict_frames(model, [atoms], [name], fermi_level=False, dtype=model.dtype)[0]
+        samples, infos = sample_structures(pristine, u, sampler, T, thermal_cfg, "supercell")
+        for atoms, info in zip(samples, infos):
+            atoms.info.update(info, supercell=[n, n])
+        names = [f"sc{n}_T{T:g}_s{k:03d}" for k in range(len(samples))]
+        frames = [predict_frames(model, [atoms], [name], fermi_level=False)[0]
                   for atoms, name in tqdm(list(zip(samples, names)), desc=f"{n}x{n} at {T:g} K", unit="sample")]
         frames_by_T[float(T)] = out_dir / f"T{T:g}.h5"
         write_frames(frames_by_T[float(T)], frames, basis=model.basis, source="hedgenet",

@@ -29,7 +29,7 @@ from . import provenance
 from .structure_io import read_structure, write_structures
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
-PURPOSES = {"train": 1, "infer": 2, "special": 3}
+PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4}  # supercell: mlepi.supercells
 log = logging.getLogger(__name__)
 
 
@@ -183,9 +183,25 @@ def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "e
     return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz, soft_modes)
 
 
-def sample_rng(seed: int, purpose: str, temperature: float) -> np.random.Generator:
-    """Independent, reproducible stream for each (seed, purpose, temperature)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, PURPOSES[purpose], round(temperature * 1000)]))
+def sample_rng(seed: int, purpose: str, temperature: float, *extra: int) -> np.random.Generator:
+    """Independent, reproducible stream for each (seed, purpose, temperature, ``extra``: e.g. a supercell size)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, PURPOSES[purpose], round(temperature * 1000),
+                                                         *extra]))
+
+
+def sample_structures(reference, displacements, sampler: HarmonicSampler, temperature: float, thermal_cfg: dict,
+                      purpose: str, kind: str = "thermal") -> tuple[list, list[dict]]:
+    """Displaced copies of ``reference`` and what each records (``docs/files.md``, structure files)."""
+    antithetic = kind == "thermal" and thermal_cfg["antithetic"]
+    frames, infos = [], []
+    for index, displacement in enumerate(displacements):
+        atoms = reference.copy()
+        atoms.positions = reference.positions + displacement
+        frames.append(atoms)
+        infos.append({"kind": kind, "temperature_K": float(temperature), "seed": thermal_cfg["seed"],
+                      "purpose": purpose, "sample_index": index, "antithetic": antithetic,
+                      "frozen_modes_THz": sampler.frozen_THz})
+    return frames, infos
 
 
 def run(params_path, pristine_path, config: dict, temperature: float, purpose: str, out) -> list[Path]:
@@ -204,21 +220,15 @@ def run(params_path, pristine_path, config: dict, temperature: float, purpose: s
         raise ValueError(f"{pristine_path} has {len(reference)} atoms, the force constants "
                          f"{sampler.n_atoms}: they come from different supercells")
     if purpose == "special":
-        u, kind, antithetic = sampler.special_displacement(temperature)[None], "special_displacement", False
+        u, kind = sampler.special_displacement(temperature)[None], "special_displacement"
     else:
         n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
         u = sampler.sample(temperature, n_samples, sample_rng(cfg["seed"], purpose, temperature),
                            cfg["antithetic"])
-        kind, antithetic = "thermal", cfg["antithetic"]
+        kind = "thermal"
+    frames, infos = sample_structures(reference, u, sampler, temperature, cfg, purpose, kind)
     prov = provenance.record(config, seed=cfg["seed"])
-    frames, infos = [], []
-    for index, displacement in enumerate(u):
-        atoms = reference.copy()
-        atoms.positions = reference.positions + displacement
-        frames.append(atoms)
-        infos.append({"kind": kind, "temperature_K": float(temperature), "seed": cfg["seed"],
-                      "purpose": purpose, "sample_index": index, "antithetic": antithetic,
-                      "frozen_modes_THz": sampler.frozen_THz, "provenance": prov})
+    infos = [{**info, "provenance": prov} for info in infos]
     if purpose != "train":
         write_structures(out, frames, infos)
         return [Path(out)]
