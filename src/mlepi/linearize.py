@@ -74,7 +74,7 @@ def hamiltonian_at(model: HedgeNet, reference_frame: Frame, positions) -> torch.
 def linear_hamiltonian(model: HedgeNet, reference_frame: Frame, u) -> tuple[np.ndarray, np.ndarray]:
     """(H(0), (dH/du) . u) in eV on ``reference_frame``'s block edges, by autograd at the reference positions.
 
-    ``model`` must be in float64 (:func:`run` converts a copy). The derivative is a Jacobian-vector product
+    ``model`` must be in float64 (:func:`run` loads it so). The derivative is a Jacobian-vector product
     (``torch.autograd.functional.jvp``, two reverse passes), so its cost is a few forward evaluations, not one
     per atom.
     """

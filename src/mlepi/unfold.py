@@ -205,15 +205,12 @@ def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "", overlap_min: float
     s, U = scipy.linalg.eigh(S, driver="evd")
     if s[0] <= 1e-10 * s[-1]:
         raise UnfoldError(f"{name}: overlap S(k) is not positive definite (smallest eigenvalue {s[0]:.3e})")
+    # In the eigenbasis of S the Löwdin problem is (U s^-1/2)† H (U s^-1/2), with c̃ = U y; with a cutoff only the
+    # kept block is solved (no cutoff: all of it, the plain Löwdin solution).
     keep = s >= overlap_min
-    if keep.all():
-        S_inv_half = (U / np.sqrt(s)) @ U.conj().T
-        return scipy.linalg.eigh(S_inv_half @ H @ S_inv_half, driver="evd")
-    # In the eigenbasis of S the Löwdin problem is (U s^-1/2)† H (U s^-1/2); only the kept block is solved.
     X = U[:, keep] / np.sqrt(s[keep])
     e_keep, y = scipy.linalg.eigh(X.conj().T @ H @ X, driver="evd")
-    n_drop = int((~keep).sum())
-    e = np.concatenate([e_keep, np.full(n_drop, DROPPED_ENERGY_EV)])
+    e = np.concatenate([e_keep, np.full(int((~keep).sum()), DROPPED_ENERGY_EV)])
     c_tilde = np.concatenate([U[:, keep] @ y, U[:, ~keep]], axis=1)
     return e, c_tilde
 
