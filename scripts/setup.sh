@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="libxc-dev libopenblas-dev pkg-config g++ git"
+# Open MPI first: GPAW then builds with MPI (mpiexec -n N mlepi dft; resources.dft_ranks).
+APT_PACKAGES="libxc-dev libopenblas-dev libopenmpi-dev openmpi-bin pkg-config g++ git"
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
@@ -26,8 +27,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU build of torch first and by exact pin, so nothing below pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
-# GPAW's C sources compile as C++ (serial build; clusters use the MPI build from envs/).
-CC=g++ .venv/bin/python -m pip install -q -r requirements.txt
+# GPAW compiles its C sources as C++ with mpic++ (MPI build).
+.venv/bin/python -m pip install -q -r requirements.txt
+if ! .venv/bin/python -c "import sys, gpaw.cgpaw as c; sys.exit(not c.have_mpi)"; then
+  # pip reused a GPAW wheel it had built before Open MPI was there: build it again, with MPI.
+  .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps "$(grep '^gpaw==' requirements.txt)"
+fi
 .venv/bin/python -m pip install -q --no-deps -e .
 .venv/bin/gpaw info >/dev/null
 rm -f .venv/.mlepi-setup-*

@@ -58,7 +58,8 @@ JobCompLoc=$JOBCOMP
 # Keep finished jobs visible to squeue long enough for Snakemake's status checks.
 MinJobAge=600
 ReturnToService=2
-MpiDefault=none
+# srun starts MPI ranks through PMIx, as on most sites (the dft rule's launcher is srun in a job).
+MpiDefault=pmix
 StateSaveLocation=$SPOOL/ctld
 SlurmdSpoolDir=$SPOOL/d
 SlurmctldPidFile=/run/slurmctld.pid

@@ -58,24 +58,27 @@ def jobs_by_rule(slurm_logs: Path) -> dict[str, list[str]]:
     return jobs
 
 
-def partitions_from_jobcomp(job_ids) -> dict[str, str]:
-    """Job id → partition, from slurmctld's job completion log."""
+def jobcomp_records(job_ids) -> dict[str, dict[str, str]]:
+    """Job id → its fields (Partition, ProcCnt, ...) in slurmctld's job completion log."""
     found = {}
     for line in JOBCOMP.read_text().splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
         if fields.get("JobId") in job_ids:
-            found[fields["JobId"]] = fields["Partition"]
+            found[fields["JobId"]] = fields
     return found
 
 
 @pytest.mark.slow
 def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    cfg.setdefault("resources", {}).update(train_gpus=1, infer_gpus=1)  # request the (fake) GPU
+    # Request the (fake) GPU, and run each DFT job as an MPI job of two ranks (mpiexec inside the allocation).
+    cfg.setdefault("resources", {}).update(train_gpus=1, infer_gpus=1, dft_ranks=2, dft_threads=1)
     config = tmp_path / "config_slurm.yaml"
     config.write_text(yaml.safe_dump(cfg))
     shutil.copytree(ROOT / "config", tmp_path / "config")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    if os.geteuid() == 0:  # the test cluster runs jobs as root, which Open MPI refuses unless told twice
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile",
            str(ROOT / "profiles" / "slurm"), "--configfile", str(config), "--jobs", "4",
            # test-cluster settings: no account, keep every job's log (the job ids are read from it)
@@ -90,8 +93,9 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
                       "renormalization", "supercell_bands", "supercell_convergence"}
     assert expected_rules <= set(jobs), f"rules without a SLURM job: {expected_rules - set(jobs)}"
     all_ids = {job for ids in jobs.values() for job in ids}
-    partitions = partitions_from_jobcomp(all_ids)
-    assert set(partitions) == all_ids, f"jobs missing from {JOBCOMP}: {all_ids - set(partitions)}"
+    records = jobcomp_records(all_ids)
+    assert set(records) == all_ids, f"jobs missing from {JOBCOMP}: {all_ids - set(records)}"
+    partitions = {job: fields["Partition"] for job, fields in records.items()}
     for rule, ids in jobs.items():
         want = "gpu" if rule in GPU_RULES else "cpu"
         assert {partitions[j] for j in ids} == {want}, (rule, {j: partitions[j] for j in ids})
@@ -99,3 +103,9 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
     for job in jobs["train"] + jobs["infer"]:
         record = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
         assert re.search(r"gres[:/]gpu[:=]1", record), record
+    # Each DFT job held two CPUs (two tasks of one CPU), and GPAW ran on two MPI ranks in it.
+    assert {records[j]["ProcCnt"] for j in jobs["dft"]} == {"2"}
+    gpaw_logs = sorted((tmp_path / "results" / cfg["system"]["name"] / "logs" / "dft").glob("*.gpaw.txt"))
+    assert len(gpaw_logs) == len(jobs["dft"])
+    for log in gpaw_logs:
+        assert re.search(r"^cores: +2$", log.read_text(), re.MULTILINE), log

@@ -421,7 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    from . import mpi
+
+    mpi.prepare()  # before anything imports GPAW (ase.io does): `mpiexec -n N mlepi dft` needs it
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level if mpi.launched_rank() == 0 else logging.WARNING,  # one log, not N
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .errors import USER_ERRORS
 

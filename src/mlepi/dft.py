@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from ase.units import Bohr, Ha
 
-from . import neighbors, provenance
+from . import mpi, neighbors, provenance
 from .frames import Frame, write_frames
 from .setups import check_setups
 from .structure_io import read_structure
@@ -353,16 +354,29 @@ def kspace_matrices(calc, kpts, txt=None):
 
     Non-self-consistent (``fixed_density``: the SCF density and potential are kept). ``kpts`` is anything
     GPAW takes: ``{"size": (N1, N2, 1), "gamma": True}`` for a mesh, or an array of reduced k points.
+
+    Under MPI every rank returns all k points: GPAW distributes the k points over its k-point communicator
+    and sums H over the domain communicator onto domain rank 0, so each k point is filled in on exactly
+    one rank and a sum over all ranks gathers them.
     """
     fixed = gpaw_calculator(calc).fixed_density(kpts=kpts, symmetry="off", txt=txt)
     dft = fixed.dft
+    ibzwfs = dft.ibzwfs
+    if ibzwfs.band_comm.size > 1:
+        raise RuntimeError("H(R) extraction needs whole LCAO matrices; run GPAW without band parallelization")
     matrix_calculator = dft.scf_loop.hamiltonian.create_hamiltonian_matrix_calculator(dft.potential)
-    H_kMM, S_kMM, k_kc = [], [], []
-    for wfs in dft.ibzwfs:  # serial build: every k point is local
-        H_kMM.append(matrix_calculator.calculate_matrix(wfs).data * Ha)
-        S_kMM.append(np.array(wfs.S_MM.data))
-        k_kc.append(np.array(wfs.kpt_c))
-    return np.array(H_kMM), np.array(S_kMM), np.array(k_kc)
+    k_kc = np.array(ibzwfs.ibz.kpt_kc)
+    n_orbitals = sum(setup.nao for setup in dft.setups)
+    H_kMM = np.zeros((len(k_kc), n_orbitals, n_orbitals), complex)
+    S_kMM = np.zeros_like(H_kMM)
+    for wfs in ibzwfs:  # the k points of this rank's k-point group
+        H_MM = matrix_calculator.calculate_matrix(wfs)  # collective over the domain communicator
+        if wfs.domain_comm.rank == 0:
+            H_kMM[wfs.k] = H_MM.data * Ha
+            S_kMM[wfs.k] = wfs.S_MM.data
+    dft.comm.sum(H_kMM)
+    dft.comm.sum(S_kMM)
+    return H_kMM, S_kMM, k_kc
 
 
 def _block_layout(atoms, basis: dict, gpaw_relpos, kpts_blocks=None) -> dict:
@@ -570,6 +584,7 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     mlepi.structure_io.StructureFileError
         The structure file is missing, unreadable or holds more than one structure.
     """
+    world = mpi.gpaw_world()
     dft_cfg = config["dft"]
     structure_path, out_path = Path(structure_path), Path(out_path)
     log_path = Path(log_path) if log_path is not None else out_path.with_suffix(".log")
@@ -584,9 +599,13 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     info = {k: _jsonable(v) for k, v in atoms.info.items() if k not in _STRUCTURE_BOOKKEEPING}
     info.update(structure_file=str(structure_path), supercell=list(supercell))
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as txt:
+    if world.rank == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Under MPI every rank computes (GPAW's collective work) and rank 0 alone writes the log and the result.
+    with open(log_path if world.rank == 0 else os.devnull, "w") as txt:
         frame, basis, _, timings = compute_frame(atoms, dft_cfg, supercell, name=name, txt=txt, info=info)
+        if world.rank != 0:
+            return out_path
         t0 = time.perf_counter()
         write_frames(out_path, [frame], basis=basis, source="dft", parameters=dft_cfg,
                      provenance=provenance.record(config))

@@ -2,6 +2,7 @@
 import json
 
 from mlepi import config as mlepi_config
+from mlepi import mpi as mlepi_mpi
 from mlepi.cli import STAGE_SECTIONS
 
 
@@ -13,6 +14,17 @@ OUT = f"results/{config['system']['name']}"
 TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
 N_TRAIN = config["thermal"]["train_samples"]
 N_CHECK = config["bands"]["dft_check_samples"]
+
+# A DFT job: dft_ranks MPI ranks of dft_threads BLAS threads each. With one rank it is a plain process; with
+# several, an MPI job: the SLURM plugin then submits --ntasks ranks and runs the rule's own launcher inside
+# the batch script (resolved here, where this file is parsed: inside the job under SLURM).
+DFT_RANKS = config["resources"]["dft_ranks"]
+DFT_THREADS = config["resources"]["dft_threads"]
+if DFT_RANKS > 1:
+    DFT_LAUNCH = mlepi_mpi.launcher_command(config["resources"]["mpi_launcher"], DFT_RANKS, DFT_THREADS) + " "
+    DFT_MPI = {"mpi": DFT_LAUNCH.strip()}
+else:
+    DFT_LAUNCH, DFT_MPI = "", {}
 
 
 def stage_params(stage, drop=()):

@@ -15,14 +15,18 @@ rule dft:
     params:
         index=dft_index,
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
-    threads: config["resources"]["dft_threads"]
+    threads: DFT_RANKS * DFT_THREADS  # the cores the job holds (the local scheduler counts these)
     resources:
         runtime=config["resources"]["dft_runtime_min"],
         mem_mb=config["resources"]["dft_mem_mb"],
+        tasks=DFT_RANKS,
+        cpus_per_task=DFT_THREADS,
+        **DFT_MPI,
     conda:
         "../../envs/dft.yaml"
     shell:
-        # GPAW's dense LCAO linear algebra threads through BLAS: one thread per core the job holds.
-        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
-        "mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} --out {output} "
-        "--log {log.gpaw} > {log.main} 2>&1"
+        # GPAW's dense LCAO linear algebra threads through BLAS: dft_threads per rank. `mlepi` starts GPAW's
+        # MPI itself when the launcher started it (mlepi.mpi); rank 0 writes the log and the result.
+        "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
+        "{DFT_LAUNCH}mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} "
+        "--out {output} --log {log.gpaw} > {log.main} 2>&1"

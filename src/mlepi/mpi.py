@@ -1,0 +1,91 @@
+"""GPAW under an MPI launcher: ``mpiexec -n N mlepi dft ...`` or ``srun -n N mlepi dft ...``.
+
+GPAW 26 starts MPI only inside ``gpaw python`` or when ``GPAW_MPI_BACKEND=cgpaw`` is set before GPAW is
+first imported, and it refuses to run at all when it sees a launcher without either. GPAW is imported
+early and indirectly: ``import ase.io`` loads GPAW's ASE I/O plugin. So :func:`prepare` must run before
+the first ``import ase.io``; ``mlepi.cli.main`` calls it first thing. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+# Variables by which GPAW itself recognises an MPI launcher (gpaw/_broadcast_imports.py).
+_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "I_MPI_MPIRUN")
+# Variables holding the number of ranks and this process's rank (Open MPI's mpiexec; PMI: MPICH/Hydra,
+# srun --mpi=pmi2; PMIx: srun --mpi=pmix).
+_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+def launched() -> bool:
+    """True when an MPI launcher (mpiexec, srun with PMI/PMIx) started this process."""
+    return any(variable in os.environ for variable in _LAUNCHER_VARIABLES)
+
+
+def launched_ranks() -> int | None:
+    """The number of ranks the launcher started; 1 without a launcher; None when the launcher does not say.
+
+    ``srun -n N`` says N in ``SLURM_STEP_NUM_TASKS`` even when it gave the tasks no PMI (``--mpi=none``): then
+    N independent processes would each compute alone, which :func:`gpaw_world` refuses.
+    """
+    for variable in (*_SIZE_VARIABLES, "SLURM_STEP_NUM_TASKS"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return None if launched() else 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher numbered it; 0 without a launcher (the rank that writes)."""
+    for variable in (*_RANK_VARIABLES, "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
+def launcher_command(launcher: str, ranks: int, threads: int, environ=None) -> str:
+    """The command prefix that starts ``ranks`` MPI ranks of ``threads`` cores each (``resources.mpi_launcher``).
+
+    ``auto`` is ``srun`` inside a SLURM job (``SLURM_JOB_ID`` set: Snakemake's SLURM executor runs the rule in
+    the batch script, where srun starts the ranks in the job's own allocation and MPI finds them through the
+    site's PMI, ``MpiDefault``) and ``mpiexec`` elsewhere. srun also gets ``--cpus-per-task``: it does not
+    inherit the job's value (the executor clears the job's SLURM_* variables), and without it a rank's BLAS
+    threads would share one core.
+    """
+    environ = os.environ if environ is None else environ
+    if launcher == "auto":
+        launcher = "srun" if "SLURM_JOB_ID" in environ else "mpiexec"
+    words = shlex.split(launcher)
+    if Path(words[0]).name == "srun":
+        words.append(f"--cpus-per-task={threads}")
+    return shlex.join([*words, "-n", str(ranks)])
+
+
+def prepare() -> None:
+    """Let GPAW start MPI when a launcher started this process (a user's own GPAW_MPI_BACKEND wins)."""
+    if launched():
+        os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
+
+
+def gpaw_world():
+    """GPAW's world communicator, checked against the launcher's number of ranks.
+
+    Raises
+    ------
+    RuntimeError
+        GPAW's world is smaller than the launch: :func:`prepare` ran too late (GPAW was already imported), or
+        the rank count is right but every rank would compute and write the same result alone.
+    """
+    prepare()
+    from gpaw.mpi import world
+
+    ranks = launched_ranks()
+    if ranks is not None and world.size != ranks:
+        raise RuntimeError(
+            f"started as one of {ranks} ranks but GPAW's world has {world.size}: the ranks would each compute "
+            "alone. Under srun, give the tasks PMI (srun --mpi=pmix, or pmi2: set resources.mpi_launcher); "
+            "otherwise GPAW was imported before mlepi.mpi.prepare() set GPAW_MPI_BACKEND=cgpaw (call it first, "
+            "as `mlepi` does).")
+    return world

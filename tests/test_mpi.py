@@ -1,0 +1,135 @@
+"""``mlepi dft`` on several MPI ranks (``mlepi.mpi`` and the ``dft`` rule's launch).
+
+The reference of the parallel run is the same calculation on one rank: GPAW's k-point and domain
+decompositions must not change the energy, the forces or a single H(R), S(R) element beyond rounding.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from workflow_helpers import TINY, snakemake
+
+from mlepi import config, dft, mpi, structure
+from mlepi.frames import FramesFile
+from mlepi.structure_io import write_structure
+
+MPIEXEC = shutil.which("mpiexec")
+
+
+# ------------------------------------------------------------------------------ launcher detection
+@pytest.mark.parametrize("env, launched, ranks, rank", [
+    ({}, False, 1, 0),
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3"}, True, 4, 3),  # Open MPI's mpiexec
+    ({"PMI_SIZE": "2", "PMI_RANK": "1"}, True, 2, 1),  # MPICH/Hydra, srun --mpi=pmi2
+    ({"PMIX_RANK": "5"}, True, None, 5),  # srun --mpi=pmix: the size is not in the environment
+])
+def test_launcher_detection(monkeypatch, env, launched, ranks, rank):
+    for variable in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "PMI_RANK", "PMIX_RANK",
+                     "I_MPI_MPIRUN", "GPAW_MPI_BACKEND"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    assert (mpi.launched(), mpi.launched_ranks(), mpi.launched_rank()) == (launched, ranks, rank)
+    mpi.prepare()
+    assert os.environ.get("GPAW_MPI_BACKEND") == ("cgpaw" if launched else None)
+
+
+def test_gpaw_world_smaller_than_the_launch_is_refused(monkeypatch):
+    """GPAW already imported serially in this process: two launched ranks would each compute alone."""
+    import gpaw.mpi
+
+    assert gpaw.mpi.world.size == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="one of 2 ranks but GPAW's world has 1"):
+        mpi.gpaw_world()
+
+
+def test_srun_without_pmi_is_refused(monkeypatch):
+    """``srun --mpi=none -n 2``: no PMI variables, GPAW stays serial, but the step has 2 tasks."""
+    for variable in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "I_MPI_MPIRUN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert (mpi.launched(), mpi.launched_ranks(), mpi.launched_rank()) == (False, 2, 1)
+    with pytest.raises(RuntimeError, match="srun --mpi=pmix"):
+        mpi.gpaw_world()
+
+
+@pytest.mark.parametrize("launcher, environ, expected", [
+    ("auto", {}, "mpiexec -n 4"),
+    ("auto", {"SLURM_JOB_ID": "17"}, "srun --cpus-per-task=2 -n 4"),  # inside a SLURM job
+    ("srun --mpi=pmix", {}, "srun --mpi=pmix --cpus-per-task=2 -n 4"),
+    ("/opt/openmpi/bin/mpirun --bind-to none", {"SLURM_JOB_ID": "17"}, "/opt/openmpi/bin/mpirun --bind-to none -n 4"),
+])
+def test_launcher_command(launcher, environ, expected):
+    assert mpi.launcher_command(launcher, 4, 2, environ) == expected
+
+
+# ----------------------------------------------------------------------------------- real MPI runs
+def mpi_env() -> dict:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if os.geteuid() == 0:  # Open MPI refuses root unless told twice (CI and containers run as root)
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: scripts/setup.sh installs Open MPI")
+def test_four_ranks_equal_one_rank(tmp_path):
+    """4 ranks on the 4-atom cell with a 3x3 k mesh: GPAW splits 2 k-point groups x 2 domains (9 k points
+    do not divide evenly), so both the k-point gather and the domain sum of the H(R) extraction are used."""
+    atoms = structure.build_bilayer("AB")
+    atoms.rattle(0.05, seed=3)
+    path = tmp_path / "rattled.extxyz"
+    write_structure(path, atoms)
+    dft_cfg = config.section_defaults("dft")
+    dft_cfg.update(basis="sz(dzp)", kpts_primitive=[3, 3], symmetry="off")
+    cfg = {"dft": dft_cfg, "system": config.section_defaults("system")}
+
+    serial = dft.run(path, cfg, tmp_path / "serial.h5")
+    out = tmp_path / "ranks4.h5"
+    result = subprocess.run(
+        [MPIEXEC, "--oversubscribe", "-n", "4", "mlepi", "dft", str(path), "--params", json.dumps(cfg),
+         "--out", str(out), "--log", str(tmp_path / "ranks4.gpaw.txt")],
+        capture_output=True, text=True, env=mpi_env(), timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    gpaw_log = (tmp_path / "ranks4.gpaw.txt").read_text()
+    assert "kpt:    2" in gpaw_log and "domain: 2" in gpaw_log, gpaw_log[:3000]
+    assert result.stderr.count("mlepi.dft INFO dft rattled") == 1, "ranks other than 0 should not log"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["ranks4.h5", "serial.h5"]
+
+    a, b = FramesFile(serial)[0], FramesFile(out)[0]
+    assert b.energy == pytest.approx(a.energy, abs=1e-9)
+    assert b.fermi_level == pytest.approx(a.fermi_level, abs=1e-8)
+    np.testing.assert_allclose(b.forces, a.forces, atol=1e-8)
+    np.testing.assert_array_equal(b.edge_index, a.edge_index)
+    np.testing.assert_array_equal(b.cell_shift, a.cell_shift)
+    np.testing.assert_allclose(b.H, a.H, atol=1e-9)
+    np.testing.assert_allclose(b.S, a.S, atol=1e-12)
+
+
+def test_dft_rule_launches_its_ranks(tmp_path):
+    """dft_ranks > 1 makes the dft rule an MPI job of that many tasks, started by the configured launcher."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.setdefault("resources", {}).update(dft_ranks=3, dft_threads=2, mpi_launcher="srun --mpi=pmix")
+    path = tmp_path / "ranks.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "-p", "--cores", "6", config=path).stdout
+    dft_jobs = [block for block in out.split("\n\n") if "rule dft:" in block]
+    assert dft_jobs, out[-3000:]
+    for block in dft_jobs:
+        assert "threads: 6" in block and "tasks=3" in block and "cpus_per_task=2" in block, block
+        assert "mpi=srun --mpi=pmix --cpus-per-task=2 -n 3" in block, block
+        assert "OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 srun --mpi=pmix --cpus-per-task=2 -n 3 mlepi dft" in block
+    # One rank: a plain process, not an MPI job (the SLURM plugin refuses mpi with a single task).
+    plain = snakemake(tmp_path, "-n", "-p").stdout
+    block = next(b for b in plain.split("\n\n") if "rule dft:" in b)
+    assert "mpi=" not in block and "-n 1" not in block and "OPENBLAS_NUM_THREADS=1 mlepi dft" in block
