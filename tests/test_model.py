@@ -205,6 +205,7 @@ def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
     model, atoms = make_model(), structure()
     ref = predict(model, atoms)
     monkeypatch.setattr(mlepi.model, "PAIR_CHUNK", 7)  # many chunks, the last one partial
+    monkeypatch.setattr(mlepi.model, "EDGE_CHUNK", 5)  # the on-site moments too
     chunked = predict(model, atoms)
     for key, block in ref["H"].items():
         np.testing.assert_allclose(chunked["H"][key], block, atol=1e-12)

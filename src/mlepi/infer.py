@@ -20,6 +20,7 @@ from ase.dft.kpoints import monkhorst_pack
 from . import tb
 from .frames import Frame, write_frames
 from .graph import block_edges, frame_to_data
+from .memory import keep_freed_memory
 from .model import HedgeNet
 from .provenance import record
 from .structure_io import read_structures
@@ -192,6 +193,7 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     """
     from tqdm import tqdm
 
+    keep_freed_memory()  # one prediction per structure: reuse the memory of the last (mlepi.memory)
     model = HedgeNet.load(model_path, map_location=device)
     atoms_list = read_structures(structures_path)
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]

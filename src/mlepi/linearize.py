@@ -30,6 +30,7 @@ import torch
 
 from .frames import Frame, FramesFile, FramesFileError, write_frames
 from .graph import frame_to_data
+from .memory import keep_freed_memory
 from .model import HedgeNet
 from .provenance import record
 from .structure_io import read_structure
@@ -118,6 +119,7 @@ def run(model_path, frames_path, pristine_path, out_path) -> None:
     """Linearize every frame of an ``infer`` output around the pristine supercell; write a frames file."""
     from tqdm import tqdm
 
+    keep_freed_memory()  # one Jacobian-vector product per frame: reuse the memory of the last (mlepi.memory)
     model = HedgeNet.load(model_path).double()
     frames_file = FramesFile(frames_path)
     if frames_file.basis["orbitals"] != model.basis["orbitals"]:

@@ -65,6 +65,7 @@ MODEL_SCHEMA_VERSION = 1
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
+EDGE_CHUNK = 4096  # message-passing edges per chunk of the on-site moments ([chunk, n_ang, hidden] stays small)
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -214,7 +215,11 @@ class OnsiteBlock(nn.Module):
         i = edge_index[0]
         w = self.radial(rbf) * env.unsqueeze(-1)  # [E, hidden]
         moments = h.new_zeros(h.shape[0], ang.shape[1], w.shape[1])  # [n_atoms, n_ang, hidden]
-        moments = moments.index_add_(0, i, ang.unsqueeze(-1) * w.unsqueeze(1)) / norm
+        # In chunks of edges: the outer product [E, n_ang, hidden] of a whole 10^4-atom structure is a GB, and
+        # allocating and filling it took 11 % of the forward pass there (docs/performance.md).
+        for sel in torch.arange(len(i), device=i.device).split(EDGE_CHUNK):
+            moments.index_add_(0, i[sel], ang[sel].unsqueeze(-1) * w[sel].unsqueeze(1))
+        moments = moments / norm
         z = self.mlp(h)  # [n_atoms, hidden]
         out = self.w_scalar(z) + (moments * z.unsqueeze(1)).flatten(1) @ self.w_moment  # [n_atoms, n_orb^2]
         return out.view(-1, self.n_orb, self.n_orb)
@@ -483,7 +488,7 @@ class HedgeNet(nn.Module):
             by construction, times ``scale`` and the envelope; ``bond(idx, reverse)`` is g on off-site edges
             ``idx``. The reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
             of docs/data.md), otherwise it is evaluated directly."""
-            blocks = bvec.new_zeros(block_index.shape[1], n, n)
+            blocks = bvec.new_empty(block_index.shape[1], n, n)  # every block is written below: on- or off-site
             blocks.index_put_((on,), atom_blocks[i[on]])
             for sel in chunks:
                 g = bond(sel, False)  # [C, n, n]; with reverse edges: e, rev(e), e', rev(e'), ...

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import bands, figures, provenance
 from .frames import FramesFile, write_frames
+from .memory import keep_freed_memory
 from .thermal import HarmonicSampler, sample_rng, sample_structures
 
 
@@ -61,6 +62,7 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
 
     out_dir = Path(out_dir)
     thermal_cfg = config["thermal"]
+    keep_freed_memory()  # one prediction per sample: reuse the memory of the last (mlepi.memory)
     model = HedgeNet.load(model_path)
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)
