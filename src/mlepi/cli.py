@@ -242,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dft", help="GPAW LCAO SCF of one structure: energy, forces, E_F, H(R), S(R)",
                        description="Run GPAW (LCAO, PBE+D3) on one structure and write a frames file "
-                                   "with energy, forces, Fermi level and the H(R), S(R) blocks.")
+                                   "with energy, forces, Fermi level and the H(R), S(R) blocks.",
+                       epilog="MPI: start it with `mpiexec -n N mlepi dft ...` or `srun -n N mlepi dft ...`; "
+                              "GPAW then splits k points and the grid over the N ranks, and rank 0 writes "
+                              "(docs/cluster.md).")
     p.add_argument("structure", help="structure file (.extxyz, one structure unless --index)")
     p.add_argument("--index", type=int, help="which structure of a file with several (0-based)")
     _add_config(p)
