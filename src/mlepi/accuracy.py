@@ -56,7 +56,8 @@ def run(model_path, dataset_path, out_path, *, ablation_path=None, phonons_ml_pa
     dataset = FramesFile(dataset_path)
     main = evaluate(model_path, dataset)
     result = {key: main[key] for key in ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV",
-                                         "force_mae_meV_per_A", "eig_mae_meV", "eig_mae_meV_by_point")}
+                                         "force_mae_meV_per_A", "eig_mae_meV", "eig_mae_meV_by_point",
+                                         "h_rotation_mae_meV", "force_rotation_mae_meV_per_A")}
     result["eig_window_eV"] = EIG_WINDOW_EV
     if phonons_ml_path is not None:
         phonons = json.loads(Path(phonons_ml_path).read_text())

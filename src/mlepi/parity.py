@@ -5,6 +5,12 @@ trained on. For each, the model predicts forces and H on the DFT frame's own blo
 written to ``parity.json`` (force MAE in meV/A, H MAE in meV overall and for intra- and inter-layer blocks)
 and drawn in ``parity.png``.
 
+It also measures how far the model is from exact rotation covariance (issue 3's requirement): each held-out
+structure is predicted again after a seeded random rotation of the whole structure, cell included, and the
+result is compared with the first prediction rotated by :mod:`mlepi.wigner` (H blocks) and by R (forces):
+``h_rotation_mae_meV``, ``force_rotation_mae_meV_per_A``. An exactly covariant model gives rounding error;
+GPAW itself is covariant to ~2e-5 eV (``tests/test_wigner.py``).
+
 Given the primitive cell, it also draws the band structure of HedgeNet against DFT
 (``bands_ml_vs_dft.png``), unfolded onto the primitive path G-M-K-G, for the pristine supercell (a
 training frame) and one held-out frame. Both take the DFT frame's S (GPAW's exact overlap, as at
@@ -17,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import provenance
+from . import provenance, wigner
 from .bz import hexagonal_path
-from .compare import EIG_WINDOW_EV, _edge_keys, nearest_eigenvalue_mae
+from .compare import EIG_WINDOW_EV, _edge_keys, block_mae, nearest_eigenvalue_mae
 from .frames import Frame, FramesFile, FramesFileError, orbital_counts
 from .graph import INTER, edge_type
 
 BAND_PATH = ("G", "M", "K", "G")
 BAND_PATH_POINTS = 60
 BAND_WINDOW_EV = 3.0  # half width of the plotted energy window around the DFT Fermi level
+ROTATION_SEED = 0  # the random rotation of the covariance check (mlepi.wigner.random_rotation)
 
 
 def _h_pairs(dft, model, basis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,6 +75,26 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
     return result
 
 
+def rotation_covariance(model, atoms_list, predicted: list[Frame], basis: dict, seed: int = ROTATION_SEED) -> dict:
+    """Mean |prediction(R x) - R[prediction(x)]| over structures: H blocks (meV; rotated by U_i H U_j^T) and
+    forces (meV/Å), for the seeded random rotation R; ``predicted`` are the model's frames of ``atoms_list``."""
+    from dataclasses import replace
+
+    from .infer import predict_frames
+
+    rotation = wigner.random_rotation(seed)
+    names = [f.name for f in predicted]
+    turned = predict_frames(model, [wigner.rotated_atoms(a, rotation) for a in atoms_list], names,
+                            fermi_level=False, overlap="model")
+    h_err, f_err = [], []
+    for plain, rotated in zip(predicted, turned):
+        expected = replace(plain, H=wigner.rotate_blocks(plain.H, plain.numbers, plain.edge_index, basis, rotation))
+        h_err.append(block_mae(rotated, expected, basis, "H")[0])
+        f_err.append(np.abs(rotated.forces - plain.forces @ rotation.T).mean())
+    return {"h_rotation_mae_meV": 1e3 * float(np.mean(h_err)),
+            "force_rotation_mae_meV_per_A": 1e3 * float(np.mean(f_err)), "rotation_seed": seed}
+
+
 def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dict, list, list, tuple]:
     """HedgeNet on the validation frames the model was never trained on: the error summary (forces, H overall,
     intra- and inter-layer), the DFT and predicted frames, and the parity arrays (forces DFT/model, H DFT/model,
@@ -91,6 +118,7 @@ def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dic
         "h_mae_meV": 1e3 * float(err.mean()),
         "h_mae_intra_meV": 1e3 * float(err[~inter].mean()),
         "h_mae_inter_meV": 1e3 * float(err[inter].mean()) if inter.any() else float("nan"),
+        **rotation_covariance(model, [f.to_atoms() for f in dft_frames], predicted, dataset.basis),
     }
     return summary, dft_frames, predicted, (forces_ref, forces_ml, h_ref, h_ml, inter)
 
