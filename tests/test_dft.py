@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlepi import cli, config, dft, structure, tb
+from mlepi import blocks, cli, config, dft, structure, tb
 from mlepi.errors import USER_ERRORS
 from mlepi.frames import FramesFile
 from mlepi.structure_io import read_structure, write_structure
@@ -129,25 +129,25 @@ def test_block_kmesh_detects_aliasing():
     """The extraction mesh must separate every lattice vector in the support of H (rc_i + rc_j)."""
     atoms = structure.build_bilayer()
     rc = np.full(len(atoms), 3.53)  # about C sz(dzp)
-    i, j, R = dft.neighbor_edges(atoms, rc)
-    mesh = dft.block_kmesh(atoms, i, j, R)
-    assert mesh[2] == 1 and len(dft.aliasing_conflicts(i, j, R, mesh)) == 0
+    i, j, R = blocks.neighbor_edges(atoms, rc)
+    mesh = blocks.block_kmesh(atoms, i, j, R)
+    assert mesh[2] == 1 and len(blocks.aliasing_conflicts(i, j, R, mesh)) == 0
     # The support has diameter 2 * 7.06 A: 6 x 2.46 A is the first mesh that holds it.
     assert mesh[:2] == (6, 6)
-    with pytest.raises(dft.BlockAliasingError, match="aliases"):
-        dft.block_kmesh(atoms, i, j, R, requested=(3, 3))
+    with pytest.raises(blocks.BlockAliasingError, match="aliases"):
+        blocks.block_kmesh(atoms, i, j, R, requested=(3, 3))
     thin = structure.build_bilayer(vacuum=3.0)
-    with pytest.raises(dft.BlockAliasingError, match="vacuum"):
-        dft.block_kmesh(thin, *dft.neighbor_edges(thin, rc))
+    with pytest.raises(blocks.BlockAliasingError, match="vacuum"):
+        blocks.block_kmesh(thin, *blocks.neighbor_edges(thin, rc))
     # A 3x3 supercell needs only 2x2 k points.
     big = atoms.repeat((3, 3, 1))
-    assert dft.block_kmesh(big, *dft.neighbor_edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
+    assert blocks.block_kmesh(big, *blocks.neighbor_edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
 
 
 def test_orbital_labels_from_gpaw_basis():
     from gpaw.basis_data import Basis
 
-    labels = [dft.orbital_label(bf.type) for bf in Basis.find("C", "dzp").bf_j]
+    labels = [blocks.orbital_label(bf.type) for bf in Basis.find("C", "dzp").bf_j]
     assert labels[:2] == ["2s", "2p"] and len(labels) == 5
 
 
@@ -199,9 +199,9 @@ def test_bloch_phase_convention_matches_gpaw_matrices(rattled):
     D = diag(exp(2 pi i k.n_a)) with n_a the lattice vector atom a was moved by.
     """
     atoms, frame, basis, calc, _ = rattled
-    H_ref, S_ref, k_kc = dft.kspace_matrices(calc, K_OFF_MESH)
+    H_ref, S_ref, k_kc = blocks.kspace_matrices(dft.gpaw_calculator(calc), K_OFF_MESH)
     assert np.allclose(k_kc, K_OFF_MESH)
-    n_a = dft._gpaw_cell_offsets(atoms, dft.gpaw_calculator(calc).dft.relpos_ac)
+    n_a = blocks.gpaw_cell_offsets(atoms, dft.gpaw_calculator(calc).dft.relpos_ac)
     assert n_a[0].any()  # the gauge is exercised
     counts = np.diff(tb.orbital_offsets(frame.numbers, basis))
     n_M = np.repeat(n_a, counts, axis=0)  # [n_orb, 3]
@@ -232,7 +232,7 @@ def test_blocks_hermitian_and_complete(rattled):
     rc = basis["rcut"]["6"]
     d = np.linalg.norm(frame.positions[j] + frame.cell_shift @ frame.cell - frame.positions[i], axis=1)
     assert d.max() < 2 * rc
-    assert len(i) == len(dft.neighbor_edges(frame.to_atoms(), np.full(frame.n_atoms, rc))[0])
+    assert len(i) == len(blocks.neighbor_edges(frame.to_atoms(), np.full(frame.n_atoms, rc))[0])
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ bug and keeps its traceback.
 """
 
 from .bands import BandsError
+from .blocks import BlockAliasingError
 from .config import ConfigError
-from .dft import BlockAliasingError, SCFConvergenceError
+from .dft import SCFConvergenceError
 from .frames import FramesFileError
 from .phonons import PhononError
 from .provenance import ProvenanceError
