@@ -21,6 +21,9 @@ rule dft:
         mem_mb=config["resources"]["dft_mem_mb"],
         tasks=DFT_RANKS,
         cpus_per_task=DFT_THREADS,
+        # The launcher prefix ('' for one rank). A resource, not a param: resources never rerun a job, and
+        # 1 rank or 16 give the same result (tests/test_mpi.py).
+        dft_launch=DFT_LAUNCH,
         **DFT_MPI,
     conda:
         "../../envs/dft.yaml"
@@ -28,5 +31,5 @@ rule dft:
         # GPAW's dense LCAO linear algebra threads through BLAS: dft_threads per rank. `mlepi` starts GPAW's
         # MPI itself when the launcher started it (mlepi.mpi); rank 0 writes the log and the result.
         "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
-        "{DFT_LAUNCH}mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} "
+        "{resources.dft_launch}mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} "
         "--out {output} --log {log.gpaw} > {log.main} 2>&1"
