@@ -90,6 +90,13 @@ def dft_index(wildcards):
     return f"--index {int(name.rsplit('_s', 1)[1])}" if name.startswith("check_T") else ""
 
 
+def dft_priority(wildcards):
+    """The training data first: the cross-check samples become ready with the training samples (both need only
+    the phonons), but nothing waits for them until the band analysis, so they should fill cores during
+    training instead of delaying it."""
+    return 0 if wildcards.config.startswith("check_T") else 1
+
+
 def prediction_input(wildcards):
     """Structures of ``infer/<prediction>.h5``: inference samples, a special displacement, or the pristine cell."""
     name = wildcards.prediction

@@ -16,6 +16,7 @@ rule dft:
         index=dft_index,
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
     threads: DFT_RANKS * DFT_THREADS  # the cores the job holds (the local scheduler counts these)
+    priority: dft_priority
     resources:
         runtime=config["resources"]["dft_runtime_min"],
         mem_mb=config["resources"]["dft_mem_mb"],
