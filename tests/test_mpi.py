@@ -41,6 +41,16 @@ def test_launcher_detection(monkeypatch, env, launched, ranks, rank):
     assert os.environ.get("GPAW_MPI_BACKEND") == ("cgpaw" if launched else None)
 
 
+def test_torchrun_worker_drops_the_launcher_it_inherited(monkeypatch):
+    """A torchrun worker under ``srun -n1`` (PMIx) keeps GPAW serial instead of claiming the task's MPI rank."""
+    monkeypatch.delenv("GPAW_MPI_BACKEND", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("PMIX_RANK", "0")
+    mpi.prepare()
+    assert "PMIX_RANK" not in os.environ and "GPAW_MPI_BACKEND" not in os.environ
+    assert (mpi.launched(), mpi.launched_ranks()) == (False, 1)
+
+
 def test_gpaw_world_smaller_than_the_launch_is_refused(monkeypatch):
     """GPAW already imported serially in this process: two launched ranks would each compute alone."""
     import gpaw.mpi

@@ -64,8 +64,17 @@ def launcher_command(launcher: str, ranks: int, threads: int, environ=None) -> s
 
 
 def prepare() -> None:
-    """Let GPAW start MPI when a launcher started this process (a user's own GPAW_MPI_BACKEND wins)."""
-    if launched():
+    """Let GPAW start MPI when a launcher started this process (a user's own GPAW_MPI_BACKEND wins).
+
+    This also covers a single process under ``srun`` with PMIx (Snakemake's SLURM jobs run every rule in
+    ``srun -n1``): GPAW sees the launcher and, without its MPI backend, refuses to import. A torchrun worker
+    is the exception: it inherited the launcher variables of the one task that started torchrun, and is no
+    MPI rank of its own; those variables are dropped there, so that GPAW stays serial in each worker.
+    """
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        for variable in (*_LAUNCHER_VARIABLES, *_RANK_VARIABLES):
+            os.environ.pop(variable, None)
+    elif launched():
         os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
 
 
@@ -75,8 +84,8 @@ def gpaw_world():
     Raises
     ------
     RuntimeError
-        GPAW's world is smaller than the launch: :func:`prepare` ran too late (GPAW was already imported), or
-        the rank count is right but every rank would compute and write the same result alone.
+        GPAW's world is smaller than the launch: :func:`prepare` ran after GPAW was imported, or srun started
+        the tasks without PMI; either way each rank would compute and write the same result alone.
     """
     prepare()
     from gpaw.mpi import world
