@@ -42,6 +42,7 @@ rule thermal_train:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
         cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures", "thermal.ml_supercells")),
         out_dir=lambda w, output: os.path.dirname(output[0]),
+    priority: 1  # before thermal_infer: its samples start the DFT jobs that training waits for (dft_priority)
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],
