@@ -182,7 +182,13 @@ def real_space_blocks(layout: dict, k_kc, *A_kMM) -> tuple[list[np.ndarray], np.
     edge_class = edge_class.ravel()
     phase_ck = np.exp(-2j * np.pi * classes @ np.asarray(k_kc).T) / len(k_kc)  # [n_classes, n_k]
     n_max = int(counts.max())
-    blocks, used = [], None
+    # Where each edge's block sits in A(R) of its class: the same for every matrix A.
+    windows = [(c, slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1]))
+               for a, b, c in zip(i, j, edge_class)]
+    used = np.zeros((len(classes), offsets[-1], offsets[-1]), dtype=bool)
+    for c, rows, cols in windows:
+        used[c, rows, cols] = True
+    blocks = []
     for A in A_kMM:
         A_cMM = np.einsum("ck,kmn->cmn", phase_ck, A)
         max_imag = float(np.abs(A_cMM.imag).max())
@@ -191,11 +197,8 @@ def real_space_blocks(layout: dict, k_kc, *A_kMM) -> tuple[list[np.ndarray], np.
                                "complete Gamma-centred mesh")
         A_cMM = A_cMM.real
         out = np.zeros((len(i), n_max, n_max))
-        used = np.zeros(A_cMM.shape, dtype=bool)
-        for e, (a, b, c) in enumerate(zip(i, j, edge_class)):
-            rows, cols = slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1])
-            out[e, :counts[a], :counts[b]] = A_cMM[c, rows, cols]
-            used[c, rows, cols] = True
+        for e, (c, rows, cols) in enumerate(windows):
+            out[e, :rows.stop - rows.start, :cols.stop - cols.start] = A_cMM[c, rows, cols]
         blocks.append((out, A_cMM))
     return blocks, used
 

@@ -319,8 +319,8 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     timings["scf_forces"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    edge_index, cell_shift, H, S, basis = extract_blocks(gpaw_calculator(calc), atoms, dft_cfg.get("kpts_blocks"), txt=txt,
-                                                         diagnostics=diagnostics)
+    edge_index, cell_shift, H, S, basis = extract_blocks(gpaw_calculator(calc), atoms, dft_cfg.get("kpts_blocks"),
+                                                         txt=txt, diagnostics=diagnostics)
     timings["blocks"] = time.perf_counter() - t0
     info = dict(info or {}, **diagnostics)
     frame = Frame.from_atoms(name, atoms, energy=energy, forces=forces, fermi_level=fermi_level,

@@ -20,6 +20,11 @@ _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
+def _first_integer(variables) -> int | None:
+    """The value of the first of ``variables`` in the environment that holds a non-negative integer."""
+    return next((int(os.environ[v]) for v in variables if os.environ.get(v, "").isdigit()), None)
+
+
 def launched() -> bool:
     """True when an MPI launcher (mpiexec, srun with PMI/PMIx) started this process."""
     return any(variable in os.environ for variable in _LAUNCHER_VARIABLES)
@@ -31,18 +36,16 @@ def launched_ranks() -> int | None:
     ``srun -n N`` says N in ``SLURM_STEP_NUM_TASKS`` even when it gave the tasks no PMI (``--mpi=none``): then
     N independent processes would each compute alone, which :func:`gpaw_world` refuses.
     """
-    for variable in (*_SIZE_VARIABLES, "SLURM_STEP_NUM_TASKS"):
-        if os.environ.get(variable, "").isdigit():
-            return int(os.environ[variable])
+    ranks = _first_integer((*_SIZE_VARIABLES, "SLURM_STEP_NUM_TASKS"))
+    if ranks is not None:
+        return ranks
     return None if launched() else 1
 
 
 def launched_rank() -> int:
     """This process's rank as the launcher numbered it; 0 without a launcher (the rank that writes)."""
-    for variable in (*_RANK_VARIABLES, "SLURM_PROCID"):
-        if os.environ.get(variable, "").isdigit():
-            return int(os.environ[variable])
-    return 0
+    rank = _first_integer((*_RANK_VARIABLES, "SLURM_PROCID"))
+    return 0 if rank is None else rank
 
 
 def launcher_command(launcher: str, ranks: int, threads: int, environ=None) -> str:

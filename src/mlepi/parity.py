@@ -105,8 +105,8 @@ def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dic
     if not names:
         raise FramesFileError(f"{model_path}: the model has no validation frames (train.val_fraction = 0?)")
     dft_frames = [dataset[name] for name in names]
-    predicted = predict_frames(model, [f.to_atoms() for f in dft_frames], names, fermi_level=False,
-                               overlap="model")
+    atoms_list = [f.to_atoms() for f in dft_frames]
+    predicted = predict_frames(model, atoms_list, names, fermi_level=False, overlap="model")
     forces_ref = np.concatenate([f.forces.ravel() for f in dft_frames])
     forces_ml = np.concatenate([f.forces.ravel() for f in predicted])
     pairs = [_h_pairs(d, m, dataset.basis) for d, m in zip(dft_frames, predicted)]
@@ -118,7 +118,7 @@ def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dic
         "h_mae_meV": 1e3 * float(err.mean()),
         "h_mae_intra_meV": 1e3 * float(err[~inter].mean()),
         "h_mae_inter_meV": 1e3 * float(err[inter].mean()) if inter.any() else float("nan"),
-        **rotation_covariance(model, [f.to_atoms() for f in dft_frames], predicted, dataset.basis),
+        **rotation_covariance(model, atoms_list, predicted, dataset.basis),
     }
     return summary, dft_frames, predicted, (forces_ref, forces_ml, h_ref, h_ml, inter)
 
