@@ -7,7 +7,6 @@ run: bitwise for every data file, and a resumed training with the same final met
 import contextlib
 import csv
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from workflow_helpers import ROOT, TINY, snakemake
+from workflow_helpers import ROOT, TINY, snakemake, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +76,7 @@ def _read(path: Path) -> str:
 def _kill_during(workdir: Path, stage: str, timeout: float = 1500) -> tuple[list, list]:
     """Run the workflow until a ``stage`` job is well under way, then SIGKILL the whole process tree at once.
     Returns the command lines of the killed jobs of that stage, and of every mlepi job killed."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(TINY), "--cores", "2", "--rerun-incomplete"]
     log_path = workdir / f"snakemake_killed_in_{stage}.log"

@@ -8,13 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import TINY, snakemake
+from workflow_helpers import TINY, snakemake, subprocess_env
 
 from mlepi import config, dft, mpi, structure
 from mlepi.frames import FramesFile
@@ -83,14 +81,6 @@ def test_launcher_command(launcher, environ, expected):
 
 
 # ----------------------------------------------------------------------------------- real MPI runs
-def mpi_env() -> dict:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    if os.geteuid() == 0:  # Open MPI refuses root unless told twice (CI and containers run as root)
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return env
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: scripts/setup.sh installs Open MPI")
 def test_four_ranks_equal_one_rank(tmp_path):
@@ -109,7 +99,7 @@ def test_four_ranks_equal_one_rank(tmp_path):
     result = subprocess.run(
         [MPIEXEC, "--oversubscribe", "-n", "4", "mlepi", "dft", str(path), "--params", json.dumps(cfg),
          "--out", str(out), "--log", str(tmp_path / "ranks4.gpaw.txt")],
-        capture_output=True, text=True, env=mpi_env(), timeout=600, check=False)
+        capture_output=True, text=True, env=subprocess_env(), timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     gpaw_log = (tmp_path / "ranks4.gpaw.txt").read_text()
     assert "kpt:    2" in gpaw_log and "domain: 2" in gpaw_log, gpaw_log[:3000]

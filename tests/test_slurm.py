@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, TINY
+from workflow_helpers import ROOT, TINY, subprocess_env
 
 CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"
 JOBCOMP = Path("/var/log/slurm/jobcomp.log")
@@ -76,9 +76,7 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
     config = tmp_path / "config_slurm.yaml"
     config.write_text(yaml.safe_dump(cfg))
     shutil.copytree(ROOT / "config", tmp_path / "config")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    if os.geteuid() == 0:  # the test cluster runs jobs as root, which Open MPI refuses unless told twice
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = subprocess_env()  # the test cluster runs jobs as root: Open MPI's permissions included
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--profile",
            str(ROOT / "profiles" / "slurm"), "--configfile", str(config), "--jobs", "4",
            # test-cluster settings: no account, keep every job's log (the job ids are read from it)

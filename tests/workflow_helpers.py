@@ -10,8 +10,17 @@ TINY = ROOT / "tests" / "config_tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir, *args, config=TINY, check=True):
+def subprocess_env() -> dict:
+    """This interpreter's environment for `mlepi`, Snakemake or mpiexec in a subprocess: its bin on PATH, one
+    BLAS thread per process, and, as root (CI, containers), Open MPI's two permissions to run as root."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+def snakemake(workdir, *args, config=TINY, check=True):
+    env = subprocess_env()
     cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(config), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
