@@ -79,3 +79,37 @@ def test_predict_needs_layers_and_occupation_settings(model_path):
     del atoms.arrays["layer"]
     with pytest.raises(ValueError, match="layer"):
         infer.predict_frames(model, [atoms], ["a"], overlap="model", fermi_level=False)
+
+
+def test_batched_prediction_equals_one_structure_at_a_time(model_path):
+    """Structures of different sizes and cells share forward passes; each still gets its own graph's answer
+    (no edge between graphs, energies summed per graph), in the order given."""
+    model = HedgeNet.load(model_path)
+    structures = [bilayer(n, rattle=0.05, seed=k) for k, n in enumerate((2, 1, 3, 2))]  # 16, 4, 36, 16 atoms
+    names = [f"s{k}" for k in range(len(structures))]
+    assert [len(run) for run in infer.batches(list(zip(structures, names)), 40)] == [2, 1, 1]
+    done = []
+    batched = infer.predict_frames(model, structures, names, overlap="model", fermi_level=False,
+                                   dtype=torch.float64, batch_atoms=40, progress=lambda f: done.append(f.name))
+    assert done == names
+    for atoms, name, frame in zip(structures, names, batched):
+        alone = infer.predict_frames(model, [atoms], [name], overlap="model", fermi_level=False,
+                                     dtype=torch.float64)[0]
+        assert frame.name == name and len(frame.numbers) == len(atoms)
+        assert frame.energy == pytest.approx(alone.energy, rel=1e-12)
+        for key in ("forces", "H", "S"):
+            np.testing.assert_allclose(getattr(frame, key), getattr(alone, key), rtol=0, atol=1e-12, err_msg=key)
+
+
+def test_a_device_torch_cannot_use_is_a_user_error(model_path, tmp_path, capsys):
+    from mlepi.cli import main
+    from mlepi.torch_io import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        ase.io.write(tmp_path / "one.extxyz", bilayer(1), format="extxyz")
+        assert main(["infer", str(model_path), str(tmp_path / "one.extxyz"), "--out", str(tmp_path / "x.h5"),
+                     "--device", "cuda"]) == 2
+        assert "device 'cuda': torch sees no GPU" in capsys.readouterr().err
+        assert not (tmp_path / "x.h5").exists()

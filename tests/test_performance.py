@@ -55,3 +55,40 @@ def test_power_law_fit_uses_only_the_sizes_asked_for():
     t = np.array([5.0, 0.1, 1.0, 10.0])  # linear from 100 atoms on; a fixed overhead dominates at 36
     assert performance.fit_power_law(n, t, min_atoms=100) == pytest.approx(1.0, abs=1e-9)
     assert performance.fit_power_law(n, t) < 0.5
+
+
+def test_batched_throughput_times_one_batch_of_different_structures():
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
+                                  "cutoff_inter": 3.8}, TOY_BASIS)
+    rows = performance.batched_throughput(model, bilayer(1), 2, [1, 3], repeats=1)
+    single = block_edges(*(lambda a: (a.numbers, a.positions, a.cell, a.pbc))(bilayer(2)), TOY_BASIS)[0]
+    assert [(r["n_structures"], r["n_atoms"]) for r in rows] == [(1, 16), (3, 48)]
+    assert rows[1]["n_block_edges"] == pytest.approx(3 * single.shape[1], rel=0.1)  # displaced: a few more/less
+    assert rows[1]["per_structure_s"] == pytest.approx(rows[1]["total_s"] / 3)
+    assert performance.batch_counts(36) == [1, 8, 113, 452]  # one, a few, one infer batch (4096 atoms), four
+
+
+def test_gpu_benchmark_writes_its_results_and_figure(tmp_path):
+    """The GPU half of the benchmark (benchmarks/performance_gpu.py), run on the CPU: JSON with the scaling
+    summary, the batched throughput and the speedup over the CPU benchmark's GPAW time, and the figure."""
+    import ase.io
+    import json
+
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
+                                  "cutoff_inter": 3.8}, TOY_BASIS)
+    model.save(tmp_path / "model.pt")
+    ase.io.write(tmp_path / "primitive.extxyz", bilayer(1), format="extxyz")
+    cpu = {"dft": [{"supercell": [2, 2], "n_atoms": 16, "scf_forces_s": 10.0}], "machine": {"cpus": 2},
+           "scaling": [{"n_atoms": 16, "total_s": 0.01}], "ml_batched": []}
+    (tmp_path / "cpu.json").write_text(json.dumps(cpu))
+    result = performance.run_gpu(tmp_path / "model.pt", tmp_path / "primitive.extxyz", tmp_path / "gpu.json",
+                                 tmp_path / "gpu.png", sizes=[2, 3, 5], cpu_results_path=tmp_path / "cpu.json",
+                                 device="cpu")
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert [r["n_atoms"] for r in written["scaling"]] == [16, 36, 100]
+    assert written["dft_reference"]["scf_forces_s"] == 10.0 and (tmp_path / "gpu.png").stat().st_size > 0
+    assert result["speedup_vs_dft"] == pytest.approx(10.0 / written["batched"][0]["total_s"])
+    assert result["speedup_vs_dft_batched"] == pytest.approx(10.0 / min(b["per_structure_s"]
+                                                                        for b in written["batched"]))

@@ -137,6 +137,7 @@ def test_torchrun_with_two_gloo_ranks(dataset, tmp_path):
            "--out-dir", str(tmp_path / "out")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch.distributed: gloo backend, 2 process(es), this one on cpu" in proc.stderr
     rows = read_metrics(tmp_path / "out")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert np.isfinite(float(rows[-1]["val_H_mae_meV"]))

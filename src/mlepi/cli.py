@@ -107,7 +107,7 @@ def cmd_train(args):
 def cmd_infer(args):
     from . import infer
 
-    infer.run(args.model, args.structures, args.out, overlap=args.overlap,
+    infer.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device,
               dtype=None if args.dtype == "model" else args.dtype)
 
 
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="S from GPAW's basis integrals (exact, default) or from the model's S head")
         p.add_argument("--dtype", choices=["model", "float32", "float64"], default="model",
                        help="precision of the network: the one it was trained in (default), or as given")
+        p.add_argument("--device", default="auto",
+                       help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
         p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("linearize", help="first-order EPI part of predicted H: H(0) + (dH/du).u by autograd",

@@ -13,7 +13,8 @@ from .phonons import PhononError
 from .provenance import ProvenanceError
 from .structure_io import StructureFileError
 from .thermal import UnstableModeError
-from .torch_io import TorchFileError
+from .torch_io import DeviceError, TorchFileError
 
-USER_ERRORS = (BandsError, BlockAliasingError, ConfigError, FramesFileError, PhononError, ProvenanceError,
-               SCFConvergenceError, StructureFileError, TorchFileError, UnstableModeError, FileNotFoundError)
+USER_ERRORS = (BandsError, BlockAliasingError, ConfigError, DeviceError, FramesFileError, PhononError,
+               ProvenanceError, SCFConvergenceError, StructureFileError, TorchFileError, UnstableModeError,
+               FileNotFoundError)

@@ -227,6 +227,42 @@ def plot_performance(result: dict, path) -> None:
     _save(fig, path)
 
 
+def plot_performance_gpu(result: dict, cpu: dict | None, path) -> None:
+    """HedgeNet inference on the GPU against the number of atoms (network, neighbour lists on the CPU, total),
+    beside the CPU's total when ``cpu`` (``performance.json``) is given; and the cost per structure when many
+    structures share one batch (:func:`mlepi.performance.run_gpu`)."""
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    ax_t, ax_b = fig.subplots(1, 2)
+    scaling = result["scaling"]
+    n = np.array([r["n_atoms"] for r in scaling], dtype=float)
+    ax_t.loglog(n, [r["total_s"] for r in scaling], "o-", color="C1",
+                label=f"GPU total (N^{result['scaling_exponent']:.2f})")
+    ax_t.loglog(n, [r["model_s"] for r in scaling], ".--", color="C1", alpha=0.6, label="  network on the GPU")
+    ax_t.loglog(n, [r["neighbours_s"] for r in scaling], ".:", color="C1", alpha=0.6,
+                label="  neighbour lists (CPU) + copy")
+    if cpu is not None:
+        ax_t.loglog([r["n_atoms"] for r in cpu["scaling"]], [r["total_s"] for r in cpu["scaling"]], "o-",
+                    color="C0", label=f"CPU total, {cpu['machine']['cpus']} cores")
+        dft = cpu["dft"]
+        ax_t.loglog([d["n_atoms"] for d in dft], [d["scf_forces_s"] for d in dft], "s-", color="C3",
+                    label="GPAW SCF + forces (CPU)")
+    ax_t.set_xlabel("atoms")
+    ax_t.set_ylabel("wall time per structure (s)")
+    ax_t.legend(fontsize=7)
+    for rows, color, label in ((result["batched"], "C1", "GPU"),
+                               ((cpu or {}).get("ml_batched") or [], "C0", "CPU")):
+        if rows:
+            ax_b.loglog([r["n_structures"] for r in rows], [r["per_structure_s"] for r in rows], "o-",
+                        color=color, label=f"{label}, {rows[0]['n_atoms'] // rows[0]['n_structures']} atoms each")
+    if "speedup_vs_dft_batched" in result:
+        ax_b.set_title(f"{result['speedup_vs_dft_batched']:,.0f}x GPAW (CPU) per structure", fontsize=8)
+    ax_b.set_xlabel("structures per batch")
+    ax_b.set_ylabel("wall time per structure (s)")
+    ax_b.legend(fontsize=7)
+    fig.suptitle(f"{result['device']}, {result['dtype']}", fontsize=8)
+    _save(fig, path)
+
+
 def plot_learning_curves(curves: Mapping[str, Sequence[dict]], path) -> None:
     """Validation errors against epoch (``metrics.csv`` rows of ``mlepi train``), one line per model: H (meV),
     forces (meV/Å), energy (meV/atom), log scale."""

@@ -24,6 +24,7 @@ from .memory import keep_freed_memory
 from .model import HedgeNet
 from .provenance import record
 from .structure_io import read_structures
+from .torch_io import resolve_device
 
 
 def kpoint_mesh(size, gamma: bool = True) -> np.ndarray:
@@ -106,9 +107,12 @@ def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
     return blocks_on_edges(edge_index, cell_shift, S, frame, "GPAW overlap")
 
 
+BATCH_ATOMS = 4096  # atoms per forward pass: several small structures share one (GPU throughput)
+
+
 def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool | None = None,
                    width: float | None = None, fermi_level: bool = True, overlap: str = "gpaw", device="cpu",
-                   dtype: torch.dtype | None = None) -> list[Frame]:
+                   dtype: torch.dtype | None = None, batch_atoms: int = BATCH_ATOMS, progress=None) -> list[Frame]:
     """Model frames for ``atoms_list`` (each with ``arrays['layer']``).
 
     Parameters
@@ -125,44 +129,80 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
         (float32 by default). Against float64 that moves eigenvalues within 2 eV of E_F by <= 3.4e-5 eV, H by
         5e-6 eV and forces by 2e-5 eV/A (default model, three 300 K samples), 200x below the model's own
         error; float64 for finite differences of forces (``phonons_ml``).
+    batch_atoms : consecutive structures are predicted together, one forward pass per batch of at most this
+        many atoms (a larger structure alone). Each structure's prediction is that of its own graph: the
+        graphs of a batch share no edge (:func:`batches`).
+    progress : called once per structure after its frame is complete.
 
     Returns
     -------
     list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``
     (plus ``fermi_kpts`` and ``fermi_width``, the settings the Fermi level was computed with).
     """
+    from torch_geometric.data import Batch
+
     basis = model.basis
     dtype = model.dtype if dtype is None else dtype
     model = model.to(device=device, dtype=dtype).eval()
     cfg = model.config
     frames = []
-    for atoms, name in zip(atoms_list, names, strict=True):
-        frame = Frame.from_atoms(name, atoms, info=_info(atoms.info))
-        frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
-                                                         basis)
-        data = frame_to_data(frame, basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False).to(device)
+    for chunk in batches(list(zip(atoms_list, names, strict=True)), batch_atoms):
+        staged = []
+        for atoms, name in chunk:
+            frame = Frame.from_atoms(name, atoms, info=_info(atoms.info))
+            frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell,
+                                                             frame.pbc, basis)
+            staged.append((frame, frame_to_data(frame, basis, cfg["cutoff_intra"], cfg["cutoff_inter"],
+                                                targets=False)))
         with torch.no_grad():
-            out = model(data, forces=True, overlap=overlap == "model")
-        frame.energy = float(out["energy"][0])
-        frame.forces = out["forces"].detach().cpu().double().numpy()
-        frame.H = out["H"].detach().cpu().double().numpy()
-        if overlap == "gpaw":
-            frame.S = exact_overlap(frame, model.metadata["dft_parameters"])
-        else:
-            frame.S = out["S"].detach().cpu().double().numpy()
-        frame.info["overlap"] = overlap
-        if fermi_level:
-            size, gamma_k, width_k = occupation_settings(model.metadata, frame.cell)
-            size = size if kpts is None else tuple(int(n) for n in kpts)
-            gamma_k = gamma_k if gamma is None else gamma
-            width_k = width_k if width is None else float(width)
-            if size is None or width_k is None:
-                raise ValueError("the model stores no DFT k mesh or occupation width (dft_parameters: "
-                                 f"{model.metadata.get('dft_parameters')}); pass kpts= and width=")
-            frame.fermi_level = _fermi_level(frame, basis, kpoint_mesh(size, gamma_k), width_k)
-            frame.info.update(fermi_kpts=list(size), fermi_width=width_k)
-        frames.append(frame)
+            out = model(Batch.from_data_list([data for _, data in staged]).to(device), forces=True,
+                        overlap=overlap == "model")
+        per_atom = [data.num_nodes for _, data in staged]
+        per_block = [data.block_edge_index.shape[1] for _, data in staged]
+        parts = {"forces": out["forces"].split(per_atom),
+                 **{key: out[key].split(per_block) for key in ("H", "S") if key in out}}
+        for g, (frame, _) in enumerate(staged):
+            frame.energy = float(out["energy"][g])
+            frame.forces, frame.H = (parts[key][g].detach().cpu().double().numpy() for key in ("forces", "H"))
+            _complete(frame, model, parts["S"][g] if overlap == "model" else None, fermi_level=fermi_level,
+                      kpts=kpts, gamma=gamma, width=width)
+            frames.append(frame)
+            if progress is not None:
+                progress(frame)
     return frames
+
+
+def batches(items: list, max_atoms: int) -> list[list]:
+    """Consecutive runs of ``(atoms, name)`` items with at most ``max_atoms`` atoms together (at least one item
+    each). Order is kept, so the frames come out in the order of the structures."""
+    runs, run, count = [], [], 0
+    for item in items:
+        if run and count + len(item[0]) > max_atoms:
+            runs.append(run)
+            run, count = [], 0
+        run.append(item)
+        count += len(item[0])
+    return runs + ([run] if run else [])
+
+
+def _complete(frame: Frame, model: HedgeNet, model_overlap, *, fermi_level: bool, kpts, gamma, width) -> None:
+    """S (GPAW's exact integrals, or the model's ``model_overlap`` blocks) and the Fermi level of ``frame``."""
+    if model_overlap is None:
+        frame.S = exact_overlap(frame, model.metadata["dft_parameters"])
+        frame.info["overlap"] = "gpaw"
+    else:
+        frame.S = model_overlap.detach().cpu().double().numpy()
+        frame.info["overlap"] = "model"
+    if fermi_level:
+        size, gamma_k, width_k = occupation_settings(model.metadata, frame.cell)
+        size = size if kpts is None else tuple(int(n) for n in kpts)
+        gamma_k = gamma_k if gamma is None else gamma
+        width_k = width_k if width is None else float(width)
+        if size is None or width_k is None:
+            raise ValueError("the model stores no DFT k mesh or occupation width (dft_parameters: "
+                             f"{model.metadata.get('dft_parameters')}); pass kpts= and width=")
+        frame.fermi_level = _fermi_level(frame, model.basis, kpoint_mesh(size, gamma_k), width_k)
+        frame.info.update(fermi_kpts=list(size), fermi_width=width_k)
 
 
 def _fermi_level(frame: Frame, basis: dict, kpts: np.ndarray, width: float) -> float:
@@ -177,7 +217,7 @@ def _fermi_level(frame: Frame, basis: dict, kpts: np.ndarray, width: float) -> f
 
 
 def run(model_path, structures_path, out_path, *, kpts=None, width: float | None = None, overlap: str = "gpaw",
-        device="cpu", dtype: str | None = None) -> None:
+        device: str = "auto", dtype: str | None = None) -> None:
     """Predict every structure of an extended-XYZ file (one or many frames) into a frames file.
 
     Parameters
@@ -189,19 +229,21 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     out_path : frames file to write (``source='hedgenet'``).
     kpts, width : k mesh size and Fermi-Dirac width (eV) for the Fermi level; default from the model.
     overlap : 'gpaw' (exact, default) or 'model' (see :func:`predict_frames`).
+    device : 'auto' (the GPU when torch sees one), 'cpu' or 'cuda' (:func:`mlepi.torch_io.resolve_device`).
     dtype : 'float32' or 'float64'; default the model's own precision (see :func:`predict_frames`).
     """
     from tqdm import tqdm
 
-    keep_freed_memory()  # one prediction per structure: reuse the memory of the last (mlepi.memory)
+    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.memory)
+    device = resolve_device(device)
     model = HedgeNet.load(model_path, map_location=device)
     atoms_list = read_structures(structures_path)
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
     precision = model.dtype if dtype is None else getattr(torch, dtype)
-    frames = [predict_frames(model, [atoms], [name], kpts=kpts, width=width, overlap=overlap, device=device,
-                             dtype=precision)[0]
-              for atoms, name in tqdm(list(zip(atoms_list, names)), desc="infer", unit="structure")]
-    settings = {"model_path": str(model_path), "overlap": overlap, "dtype": str(precision),
+    with tqdm(total=len(atoms_list), desc="infer", unit="structure") as bar:
+        frames = predict_frames(model, atoms_list, names, kpts=kpts, width=width, overlap=overlap, device=device,
+                                dtype=precision, progress=lambda _: bar.update())
+    settings = {"model_path": str(model_path), "overlap": overlap, "dtype": str(precision), "device": device.type,
                 "kpts": frames[0].info["fermi_kpts"] if frames else None,
                 "width": frames[0].info["fermi_width"] if frames else None}
     parameters = {"model": "hedgenet", "model_config": model.config, **settings,

@@ -66,6 +66,14 @@ MODEL_SCHEMA_VERSION = 1
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
 EDGE_CHUNK = 4096  # message-passing edges per chunk of the on-site moments ([chunk, n_ang, hidden] stays small)
+# On a GPU each chunk costs some 50 kernel launches and two host synchronisations, so chunks are this many times
+# larger there (intermediates of a few 100 MB; benchmarks/NOTES.md §13).
+GPU_CHUNK_SCALE = 32
+
+
+def chunk_size(base: int, device: torch.device) -> int:
+    """Edges (or pairs) per chunk on ``device``: ``base`` on a CPU, ``GPU_CHUNK_SCALE`` times more on a GPU."""
+    return base * GPU_CHUNK_SCALE if device.type == "cuda" else base
 
 
 def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
@@ -217,7 +225,7 @@ class OnsiteBlock(nn.Module):
         moments = h.new_zeros(h.shape[0], ang.shape[1], w.shape[1])  # [n_atoms, n_ang, hidden]
         # In chunks of edges: the outer product [E, n_ang, hidden] of a whole 10^4-atom structure is a GB, and
         # allocating and filling it took 11 % of the forward pass there (docs/performance.md).
-        for sel in torch.arange(len(i), device=i.device).split(EDGE_CHUNK):
+        for sel in torch.arange(len(i), device=i.device).split(chunk_size(EDGE_CHUNK, i.device)):
             moments.index_add_(0, i[sel], ang[sel].unsqueeze(-1) * w[sel].unsqueeze(1))
         moments = moments / norm
         z = self.mlp(h)  # [n_atoms, hidden]
@@ -472,9 +480,10 @@ class HedgeNet(nn.Module):
         # so g runs once per edge and the pair form needs no gather across the structure.
         if rev is not None:
             first = (torch.arange(len(rev), device=rev.device) < rev).nonzero().squeeze(1)
-            chunks = torch.stack([first, rev[first]], dim=1).reshape(-1).split(2 * PAIR_CHUNK)
+            pairs = torch.stack([first, rev[first]], dim=1).reshape(-1)
+            chunks = pairs.split(2 * chunk_size(PAIR_CHUNK, rev.device))
         else:
-            chunks = torch.arange(len(off), device=off.device).split(2 * PAIR_CHUNK)
+            chunks = torch.arange(len(off), device=off.device).split(2 * chunk_size(PAIR_CHUNK, off.device))
 
         def inputs(idx, reverse: bool):
             """(source atoms, target atoms, radial basis, direction monomials) of off-site edges ``idx``,

@@ -54,13 +54,17 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
                    device: str = "cpu") -> dict:
     """Seconds for the graph and for one forward pass (forces and H) of ``model`` on ``atoms``.
 
-    On a GPU the graph is built on the CPU and moved (its time includes the copy), and every timing waits
-    for the device to finish; ``peak_gpu_MiB`` is the largest allocation of the forward pass.
+    ``atoms`` is one structure or a list of them, predicted together in one batch as ``mlepi infer`` does
+    (:func:`mlepi.infer.predict_frames`); ``n_structures`` says how many. On a GPU the graph is built on the
+    CPU and moved (its time includes the copy), and every timing waits for the device to finish;
+    ``peak_gpu_MiB`` is the largest allocation of the forward pass.
     """
     import torch
+    from torch_geometric.data import Batch
 
     from .graph import block_edges, frame_to_data
 
+    structures = atoms if isinstance(atoms, list) else [atoms]
     if threads is not None:
         torch.set_num_threads(threads)
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
@@ -68,11 +72,14 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     gpu = torch.device(device).type == "cuda"
 
     def graph():
-        frame = Frame.from_atoms("bench", atoms)
-        frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
-                                                         model.basis)
-        data = frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False)
-        data = data.to(device)
+        graphs = []
+        for structure in structures:
+            frame = Frame.from_atoms("bench", structure)
+            frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell,
+                                                             frame.pbc, model.basis)
+            graphs.append(frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"],
+                                        targets=False))
+        data = Batch.from_data_list(graphs).to(device)
         if gpu:
             torch.cuda.synchronize()
         return data
@@ -88,13 +95,27 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     model_s, _ = _best(lambda: predict(data), repeats)
-    result = {"n_atoms": len(atoms), "n_block_edges": int(data.block_edge_index.shape[1]),
+    result = {"n_atoms": int(data.num_nodes), "n_structures": len(structures),
+              "n_block_edges": int(data.block_edge_index.shape[1]),
               "n_message_edges": int(data.edge_index.shape[1]), "neighbours_s": graph_s, "model_s": model_s,
-              "total_s": graph_s + model_s, "dtype": dtype, "device": device,
+              "total_s": graph_s + model_s, "dtype": dtype, "device": str(device),
               "torch_threads": torch.get_num_threads()}
     if gpu:
         result["peak_gpu_MiB"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def batched_throughput(model, primitive, n: int, counts, *, sigma: float = 0.05, seed: int = 0,
+                       dtype: str = "float32", device: str = "cpu", repeats: int = 3) -> list:
+    """:func:`time_inference` of ``count`` different displaced ``n x n`` supercells in one batch, for each of
+    ``counts``, with ``per_structure_s`` = total over count: the cost of one thermal sample when ``mlepi
+    infer`` predicts many together (its batches hold up to :data:`mlepi.infer.BATCH_ATOMS` atoms)."""
+    rows = []
+    for count in counts:
+        structures = [displaced_supercell(primitive, n, sigma, seed + k) for k in range(int(count))]
+        row = time_inference(model, structures, repeats=repeats, dtype=dtype, device=device)
+        rows.append({**row, "supercell": n, "per_structure_s": row["total_s"] / int(count)})
+    return rows
 
 
 def _status_mib(field: str) -> float:
@@ -135,6 +156,69 @@ def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05,
         if progress is not None:
             progress(results[-1])
     return results
+
+
+def batch_counts(n_atoms: int) -> list:
+    """How many structures of ``n_atoms`` to time together: one, a few, as many as one batch of ``mlepi infer``
+    holds (:data:`mlepi.infer.BATCH_ATOMS`), and four times that (does a GPU want larger batches?)."""
+    from .infer import BATCH_ATOMS
+
+    full = max(1, BATCH_ATOMS // n_atoms)
+    return sorted({1, min(8, full), full, 4 * full})
+
+
+def gpu_measurements(model_path, primitive_path, sizes, n: int, *, sigma: float = 0.05, seed: int = 0,
+                     dtype: str = "float32", dft_s: float | None = None, device: str = "cuda",
+                     progress=None) -> dict:
+    """The inference scaling and the batched throughput of ``n x n`` supercells on the GPU, with the speedups
+    over ``dft_s`` (seconds of GPAW's SCF and forces for the ``n x n`` supercell) when given. (``device``:
+    'cpu' runs the same measurement without a GPU, for tests.)"""
+    import torch
+
+    from .model import HedgeNet
+    from .structure_io import read_structure
+
+    scaling = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
+                                device=device, progress=progress)
+    primitive = read_structure(primitive_path)
+    batched = batched_throughput(HedgeNet.load(model_path), primitive, n, batch_counts(4 * n * n), sigma=sigma,
+                                 seed=seed, dtype=dtype, device=device)
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else machine()["cpu"]
+    result = {"device": name, "dtype": dtype, "scaling": scaling,
+              **_scaling_summary(scaling), "batched": batched}
+    if dft_s is not None:
+        result.update(speedup_vs_dft=dft_s / batched[0]["total_s"],
+                      speedup_vs_dft_batched=dft_s / min(b["per_structure_s"] for b in batched))
+    return result
+
+
+def run_gpu(model_path, primitive_path, out_path, figure_path, *, sizes, sigma: float = 0.05, seed: int = 0,
+            cpu_results_path=None, device: str = "cuda", progress=None) -> dict:
+    """:func:`gpu_measurements` on a machine without GPAW: the GPU half of :func:`run`.
+
+    ``cpu_results_path``: the ``performance.json`` of :func:`run` on the CPU machine. Its GPAW time of the
+    first ``dft_sizes`` supercell gives the speedups (GPAW on that machine, HedgeNet on this GPU: the
+    result says both), and its CPU scaling is drawn beside the GPU's.
+    """
+    from .figures import plot_performance_gpu
+    from .model import HedgeNet
+    from .provenance import record, write_json
+
+    cpu = json.loads(Path(cpu_results_path).read_text()) if cpu_results_path is not None else None
+    dft = cpu["dft"][0] if cpu is not None else None
+    n = dft["supercell"][0] if dft is not None else 3
+    dtype = str(HedgeNet.load(model_path).dtype).removeprefix("torch.")
+    gpu = gpu_measurements(model_path, primitive_path, sizes, n, sigma=sigma, seed=seed, dtype=dtype,
+                           dft_s=dft["scf_forces_s"] if dft is not None else None, device=device,
+                           progress=progress)
+    result = {**gpu, "machine": machine(),
+              "dft_reference": None if cpu is None else {"scf_forces_s": dft["scf_forces_s"],
+                                                         "n_atoms": dft["n_atoms"], "machine": cpu["machine"]},
+              "settings": {"sigma_A": sigma, "seed": seed, "sizes": list(sizes), "model": str(model_path)}}
+    result["provenance"] = record({}, seed=seed, model=str(model_path))
+    write_json(out_path, result)
+    plot_performance_gpu(result, cpu, figure_path)
+    return result
 
 
 def fit_power_law(n_atoms, seconds, min_atoms: float = 0) -> float:
@@ -306,6 +390,8 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     n0 = int(dft_sizes[0])
     same = displaced_supercell(primitive, n0, sigma, seed)
     ml = {dtype: time_inference(model, same, dtype=dtype) for dtype in ("float64", "float32")}
+    batched = batched_throughput(model, primitive, n0, batch_counts(len(same)), sigma=sigma, seed=seed,
+                                 dtype=native)
     step("ML")
     frame = Frame.from_atoms("bench", same)
     frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
@@ -319,10 +405,10 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     scaling = {dtype: inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
                                         progress=lambda r: step(f"{r['n_atoms']} atoms, {r['dtype']}"))
                for dtype in sweeps}
-    scaling_gpu = None
-    if torch.cuda.is_available():  # the same scaling on the GPU; the CPU numbers above stay the reference
-        scaling_gpu = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=native,
-                                        device="cuda")
+    gpu = None
+    if torch.cuda.is_available():  # the same on the GPU; the CPU numbers above stay the reference
+        gpu = gpu_measurements(model_path, primitive_path, sizes, n0, sigma=sigma, seed=seed, dtype=native,
+                               dft_s=dft[0]["scf_forces_s"])
     k = np.array([0.11, 0.23, 0.0])  # a general k point: complex H(k), no symmetry to exploit
     bands = eigensolver_scaling(pristine_frame, pristine.basis, band_multiples, k=k,
                                 progress=lambda r: step(f"eig {r['n_orbitals']} orbitals"))
@@ -333,12 +419,13 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
         "speedup_vs_dft": dft[0]["scf_forces_s"] / ml[native]["total_s"],
         **{f"speedup_vs_dft_{dtype}": dft[0]["scf_forces_s"] / ml[dtype]["total_s"] for dtype in ml},
         "speedup_vs_dft_incl_blocks": dft[0]["total_s"] / ml[native]["total_s"],
-        "ml_same_structure": ml, "gpaw_overlap_s": overlap_s, "dft": dft,
+        "speedup_vs_dft_batched": dft[0]["scf_forces_s"] / batched[-1]["per_structure_s"],
+        "ml_same_structure": ml, "ml_batched": batched, "gpaw_overlap_s": overlap_s, "dft": dft,
         "scaling": scaling[native], **_scaling_summary(scaling[native]),
         "scaling_float64": scaling["float64"],
         **{f"{key}_float64": value for key, value in _scaling_summary(scaling["float64"]).items()},
         "band_solver": bands,
-        "band_solver_k_reduced": k.tolist(), "scaling_gpu": scaling_gpu,
+        "band_solver_k_reduced": k.tolist(), "gpu": gpu,
         "machine": machine(),
         "settings": {"sigma_A": sigma, "seed": seed, "sizes": list(sizes), "dft_sizes": list(dft_sizes),
                      "band_multiples": list(band_multiples), "model": str(model_path),

@@ -13,6 +13,10 @@ class TorchFileError(ValueError):
     """A model or training checkpoint file is missing, damaged or of another kind."""
 
 
+class DeviceError(ValueError):
+    """A device was asked for that torch cannot use here."""
+
+
 def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> dict:
     """The dict saved in a torch file whose ``schema`` entry is ``schema`` (None: any dict); TorchFileError
     naming the file otherwise (missing, truncated, corrupted, or another kind of file). ``what`` describes
@@ -39,3 +43,16 @@ def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> 
         found = state.get("schema") if isinstance(state, dict) else type(state).__name__
         raise TorchFileError(f"{path}: is {found!r}, not {what} (schema {schema!r})")
     return state
+
+
+def resolve_device(name: str):
+    """The torch device for a config or command-line choice: 'auto' (CUDA when torch sees a GPU, else the CPU),
+    'cpu', 'cuda' or 'cuda:N'. Asking for CUDA where torch sees none is an error that says what to do."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r}: torch sees no GPU (torch {torch.__version__}, CUDA build "
+                           f"{torch.version.cuda}); use 'auto' or 'cpu'")
+    return torch.device(name)

@@ -1,9 +1,10 @@
 """Stage ``train``: fit HedgeNet to a dataset frames file (energies, forces, H and S blocks).
 
 One public entry, :func:`run`. It works alone (one process, no process group) and under ``torchrun``
-(``torchrun --standalone --nproc_per_node N -m mlepi.cli train ...``): with ``WORLD_SIZE`` > 1 in the environment
+(``torchrun --standalone --nproc_per_node N -m mlepi.cli train ...``): started by torchrun, even as one process,
 it joins a ``torch.distributed`` process group (NCCL on GPUs, gloo on CPUs), wraps the model in
-DistributedDataParallel and shards the training frames with a DistributedSampler. Only rank 0 writes files.
+DistributedDataParallel and shards the training frames with a DistributedSampler, so one GPU runs the code path
+of N. Only rank 0 writes files.
 
 Outputs in ``out_dir``:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import math
 import os
 import sys
@@ -47,7 +49,9 @@ from .frames import FramesFile
 from .graph import INTER, INTRA, frame_to_data
 from .model import MODEL_DEFAULTS, HedgeNet, resolve_config
 from .provenance import atomic_path, config_hash, record
-from .torch_io import read_torch_file
+from .torch_io import read_torch_file, resolve_device
+
+log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = section_defaults("train")  # the schema is the one definition (config.schema.yaml)
 TARGETS = ("energy", "forces", "H", "S")
@@ -68,28 +72,33 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def grouped(self) -> bool:
+        """In a process group (torchrun, or a caller's own group): DDP, barriers and reductions apply."""
+        return dist.is_initialized()
+
     def all_sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
+        if self.grouped:
             values = values.to(self.device)
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values.cpu()
 
 
 def _setup_distributed(device: str) -> _Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1; pick the device."""
+    """Join the torchrun process group (one process too: TORCHELASTIC_RUN_ID); pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no GPU; use 'auto' or 'cpu'")
+    use_cuda = resolve_device(device).type == "cuda"
     dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     owns = False
-    if world > 1 and not dist.is_initialized():
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
         owns = True
+        log.info("torch.distributed: %s backend, %d process(es), this one on %s", dist.get_backend(), world, dev)
     return _Dist(rank=rank, world=world, device=dev, owns_group=owns)
 
 
@@ -418,10 +427,10 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
         bad_epochs, best_state, stopped = state["bad_epochs"], state["best_state"], state["stopped"]
         start = state["epoch"] + 1
-    if ctx.world > 1:
+    if ctx.grouped:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
     net = model
-    if ctx.world > 1:
+    if ctx.grouped:
         net = DistributedDataParallel(model, find_unused_parameters=not _uses_all_parameters(model, train_graphs,
                                                                                               targets))
 
@@ -479,7 +488,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         model.load_state_dict(best_state)
         model.save(model_path, **metadata, epoch=best_epoch, val_loss=best_loss)
         _write_metrics(metrics_path, history)
-    if ctx.world > 1:
+    if ctx.grouped:
         dist.barrier()
     best = next((row for row in history if row["epoch"] == best_epoch), {})
     return {"best_epoch": best_epoch, "epochs_run": len(history), "stopped_early": stopped, "best": best}
