@@ -50,7 +50,7 @@ def test_one_training_step_on_the_gpu_equals_one_on_the_cpu(tmp_path):
                "-m", "mlepi.cli", "train", "--dataset", str(data), "--params", json.dumps(cfg),
                "--out-dir", str(tmp_path / device)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         backend = "nccl" if device == "cuda" else "gloo"
         assert f"torch.distributed: {backend} backend, 1 process(es)" in proc.stderr, proc.stderr[-2000:]

@@ -62,7 +62,8 @@ def test_batched_throughput_times_one_batch_of_different_structures():
     model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
                                   "cutoff_inter": 3.8}, TOY_BASIS)
     rows = performance.batched_throughput(model, bilayer(1), 2, [1, 3], repeats=1)
-    single = block_edges(*(lambda a: (a.numbers, a.positions, a.cell, a.pbc))(bilayer(2)), TOY_BASIS)[0]
+    one = bilayer(2)
+    single = block_edges(one.numbers, one.positions, one.cell, one.pbc, TOY_BASIS)[0]
     assert [(r["n_structures"], r["n_atoms"]) for r in rows] == [(1, 16), (3, 48)]
     assert rows[1]["n_block_edges"] == pytest.approx(3 * single.shape[1], rel=0.1)  # displaced: a few more/less
     assert rows[1]["per_structure_s"] == pytest.approx(rows[1]["total_s"] / 3)
@@ -72,8 +73,9 @@ def test_batched_throughput_times_one_batch_of_different_structures():
 def test_gpu_benchmark_writes_its_results_and_figure(tmp_path):
     """The GPU half of the benchmark (benchmarks/performance_gpu.py), run on the CPU: JSON with the scaling
     summary, the batched throughput and the speedup over the CPU benchmark's GPAW time, and the figure."""
-    import ase.io
     import json
+
+    import ase.io
 
     torch.manual_seed(0)
     model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,

@@ -141,19 +141,11 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     """
     from torch_geometric.data import Batch
 
-    basis = model.basis
     dtype = model.dtype if dtype is None else dtype
     model = model.to(device=device, dtype=dtype).eval()
-    cfg = model.config
     frames = []
     for chunk in batches(list(zip(atoms_list, names, strict=True)), batch_atoms):
-        staged = []
-        for atoms, name in chunk:
-            frame = Frame.from_atoms(name, atoms, info=_info(atoms.info))
-            frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell,
-                                                             frame.pbc, basis)
-            staged.append((frame, frame_to_data(frame, basis, cfg["cutoff_intra"], cfg["cutoff_inter"],
-                                                targets=False)))
+        staged = [structure_graph(model, atoms, name, _info(atoms.info)) for atoms, name in chunk]
         with torch.no_grad():
             out = model(Batch.from_data_list([data for _, data in staged]).to(device), forces=True,
                         overlap=overlap == "model")
@@ -170,6 +162,15 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
             if progress is not None:
                 progress(frame)
     return frames
+
+
+def structure_graph(model: HedgeNet, atoms, name: str = "structure", info: dict | None = None):
+    """(frame with the block edges of ``docs/data.md``, the graph ``model`` predicts from) for ``atoms``."""
+    frame = Frame.from_atoms(name, atoms, info=info)
+    frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
+                                                     model.basis)
+    cfg = model.config
+    return frame, frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"], targets=False)
 
 
 def batches(items: list, max_atoms: int) -> list[list]:

@@ -62,24 +62,16 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     import torch
     from torch_geometric.data import Batch
 
-    from .graph import block_edges, frame_to_data
+    from .infer import structure_graph
 
     structures = atoms if isinstance(atoms, list) else [atoms]
     if threads is not None:
         torch.set_num_threads(threads)
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    cfg = model.config
     gpu = torch.device(device).type == "cuda"
 
     def graph():
-        graphs = []
-        for structure in structures:
-            frame = Frame.from_atoms("bench", structure)
-            frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell,
-                                                             frame.pbc, model.basis)
-            graphs.append(frame_to_data(frame, model.basis, cfg["cutoff_intra"], cfg["cutoff_inter"],
-                                        targets=False))
-        data = Batch.from_data_list(graphs).to(device)
+        data = Batch.from_data_list([structure_graph(model, s)[1] for s in structures]).to(device)
         if gpu:
             torch.cuda.synchronize()
         return data
@@ -363,8 +355,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
 
     from .figures import plot_performance
     from .frames import FramesFile
-    from .graph import block_edges
-    from .infer import exact_overlap
+    from .infer import exact_overlap, structure_graph
     from .model import HedgeNet
     from .provenance import record, write_json
     from .structure_io import read_structure
@@ -393,9 +384,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     batched = batched_throughput(model, primitive, n0, batch_counts(len(same)), sigma=sigma, seed=seed,
                                  dtype=native)
     step("ML")
-    frame = Frame.from_atoms("bench", same)
-    frame.edge_index, frame.cell_shift = block_edges(frame.numbers, frame.positions, frame.cell, frame.pbc,
-                                                     model.basis)
+    frame, _ = structure_graph(model, same)
     overlap_s, _ = _best(lambda: exact_overlap(frame, dft_cfg), 1)
     step("GPAW S")
     dft = []

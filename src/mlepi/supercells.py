@@ -62,7 +62,7 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
 
     out_dir = Path(out_dir)
     thermal_cfg = config["thermal"]
-    keep_freed_memory()  # one prediction per sample: reuse the memory of the last (mlepi.memory)
+    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.memory)
     model = HedgeNet.load(model_path)
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)
@@ -80,8 +80,8 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
         for atoms, info in zip(samples, infos):
             atoms.info.update(info, supercell=[n, n])
         names = [f"sc{n}_T{T:g}_s{k:03d}" for k in range(len(samples))]
-        frames = [predict_frames(model, [atoms], [name], fermi_level=False)[0]
-                  for atoms, name in tqdm(list(zip(samples, names)), desc=f"{n}x{n} at {T:g} K", unit="sample")]
+        with tqdm(total=len(samples), desc=f"{n}x{n} at {T:g} K", unit="sample") as bar:
+            frames = predict_frames(model, samples, names, fermi_level=False, progress=lambda _: bar.update())
         frames_by_T[float(T)] = out_dir / f"T{T:g}.h5"
         write_frames(frames_by_T[float(T)], frames, basis=model.basis, source="hedgenet",
                      parameters={"model_path": str(model_path), "supercell": [n, n]},
