@@ -6,7 +6,7 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
 
-from mlepi import infer, tb
+from mlepi import completion, infer, tb
 from mlepi.frames import FramesFile
 from mlepi.graph import block_edges
 from mlepi.model import HedgeNet
@@ -31,14 +31,14 @@ KPOINT_LENGTH = [4 * 2.46, 4 * 2.46]  # TOY_DFT's 4 k points per primitive latti
 
 def test_occupation_settings_scale_the_mesh_with_the_cell():
     metadata = {"dft_parameters": TOY_DFT, "kpoint_length": KPOINT_LENGTH}
-    assert infer.occupation_settings(metadata, bilayer(2).cell) == ((2, 2, 1), True, 0.1)
-    assert infer.occupation_settings(metadata, bilayer(1).cell) == ((4, 4, 1), True, 0.1)
+    assert completion.occupation_settings(metadata, bilayer(2).cell) == ((2, 2, 1), True, 0.1)
+    assert completion.occupation_settings(metadata, bilayer(1).cell) == ((4, 4, 1), True, 0.1)
     gpaw_style = {"dft_parameters": {"kpts": {"size": [3, 3, 1], "gamma": False},
                                      "occupations": {"name": "fermi-dirac", "width": 0.05}}}
-    assert infer.occupation_settings(gpaw_style, bilayer(2).cell) == ((3, 3, 1), False, 0.05)
-    assert infer.occupation_settings({}, bilayer(2).cell) == (None, True, None)
+    assert completion.occupation_settings(gpaw_style, bilayer(2).cell) == ((3, 3, 1), False, 0.05)
+    assert completion.occupation_settings({}, bilayer(2).cell) == (None, True, None)
     # Gamma-centred even mesh contains Gamma; uniform spacing 1/n
-    k = infer.kpoint_mesh((2, 2, 1))
+    k = completion.kpoint_mesh((2, 2, 1))
     assert any(np.allclose(p, 0) for p in k) and len(k) == 4
 
 
@@ -62,7 +62,7 @@ def test_run_writes_model_frames_with_info_and_fermi_level(model_path, tmp_path)
         assert np.array_equal(frame.edge_index, edge_index) and np.array_equal(frame.cell_shift, shift)
         assert frame.H.shape == (edge_index.shape[1], 4, 4) and frame.forces.shape == (16, 3)
         # Independent check: the Fermi level puts 4 electrons per carbon in the predicted bands.
-        bands = tb.eigenvalues(frame, TOY_BASIS, infer.kpoint_mesh((2, 2, 1)))
+        bands = tb.eigenvalues(frame, TOY_BASIS, completion.kpoint_mesh((2, 2, 1)))
         occupation = 2 / (1 + np.exp((bands - frame.fermi_level) / 0.1))
         assert occupation.sum() / len(bands) == pytest.approx(4 * 16, abs=1e-6)
     assert np.isfinite(ff[0].energy)
@@ -113,3 +113,17 @@ def test_a_device_torch_cannot_use_is_a_user_error(model_path, tmp_path, capsys)
                      "--device", "cuda"]) == 2
         assert "device 'cuda': torch sees no GPU" in capsys.readouterr().err
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_worker_processes_give_the_same_frames(model_path):
+    """S and the Fermi level computed in two worker processes: the same frames, in the same order."""
+    model = HedgeNet.load(model_path)
+    structures = [bilayer(2, rattle=0.04, seed=k) for k in range(3)]
+    names = ["a", "b", "c"]
+    serial = infer.predict_frames(model, structures, names, overlap="model")
+    parallel = infer.predict_frames(model, structures, names, overlap="model", workers=2)
+    assert [f.name for f in parallel] == names
+    for one, other in zip(serial, parallel):
+        assert other.fermi_level == one.fermi_level and other.info == one.info
+        for key in ("forces", "H", "S"):
+            np.testing.assert_array_equal(getattr(other, key), getattr(one, key), err_msg=key)

@@ -27,7 +27,7 @@ from .frames import FramesFile
 
 def evaluate(model_path, dataset) -> dict:
     """Held-out errors of one model (see the module docstring)."""
-    from .infer import blocks_on_edges
+    from .completion import blocks_on_edges
     from .model import HedgeNet
     from .parity import held_out_errors
 

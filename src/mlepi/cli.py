@@ -107,7 +107,7 @@ def cmd_train(args):
 def cmd_infer(args):
     from . import infer
 
-    infer.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device,
+    infer.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device, workers=args.workers,
               dtype=None if args.dtype == "model" else args.dtype)
 
 
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision of the network: the one it was trained in (default), or as given")
         p.add_argument("--device", default="auto",
                        help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
+        p.add_argument("--workers", type=int, default=1,
+                       help="processes for GPAW's exact S and the Fermi level of each structure (default 1)")
         p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("linearize", help="first-order EPI part of predicted H: H(0) + (dH/du).u by autograd",

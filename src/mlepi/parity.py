@@ -58,7 +58,7 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
     Fermi level is the energy zero. Each HedgeNet frame takes the S of its DFT frame (GPAW's exact overlap
     for the same positions, which inference would compute again), so only the error of H shows.
     """
-    from .infer import blocks_on_edges
+    from .completion import blocks_on_edges
     from .unfold import map_supercell, unfold
 
     mapping = map_supercell(primitive, reference)

@@ -5,7 +5,7 @@ Timed per structure, best of ``repeats`` after one warm-up:
 - ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.neighbors`) and the graph;
 - ``model_s``: one HedgeNet forward pass with forces (autograd) and every H block, in the precision
   ``mlepi infer`` uses (float64) unless stated. S is not predicted: the workflow takes GPAW's exact S
-  (:func:`mlepi.infer.exact_overlap`), whose cost is reported apart;
+  (:func:`mlepi.completion.exact_overlap`), whose cost is reported apart;
 - GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.compute_frame`), and the H(R)/S(R) extraction.
 
 Peak memory is the resident set of a fresh process that imports, builds and predicts one structure: every size
@@ -353,9 +353,10 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     import torch
     from tqdm import tqdm
 
+    from .completion import exact_overlap
     from .figures import plot_performance
     from .frames import FramesFile
-    from .infer import exact_overlap, structure_graph
+    from .infer import structure_graph
     from .model import HedgeNet
     from .provenance import record, write_json
     from .structure_io import read_structure

@@ -81,7 +81,8 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
             atoms.info.update(info, supercell=[n, n])
         names = [f"sc{n}_T{T:g}_s{k:03d}" for k in range(len(samples))]
         with tqdm(total=len(samples), desc=f"{n}x{n} at {T:g} K", unit="sample") as bar:
-            frames = predict_frames(model, samples, names, fermi_level=False, progress=lambda _: bar.update())
+            frames = predict_frames(model, samples, names, fermi_level=False, workers=workers,
+                                    progress=lambda _: bar.update())
         frames_by_T[float(T)] = out_dir / f"T{T:g}.h5"
         write_frames(frames_by_T[float(T)], frames, basis=model.basis, source="hedgenet",
                      parameters={"model_path": str(model_path), "supercell": [n, n]},

@@ -59,6 +59,7 @@ rule infer:
         f"{OUT}/logs/infer_{{prediction}}.log",
     benchmark:
         f"{OUT}/benchmarks/infer_{{prediction}}.tsv",
+    threads: config["resources"]["infer_threads"]
     resources:
         runtime=config["resources"]["infer_runtime_min"],
         mem_mb=config["resources"]["infer_mem_mb"],
@@ -66,7 +67,7 @@ rule infer:
     conda:
         "../../envs/ml.yaml"
     shell:
-        "mlepi infer {input.model} {input.structures} --out {output} > {log} 2>&1"
+        "mlepi infer {input.model} {input.structures} --out {output} --workers {threads} > {log} 2>&1"
 
 
 rule linearize:
