@@ -1,7 +1,7 @@
 """Stage ``train``: fit HedgeNet to a dataset frames file (energies, forces, H and S blocks).
 
 One public entry, :func:`run`. It works alone (one process, no process group) and under ``torchrun``
-(``torchrun --standalone --nproc_per_node N -m mlepi.cli train ...``): started by torchrun, even as one process,
+(``torchrun --standalone --nproc_per_node N -m mlepi.cli train ...``): with several processes, or one on a GPU,
 it joins a ``torch.distributed`` process group (NCCL on GPUs, gloo on CPUs), wraps the model in
 DistributedDataParallel and shards the training frames with a DistributedSampler, so one GPU runs the code path
 of N. Only rank 0 writes files.
@@ -85,7 +85,7 @@ class _Dist:
 
 
 def _setup_distributed(device: str) -> _Dist:
-    """Join the torchrun process group (one process too: TORCHELASTIC_RUN_ID); pick the device."""
+    """Join the torchrun process group (several processes, or one on a GPU); pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -94,7 +94,9 @@ def _setup_distributed(device: str) -> _Dist:
     if use_cuda:
         torch.cuda.set_device(dev)
     owns = False
-    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    # One torchrun process on a GPU joins a group too, so that a single GPU runs the NCCL code path of N; on a
+    # CPU it would only add a gloo all-reduce per step.
+    launched = world > 1 or (use_cuda and "TORCHELASTIC_RUN_ID" in os.environ)
     if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
         owns = True
