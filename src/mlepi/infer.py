@@ -4,9 +4,9 @@ For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the 
 :func:`mlepi.graph.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
 bands: :func:`mlepi.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
 electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
-on. Both default to what the model stores (:func:`mlepi.completion.occupation_settings`): the DFT width, and a k mesh that
-scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple`` in plane, one k point
-along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments override them.
+on. Both default to what the model stores (:func:`mlepi.completion.occupation_settings`): the DFT width, and a
+k mesh that scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple`` in plane,
+one k point along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments override them.
 """
 
 from __future__ import annotations
@@ -57,12 +57,14 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     ----------
     model : a trained HedgeNet (``HedgeNet.load``).
     atoms_list, names : structures and their unique frame names.
-    kpts : k mesh size (3 ints) for the Fermi level; default from the model (:func:`mlepi.completion.occupation_settings`).
+    kpts : k mesh size (3 ints) for the Fermi level; default from the model
+        (:func:`mlepi.completion.occupation_settings`).
     gamma : Gamma-centred mesh; default from the model (True if unstated).
     width : Fermi-Dirac width (eV); default from the model's DFT parameters.
     fermi_level : compute the Fermi level (costs one generalized eigenproblem per k point).
-    overlap : 'gpaw' (default): S from GPAW's basis integrals (exact, :func:`mlepi.completion.exact_overlap`); 'model': the
-        model's two-centre S head (no GPAW needed, but not accurate enough for nearly singular overlaps).
+    overlap : 'gpaw' (default): S from GPAW's basis integrals (exact, :func:`mlepi.completion.exact_overlap`);
+        'model': the model's two-centre S head (no GPAW needed, but not accurate enough for nearly singular
+        overlaps).
     device, dtype : where and in which precision to evaluate. Default: the precision the weights were trained in
         (float32 by default). Against float64 that moves eigenvalues within 2 eV of E_F by <= 3.4e-5 eV, H by
         5e-6 eV and forces by 2e-5 eV/A (default model, three 300 K samples), 200x below the model's own
@@ -90,10 +92,10 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1:
-            # One BLAS thread per worker: with more, two workers on two cores were slower than one process
-            # (17.2 against 15.0 s for 12 samples; 11.0 against 13.8 s with one). The variables reach only the
-            # workers started here; this process loaded its BLAS long ago. Spawn, not fork: a forked child of
-            # a process that holds a CUDA context or threads can hang.
+            # One BLAS thread per worker: with two each, two workers on two cores were slower than one process
+            # (17.2 against 15.0 s for 12 samples; 12.1 s with one each, benchmarks/NOTES.md §14). The variables
+            # reach only the workers started here; this process loaded its BLAS long ago. Spawn, not fork: a
+            # forked child of a process that holds a CUDA context or threads can hang.
             stack.enter_context(_environment(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"))
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn")))
