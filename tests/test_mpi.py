@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -133,3 +134,44 @@ def test_dft_rule_launches_its_ranks(tmp_path):
     plain = snakemake(tmp_path, "-n", "-p").stdout
     block = next(b for b in plain.split("\n\n") if "rule dft:" in b)
     assert "mpi=" not in block and "-n 1" not in block and "OPENBLAS_NUM_THREADS=1 mlepi dft" in block
+
+
+# Like the `mlepi` entry point: nothing at import time (spawned workers import the main module again).
+WORKER_UNDER_MPIEXEC = """
+import numpy as np
+
+if __name__ == "__main__":
+    from mlepi import mpi
+    mpi.prepare()  # as mlepi.cli does: GPAW starts MPI in this launched process
+    from mlepi import config, dft, infer, structure
+
+    atoms = structure.build_bilayer("AB")
+    cfg = config.section_defaults("dft")
+    cfg["basis"] = "sz(dzp)"
+    here = dft.overlap_blocks(atoms, cfg)[2]
+    from gpaw.mpi import world
+    assert world.size == 1 and "GPAW_MPI_BACKEND" in __import__("os").environ
+    with infer.worker_pool(2) as pool:
+        there = [result[2] for result in pool.map(dft.overlap_blocks, [atoms, atoms], [cfg, cfg])]
+    assert all(np.array_equal(S, here) for S in there)
+    print("workers ok")
+"""
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: scripts/setup.sh installs Open MPI")
+def test_infer_workers_under_a_launcher_keep_gpaw_serial(tmp_path):
+    """`mlepi infer --workers` inside an MPI launch (every SLURM job step is one, through PMIx): the spawned
+    workers inherit the launcher's variables but are no ranks; they compute GPAW's S serially, as the parent
+    does, instead of dying in MPI_Init (found in the test cluster's supercell_bands job)."""
+    script = tmp_path / "workers.py"
+    script.write_text(WORKER_UNDER_MPIEXEC)
+    result = subprocess.run([MPIEXEC, "-n", "1", sys.executable, str(script)], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=300, check=False)
+    assert result.returncode == 0 and "workers ok" in result.stdout, result.stderr[-4000:]
+
+
+def test_serial_worker_drops_the_launcher_and_gpaws_mpi_backend(monkeypatch):
+    for name, value in (("PMIX_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1"), ("GPAW_MPI_BACKEND", "cgpaw")):
+        monkeypatch.setenv(name, value)
+    mpi.serial_worker()
+    assert not mpi.launched() and "GPAW_MPI_BACKEND" not in os.environ

@@ -20,6 +20,7 @@ import os
 import numpy as np
 import torch
 
+from . import mpi
 from .completion import complete
 from .frames import Frame, write_frames
 from .graph import block_edges, frame_to_data
@@ -90,15 +91,7 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
                 "fermi_level": fermi_level, "kpts": kpts, "gamma": gamma, "width": width}
     frames = []
     with contextlib.ExitStack() as stack:
-        pool = None
-        if workers > 1:
-            # One BLAS thread per worker: with two each, two workers on two cores were slower than one process
-            # (17.2 against 15.0 s for 12 samples; 12.1 s with one each, benchmarks/NOTES.md §14). The variables
-            # reach only the workers started here; this process loaded its BLAS long ago. Spawn, not fork: a
-            # forked child of a process that holds a CUDA context or threads can hang.
-            stack.enter_context(_environment(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn")))
+        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
         for chunk in batches(list(zip(atoms_list, names, strict=True)), batch_atoms):
             staged = [structure_graph(model, atoms, name, _info(atoms.info)) for atoms, name in chunk]
             with torch.no_grad():
@@ -119,6 +112,22 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
                 if progress is not None:
                     progress(frame)
     return frames
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int):
+    """A pool of ``workers`` processes for :func:`mlepi.completion.complete` (GPAW, LAPACK).
+
+    One BLAS thread per worker: with two each, two workers on two cores were slower than one process (17.2
+    against 15.0 s for 12 samples; 12.1 s with one each, benchmarks/NOTES.md §14); the variables reach only the
+    workers started here, this process loaded its BLAS long ago. Spawn, not fork: a forked child of a process
+    that holds a CUDA context or threads can hang. GPAW stays serial in the workers (:func:`mlepi.mpi.serial_worker`):
+    under srun or mpiexec they would otherwise start MPI as their parent's rank, and die.
+    """
+    with _environment(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"), \
+            concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                   initializer=mpi.serial_worker) as pool:
+        yield pool
 
 
 @contextlib.contextmanager

@@ -75,10 +75,17 @@ def prepare() -> None:
     MPI rank of its own; those variables are dropped there, so that GPAW stays serial in each worker.
     """
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        for variable in (*_LAUNCHER_VARIABLES, *_RANK_VARIABLES):
-            os.environ.pop(variable, None)
+        serial_worker()
     elif launched():
         os.environ.setdefault("GPAW_MPI_BACKEND", "cgpaw")
+
+
+def serial_worker() -> None:
+    """Keep GPAW serial in a process that inherited a launched process's environment but is no MPI rank of its
+    own: a torchrun worker, or a spawned worker of ``mlepi infer --workers`` (the initializer of its pool). It
+    would otherwise start MPI as the same rank as its parent, which fails (under SLURM's PMIx and mpiexec)."""
+    for variable in (*_LAUNCHER_VARIABLES, *_RANK_VARIABLES, "GPAW_MPI_BACKEND"):
+        os.environ.pop(variable, None)
 
 
 def gpaw_world():
