@@ -90,8 +90,7 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     settings = {"metadata": model.metadata, "basis": model.basis, "exact_overlap": overlap == "gpaw",
                 "fermi_level": fermi_level, "kpts": kpts, "gamma": gamma, "width": width}
     frames = []
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
+    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         for chunk in batches(list(zip(atoms_list, names, strict=True)), batch_atoms):
             staged = [structure_graph(model, atoms, name, _info(atoms.info)) for atoms, name in chunk]
             with torch.no_grad():

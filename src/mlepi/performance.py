@@ -160,21 +160,23 @@ def batch_counts(n_atoms: int) -> list:
 
 
 def gpu_measurements(model_path, primitive_path, sizes, n: int, *, sigma: float = 0.05, seed: int = 0,
-                     dtype: str = "float32", dft_s: float | None = None, device: str = "cuda",
-                     progress=None) -> dict:
-    """The inference scaling and the batched throughput of ``n x n`` supercells on the GPU, with the speedups
-    over ``dft_s`` (seconds of GPAW's SCF and forces for the ``n x n`` supercell) when given. (``device``:
-    'cpu' runs the same measurement without a GPU, for tests.)"""
+                     dft_s: float | None = None, device: str = "cuda", progress=None) -> dict:
+    """The inference scaling and the batched throughput of ``n x n`` supercells on the GPU, in the precision
+    ``mlepi infer`` runs the model in (its training precision), with the speedups over ``dft_s`` (seconds of
+    GPAW's SCF and forces for the ``n x n`` supercell) when given. (``device``: 'cpu' runs the same
+    measurement without a GPU, for tests.)"""
     import torch
 
     from .model import HedgeNet
     from .structure_io import read_structure
 
+    model = HedgeNet.load(model_path)
+    dtype = str(model.dtype).removeprefix("torch.")
     scaling = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
                                 device=device, progress=progress)
     primitive = read_structure(primitive_path)
-    batched = batched_throughput(HedgeNet.load(model_path), primitive, n, batch_counts(4 * n * n), sigma=sigma,
-                                 seed=seed, dtype=dtype, device=device)
+    batched = batched_throughput(model, primitive, n, batch_counts(4 * n * n), sigma=sigma, seed=seed,
+                                 dtype=dtype, device=device)
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else machine()["cpu"]
     result = {"device": name, "dtype": dtype, "scaling": scaling,
               **_scaling_summary(scaling), "batched": batched}
@@ -193,14 +195,12 @@ def run_gpu(model_path, primitive_path, out_path, figure_path, *, sizes, sigma: 
     result says both), and its CPU scaling is drawn beside the GPU's.
     """
     from .figures import plot_performance_gpu
-    from .model import HedgeNet
     from .provenance import record, write_json
 
     cpu = json.loads(Path(cpu_results_path).read_text()) if cpu_results_path is not None else None
     dft = cpu["dft"][0] if cpu is not None else None
     n = dft["supercell"][0] if dft is not None else 3
-    dtype = str(HedgeNet.load(model_path).dtype).removeprefix("torch.")
-    gpu = gpu_measurements(model_path, primitive_path, sizes, n, sigma=sigma, seed=seed, dtype=dtype,
+    gpu = gpu_measurements(model_path, primitive_path, sizes, n, sigma=sigma, seed=seed,
                            dft_s=dft["scf_forces_s"] if dft is not None else None, device=device,
                            progress=progress)
     result = {**gpu, "machine": machine(),
@@ -397,7 +397,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
                for dtype in sweeps}
     gpu = None
     if torch.cuda.is_available():  # the same on the GPU; the CPU numbers above stay the reference
-        gpu = gpu_measurements(model_path, primitive_path, sizes, n0, sigma=sigma, seed=seed, dtype=native,
+        gpu = gpu_measurements(model_path, primitive_path, sizes, n0, sigma=sigma, seed=seed,
                                dft_s=dft[0]["scf_forces_s"])
     k = np.array([0.11, 0.23, 0.0])  # a general k point: complex H(k), no symmetry to exploit
     bands = eigensolver_scaling(pristine_frame, pristine.basis, band_multiples, k=k,
