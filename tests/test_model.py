@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.frames import Frame
@@ -16,6 +15,10 @@ SMALL = {"hidden": 8, "n_rbf": 4, "num_interactions": 2, "cutoff_intra": 3.0, "c
 # Two species with different orbital counts exercise the zero-padded layout (C: s, p = 4; H: s = 1).
 MIXED_BASIS = {"name": "toy", "orbitals": {"6": [["2s", 0], ["2p", 1]], "1": [["1s", 0]]},
                "rcut": {"6": 2.2, "1": 1.6}, "valence": {"6": 4, "1": 1}}
+# s, p and d shells (couplings up to L = 4, axial features of L = 1..3) on two species of different layouts.
+SPD_BASIS = {"name": "toy-spd", "orbitals": {"6": [["2s", 0], ["2s'", 0], ["2p", 1], ["3d", 2]],
+                                             "1": [["1s", 0], ["2p", 1]]},
+             "rcut": {"6": 2.2, "1": 1.6}, "valence": {"6": 4, "1": 1}}
 
 
 def make_model(basis=MIXED_BASIS, seed=0, **config):
@@ -82,17 +85,31 @@ def test_lattice_translation_and_rewrapping_leave_outputs_unchanged():
         np.testing.assert_allclose(out["S"][(i, j, *new_R)], ref["S"][(i, j, *R)], atol=1e-10)
 
 
-def test_rotation_leaves_energy_invariant_and_rotates_forces():
-    """Guaranteed for E and F (messages see distances only); H covariance is learned, not tested here."""
-    model, atoms = make_model(), structure()
+@pytest.mark.parametrize("improper", [False, True], ids=["rotation", "reflection"])
+def test_rotations_and_reflections_transform_every_output(improper):
+    """O(3) covariance by construction: E invariant, F rotates as a vector, every H and S block as its orbitals,
+    H'_ij = U_i H_ij U_j^T (mlepi.wigner), for a general rotation and for a reflection (R = I - 2 v v^T) of the
+    whole structure, cell included; with s, p, d shells and two species, so every coupling path is exercised."""
+    from mlepi import wigner
+
+    model, atoms = make_model(basis=SPD_BASIS), structure()
     ref = predict(model, atoms)
-    q, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((3, 3)))
-    rotated = Atoms(numbers=atoms.numbers, positions=atoms.positions @ q.T, cell=np.array(atoms.cell) @ q.T,
-                    pbc=True)
-    rotated.set_array("layer", atoms.arrays["layer"])
-    out = predict(model, rotated)
+    rotation = wigner.random_rotation(4)
+    if improper:
+        v = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+        rotation = np.eye(3) - 2 * np.outer(v, v)
+    out = predict(model, wigner.rotated_atoms(atoms, rotation))
     assert out["energy"] == pytest.approx(ref["energy"], abs=1e-9)
-    np.testing.assert_allclose(out["forces"], ref["forces"] @ q.T, atol=1e-9)
+    np.testing.assert_allclose(out["forces"], ref["forces"] @ rotation.T, atol=1e-9)
+    assert out["H"].keys() == ref["H"].keys()
+    keys = list(ref["H"])
+    edges = np.array([k[:2] for k in keys]).T
+    for name in ("H", "S"):
+        before = np.array([ref[name][k] for k in keys])
+        expected = wigner.rotate_blocks(before, atoms.numbers, edges, SPD_BASIS, rotation)
+        after = np.array([out[name][k] for k in keys])
+        assert np.abs(after - before).max() > 0.01, f"{name}: the rotation should change the blocks"
+        np.testing.assert_allclose(after, expected, atol=1e-10, err_msg=name)
 
 
 def test_forces_are_minus_the_finite_difference_gradient_of_the_energy():
@@ -215,22 +232,29 @@ def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
     np.testing.assert_allclose(out["H"].detach().numpy(), np.array(list(ref["H"].values())), atol=1e-12)
 
 
-@pytest.mark.parametrize("hidden", [8, 32])  # block 4x4 = 16 entries: below and above the width
-def test_bond_block_contraction_orders_agree_and_accept_empty_chunks(hidden):
-    """Both contraction orders of BondBlock give the defining sum g = Σ_k A_k z W_k, and a chunk with no edges of
-    a kind (common in a large structure's inter-layer chunks) gives an empty block array."""
-    from mlepi.model import BondBlock
+def test_coupled_basis_reaches_every_block_component():
+    """Off-site blocks: over all shell pairs of two atoms, the paths (l_a, l_b, L) span every block element (the
+    coupling matrix is orthogonal), so covariance costs no expressiveness; without axial features (S, on-site)
+    exactly the components odd under inversion relative to their orbitals are left out."""
+    from mlepi.readout import Coupling, orbital_shells
 
-    torch.manual_seed(0)
-    n_ang, n_orb, n_rbf = 5, 4, 3
-    block = BondBlock(6, hidden, n_rbf, n_ang, n_orb).double()
-    atoms = block.project(torch.randn(7, 6, dtype=torch.float64))
-    src, dst = torch.tensor([0, 3, 5]), torch.tensor([1, 2, 6])
-    rbf, ang = torch.randn(3, n_rbf, dtype=torch.float64), torch.randn(3, n_ang, dtype=torch.float64)
-    out = block(atoms, src, dst, rbf, ang)
-    z = block.mlp(atoms[0][src] + atoms[1][dst] + block.radial(rbf))
-    W = block.weight.view(n_ang, hidden, n_orb * n_orb)
-    direct = torch.einsum("ek,eh,kha->ea", ang, z, W).view(-1, n_orb, n_orb)
-    torch.testing.assert_close(out, direct, atol=1e-12, rtol=0)
-    empty = block(atoms, src[:0], dst[:0], rbf[:0], ang[:0])
-    assert empty.shape == (0, n_orb, n_orb)
+    c, h = (orbital_shells(SPD_BASIS["orbitals"][z]) for z in ("6", "1"))
+    full = Coupling(c, h, 10, axial=True)
+    nonzero = full.matrix[:, np.abs(full.matrix).sum(axis=0) > 0]  # the 10 x 4 real elements of a C-H block
+    assert nonzero.shape == (40, 40)
+    np.testing.assert_allclose(nonzero @ nonzero.T, np.eye(40), atol=1e-12)
+    polar = Coupling(c, c, 10, axial=False).matrix
+    np.testing.assert_allclose(polar @ polar.T, np.eye(len(polar)), atol=1e-12)
+    # C shells s, s', p, d; per ordered shell pair: s-s 1 (x4), s-p 3 (x4), s-d 5 (x4), p-p (L = 0, 2) 6,
+    # p-d (L = 1, 3) 10 (x2), d-d (L = 0, 2, 4) 15; the axial rest: p-p L = 1, p-d L = 2 (x2), d-d L = 1, 3
+    assert len(polar) == 4 + 12 + 20 + 6 + 20 + 15 == 100 - (3 + 10 + 10)
+
+
+def test_an_edge_kind_without_edges_gives_no_blocks():
+    """A chunk with no edges of a kind (common in a large structure's inter-layer chunks) gives an empty array."""
+    model, atoms = make_model(), structure()
+    data = predict(model, atoms)["data"]
+    far = data.clone()
+    far.layer = torch.zeros_like(data.layer)  # one layer: no inter-layer block edges, the inter module idle
+    out = model(far, forces=False)
+    assert torch.isfinite(out["H"]).all()

@@ -67,7 +67,7 @@ def test_training_reduces_the_loss_and_writes_outputs(dataset, tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     for column in ("val_energy_mae_meV_per_atom", "val_forces_mae_meV_per_A", "val_H_mae_meV", "val_S_mae"):
         assert np.isfinite(float(rows[-1][column]))
-    assert float(rows[-1]["train_loss"]) < 0.75 * float(rows[0]["train_loss"])
+    assert float(rows[-1]["train_loss"]) < 0.85 * float(rows[0]["train_loss"])
     assert min(float(r["val_loss"]) for r in rows) < float(rows[0]["val_loss"])
     model = HedgeNet.load(tmp_path / "model.pt")
     assert model.metadata["dft_parameters"]["occupation_width"] == 0.1

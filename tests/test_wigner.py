@@ -1,4 +1,4 @@
-"""``mlepi.wigner``: rotations of GPAW's real orbitals, checked as a representation and against GPAW itself."""
+"""``mlepi.wigner``: rotations of GPAW's real orbitals and of H, S blocks, checked against GPAW itself."""
 
 import numpy as np
 import pytest
@@ -6,29 +6,11 @@ import pytest
 from mlepi import config, dft, structure, wigner
 
 
-@pytest.mark.parametrize("l", [0, 1, 2, 3])
-def test_wigner_d_is_an_orthogonal_representation(l):
-    r1, r2 = wigner.random_rotation(1), wigner.random_rotation(2)
-    d1, d2 = wigner.wigner_d(l, r1), wigner.wigner_d(l, r2)
-    np.testing.assert_allclose(d1 @ d1.T, np.eye(2 * l + 1), atol=1e-12)
-    np.testing.assert_allclose(wigner.wigner_d(l, r1 @ r2), d1 @ d2, atol=1e-12)
-    np.testing.assert_allclose(wigner.wigner_d(l, np.eye(3)), np.eye(2 * l + 1), atol=1e-12)
-    # The defining property at directions the solve never saw.
-    n = np.random.default_rng(7).normal(size=(9, 3))
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    np.testing.assert_allclose(wigner.real_harmonics(l, n @ r1.T), wigner.real_harmonics(l, n) @ d1.T, atol=1e-12)
-
-
 def test_p_orbitals_rotate_as_the_vector_y_z_x():
     """l = 1 in GPAW's order (y, z, x): D^1 is R itself with rows and columns permuted."""
     rotation = wigner.random_rotation(3)
     order = [1, 2, 0]
     np.testing.assert_allclose(wigner.wigner_d(1, rotation), rotation[np.ix_(order, order)], atol=1e-12)
-
-
-def test_improper_rotation_is_refused():
-    with pytest.raises(ValueError, match="det"):
-        wigner.wigner_d(1, -np.eye(3))
 
 
 @pytest.mark.slow

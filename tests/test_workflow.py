@@ -48,10 +48,10 @@ def test_outputs_of_every_stage(workflow_run):
     # the held-out MAE is the one training reported for its best epoch
     best = min(metrics, key=lambda row: float(row["val_loss"]))
     assert parity["h_mae_meV"] == pytest.approx(float(best["val_H_mae_meV"]), rel=0.02)
-    # Rotation covariance: forces exactly (the energy sees distances only; float32 rounding), H is measured
-    # (not covariant by construction, docs/hedgenet.md).
+    # O(3) covariance by construction (docs/hedgenet.md): a rotated held-out structure gives the rotated forces
+    # and H blocks to float32 rounding (blocks of a few eV: ~1e-6 eV).
     assert parity["force_rotation_mae_meV_per_A"] < 0.1
-    assert np.isfinite(parity["h_rotation_mae_meV"])
+    assert parity["h_rotation_mae_meV"] < 0.05
     band_frames = set(parity["band_eig_mae_meV"])  # the pristine frame and one held-out frame
     assert "pristine" in band_frames and len(band_frames & set(parity["validation_frames"])) == 1
     assert all(np.isfinite(v) for v in parity["band_eig_mae_meV"].values())

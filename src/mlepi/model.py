@@ -1,7 +1,7 @@
 """HedgeNet: heterogeneous message passing for energies, forces and LCAO Hamiltonian/overlap blocks.
 
-Architecture (first version)
-----------------------------
+Architecture
+------------
 - **Embeddings.** Each atom starts from a learned embedding of its species. ``num_interactions`` interaction
   layers then add messages from neighbours. A message along edge (i, j) is a continuous filter of the bond
   length (Bessel radial basis times a smooth polynomial envelope that vanishes with two continuous derivatives at
@@ -12,42 +12,40 @@ Architecture (first version)
 - **Energy and forces.** E = sum_i [E0(Z_i) + s * e(h_i)], with per-species reference energies E0 and a scale
   s set from the training data (then learned / fixed, see :meth:`HedgeNet.set_standardisation`). Forces are
   -dE/dx by autograd, so force constants are second derivatives of one energy, consistent by construction.
-- **Hamiltonian blocks.** For every block edge (i, j, R) (``graph.block_edges``): on-site blocks (i, i, 0) are
-  the per-species mean of the training data plus a correction from h_i and the angular moments of i's
-  neighbourhood; off-site blocks come from (h_i, h_j, bond length) contracted with all monomials of the bond
-  direction n up to degree ``angular_degree`` (default 2 l_max), times an envelope that vanishes at rc_i + rc_j.
-  Intra-layer and inter-layer bonds have separate off-site heads when heterogeneous (hoppings within a layer,
-  gamma0 ~ 3 eV, and between layers, gamma1 ~ 0.4 eV, differ in kind, not only in distance).
+- **Hamiltonian blocks** (:mod:`mlepi.readout`). Every block is written in the coupled basis of its two
+  orbital shells (Clebsch-Gordan couplings to degree L) with coefficients = invariant weights times equivariant
+  features: the bond direction's harmonics Y_L(n), the two atoms' neighbourhood moments M_L (Σ_k over
+  message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and axial couplings
+  [Y_1(n) ⊗ M_L]_L where parity asks for them. The weights come from an MLP of (h_i, h_j, the moments' norms,
+  Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its rotation-invariant part) plus a correction
+  from h_i and i's moments; off-site blocks vanish at rc_i + rc_j (envelope). Intra-layer and inter-layer bonds
+  have separate off-site heads and separate moments when heterogeneous (hoppings within a layer, gamma0 ~ 3 eV,
+  and between layers, gamma1 ~ 0.4 eV, differ in kind, not only in distance).
 - **Overlap.** S is exactly a two-centre integral: S_ij(R) depends only on the two species and the bond
   vector, not on the environment or the density. HedgeNet therefore predicts S from (species pair, bond length,
-  bond direction) alone, with no message passing, and on-site S blocks are a per-species constant matrix (the
-  overlap of an atom's own orbitals). This is cheaper and cannot overfit environment noise; computing S from
-  the basis functions themselves (GPAW's two-centre integrals) would be exact and is a possible later route.
+  bond direction) alone, with no message passing: the Slater-Koster form, exact in the coupled basis. On-site S
+  blocks are a per-species constant matrix (the overlap of an atom's own orbitals). Inference takes GPAW's exact
+  S instead (docs/hedgenet.md).
 
-What is guaranteed and what is not
-----------------------------------
-Guaranteed by construction (tests in ``tests/test_model.py``):
+What is guaranteed
+------------------
+By construction (tests in ``tests/test_model.py``):
 
 - permutation equivariance of all outputs; invariance under lattice translations and under re-wrapping an atom
   into another periodic image (blocks follow their (i, j, R) label);
-- energy invariant and forces equivariant under rotations and reflections (messages see only distances);
+- O(3) covariance: under any rotation or reflection R of the whole structure the energy is invariant, forces
+  rotate as vectors and every H and S block as its orbitals, H'_ij = U_i H_ij U_j^T (U: GPAW's real-harmonic
+  Wigner matrices, :mod:`mlepi.wigner`), to rounding;
 - forces = -dE/dx exactly (autograd), smooth (C2) in positions within the graph;
 - Hermiticity H_ij(R) = H_ji(-R)^T and S_ij(R) = S_ji(-R)^T exactly: every off-site block is
   1/2 [g(i, j, r) + g(j, i, -r)^T] and every on-site block is symmetrised;
 - blocks are zero outside each atom's orbital count (zero-padded layout of ``docs/data.md``) and vanish
   smoothly at |r| = rc_i + rc_j.
-
-Not guaranteed: rotation covariance of H and S blocks (D^l(Q) H D^l'(Q)^T). The off-site form, a polynomial in
-the bond direction of degree 2 l_max with coefficients depending on invariants, contains the exact
-Slater-Koster two-centre form, so the model *can* represent covariant blocks, but it learns them only as well
-as the data cover orientations. The embeddings are rotation invariant, so environment anisotropy enters H only
-through the bond direction and the on-site angular moments. An e3nn version will make this exact.
 """
 
 from __future__ import annotations
 
 import math
-from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +56,21 @@ from .config import section_defaults
 from .frames import orbital_counts
 from .graph import INTER, INTRA
 from .provenance import atomic_path
+from .readout import (
+    AXIAL,
+    POLAR,
+    BondBlock,
+    Coupling,
+    Moments,
+    OnsiteBlock,
+    SphericalHarmonics,
+    bond_features,
+    orbital_shells,
+)
 from .torch_io import TorchFileError, read_torch_file
 
 MODEL_SCHEMA = "mlepi.hedgenet"
-MODEL_SCHEMA_VERSION = 1
+MODEL_SCHEMA_VERSION = 2  # 2: O(3)-equivariant block readout (mlepi.readout)
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
@@ -110,21 +119,6 @@ class BesselBasis(nn.Module):
         return math.sqrt(2.0 / self.r_max) * torch.sin(self.freq.to(r.dtype) * r) / r  # [E, n_rbf]
 
 
-def monomial_exponents(degree: int) -> torch.Tensor:
-    """Exponents (a, b, c) of all monomials x^a y^b z^c of total degree <= ``degree``, ``[n_ang, 3]``."""
-    exps = [e for e in product(range(degree + 1), repeat=3) if sum(e) <= degree]
-    exps.sort(key=lambda e: (sum(e), [-k for k in e]))
-    return torch.tensor(exps, dtype=torch.long)
-
-
-def angular_features(unit: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """Monomials of the unit vector, ``unit`` [E, 3] -> [E, n_ang] (first column is 1)."""
-    degree = int(exponents.max()) if len(exponents) else 0
-    powers = torch.stack([unit**k for k in range(degree + 1)], dim=1)  # [E, degree + 1, 3]
-    cols = [powers[:, exponents[:, c], c] for c in range(3)]  # 3 x [E, n_ang]
-    return cols[0] * cols[1] * cols[2]
-
-
 def mlp(n_in: int, n_hidden: int, n_out: int, *, final_activation: bool = False) -> nn.Sequential:
     """Two-layer perceptron with SiLU (smooth, so second derivatives exist)."""
     layers = [nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out)]
@@ -165,72 +159,6 @@ class Interaction(nn.Module):
     def forward(self, h, groups: dict):
         m = sum(conv(h, *groups[kind]) for kind, conv in self.convs.items())  # [n_atoms, hidden]
         return h + self.update(torch.cat([h, m], dim=-1))
-
-
-# ------------------------------------------------------------------------------------------------ block readouts
-class BondBlock(nn.Module):
-    """Raw off-site block g(a, b, r) = sum_{k,c} A_k(n) z_c(a, b, |r|) W[k, c, :, :], ``[E, n_orb, n_orb]``.
-
-    A_k are the monomials of the bond direction n; z an MLP of the two atom features and the radial basis. The
-    MLP's first layer is split into per-atom projections of a and b (:meth:`project`, once per structure) plus
-    one of the radial basis, so the wide part runs once per atom instead of once per edge or chunk of edges.
-    """
-
-    def __init__(self, n_node: int, hidden: int, n_rbf: int, n_ang: int, n_orb: int):
-        super().__init__()
-        self.n_orb = n_orb
-        self.src = nn.Linear(n_node, hidden)
-        self.dst = nn.Linear(n_node, hidden, bias=False)
-        self.radial = nn.Linear(n_rbf, hidden, bias=False)
-        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.weight = nn.Parameter(torch.randn(n_ang * hidden, n_orb * n_orb) / math.sqrt(n_ang * hidden))
-
-    def project(self, feat) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-atom projections of the source and target features, ``[n_atoms, hidden]`` each."""
-        return self.src(feat), self.dst(feat)
-
-    def forward(self, atoms, src, dst, rbf, ang):
-        # atoms: project(feat); src, dst [E] atom indices; rbf [E, n_rbf]; ang [E, n_ang]. The caller passes
-        # edges in chunks (HedgeNet._blocks), so the [E, n_ang * n_orb^2] intermediate stays small.
-        z = self.mlp(atoms[0][src] + atoms[1][dst] + self.radial(rbf))  # [E, hidden]
-        n_edges, (n_ang, hidden) = len(z), (ang.shape[1], z.shape[1])
-        if self.n_orb**2 < hidden:
-            # Same sum, contracted in the cheaper order for small blocks: (z W_k) first, then over k.
-            w = self.weight.view(n_ang, hidden, -1).transpose(0, 1).reshape(hidden, -1)  # [hidden, n_ang * n^2]
-            # Explicit sizes: an empty chunk (no edges of this kind) has nothing to infer -1 from.
-            out = torch.einsum("ek,eka->ea", ang, (z @ w).view(n_edges, n_ang, self.n_orb**2))
-        else:
-            out = (ang.unsqueeze(-1) * z.unsqueeze(1)).flatten(1) @ self.weight  # [E, n_orb^2]
-        return out.view(-1, self.n_orb, self.n_orb)
-
-
-class OnsiteBlock(nn.Module):
-    """Raw on-site block from h_i and the angular moments of i's neighbourhood, ``[n_atoms, n_orb, n_orb]``.
-
-    M[i, k, c] = sum_j A_k(n_ij) R_c(r_ij) f(r_ij) / <n> over message-passing edges carries the local anisotropy
-    (crystal field) that the rotation-invariant h_i lacks.
-    """
-
-    def __init__(self, hidden: int, n_rbf: int, n_ang: int, n_orb: int):
-        super().__init__()
-        self.n_orb = n_orb
-        self.radial = nn.Linear(n_rbf, hidden, bias=False)
-        self.mlp = mlp(hidden, hidden, hidden, final_activation=True)
-        self.w_scalar = nn.Linear(hidden, n_orb * n_orb)
-        self.w_moment = nn.Parameter(torch.randn(n_ang * hidden, n_orb * n_orb) / math.sqrt(n_ang * hidden))
-
-    def forward(self, h, edge_index, rbf, env, ang, norm):
-        i = edge_index[0]
-        w = self.radial(rbf) * env.unsqueeze(-1)  # [E, hidden]
-        moments = h.new_zeros(h.shape[0], ang.shape[1], w.shape[1])  # [n_atoms, n_ang, hidden]
-        # In chunks of edges: the outer product [E, n_ang, hidden] of a whole 10^4-atom structure is a GB, and
-        # allocating and filling it took 11 % of the forward pass there (docs/performance.md).
-        for sel in torch.arange(len(i), device=i.device).split(chunk_size(EDGE_CHUNK, i.device)):
-            moments.index_add_(0, i[sel], ang[sel].unsqueeze(-1) * w[sel].unsqueeze(1))
-        moments = moments / norm
-        z = self.mlp(h)  # [n_atoms, hidden]
-        out = self.w_scalar(z) + (moments * z.unsqueeze(1)).flatten(1) @ self.w_moment  # [n_atoms, n_orb^2]
-        return out.view(-1, self.n_orb, self.n_orb)
 
 
 def reverse_edges(i: torch.Tensor, j: torch.Tensor, cell_shift: torch.Tensor, n_atoms: int
@@ -285,9 +213,9 @@ class HedgeNet(nn.Module):
         self.register_buffer("rcut_of_species", torch.tensor([rcut[z] for z in self.species]))  # Angstrom
         self.n_orb = int(self.n_orb_of_species.max())
         l_max = max(l for orbs in basis["orbitals"].values() for _, l in orbs)
-        degree = 2 * l_max if cfg["angular_degree"] is None else int(cfg["angular_degree"])
-        self.register_buffer("exponents", monomial_exponents(degree))
-        n_ang = len(self.exponents)
+        if l_max > 2:
+            raise ValueError(f"basis {basis.get('name')!r} has orbitals of l = {l_max}; HedgeNet's block readout "
+                             "couples orbitals up to l = 2 (d): choose a basis without f functions")
 
         hidden, n_rbf = int(cfg["hidden"]), int(cfg["n_rbf"])
         self.kinds = ("intra", "inter") if cfg["heterogeneous"] else ("shared",)
@@ -297,14 +225,33 @@ class HedgeNet(nn.Module):
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
-        block_range = 2.0 * float(self.rcut_of_species.max())
-        self.block_rbf = BesselBasis(n_rbf, block_range)
-        self.H_bond = nn.ModuleDict({k: BondBlock(hidden, hidden, n_rbf, n_ang, self.n_orb) for k in self.kinds})
-        self.H_onsite = OnsiteBlock(hidden, n_rbf, n_ang, self.n_orb)
+        # Equivariant block readouts (mlepi.readout): harmonics of degree up to 2 l_max, the highest a block of
+        # two l_max shells couples to; moments per edge kind; couplings per species pair (off-site, with axial
+        # paths) and per species (on-site, polar only; S, polar only: the Slater-Koster form).
+        self.harmonics = SphericalHarmonics(2 * l_max)
+        channels = int(cfg["moment_channels"])
+        self.moments = nn.ModuleDict({k: Moments(hidden, n_rbf, channels) for k in self.kinds})
+        n_moments = channels * len(self.kinds)
+        n_degrees = 2 * l_max + 1
+        shells = [orbital_shells(basis["orbitals"][str(z)]) for z in self.species]
+        self.pair_keys = [f"{a}_{b}" for a in range(n_species) for b in range(n_species)]
+        self.species_keys = [str(a) for a in range(n_species)]
+        bond = {f"{a}_{b}": Coupling(shells[a], shells[b], self.n_orb, axial=True)
+                for a in range(n_species) for b in range(n_species)}
+        bond_polar = {f"{a}_{b}": Coupling(shells[a], shells[b], self.n_orb, axial=False)
+                      for a in range(n_species) for b in range(n_species)}
+        self.onsite_couplings = {str(a): Coupling(shells[a], shells[a], self.n_orb, axial=False)
+                                 for a in range(n_species)}
+        n_node = hidden + n_moments * n_degrees  # h_i and the norms of its moments per degree
+        self.H_bond = nn.ModuleDict({
+            k: BondBlock(n_node, 2 * n_moments * n_degrees, hidden, n_rbf, bond,
+                         {POLAR: 1 + 2 * n_moments, AXIAL: 2 * n_moments}) for k in self.kinds})
+        self.H_onsite = OnsiteBlock(n_node, hidden, self.onsite_couplings, n_moments)
         # Overlap: two-centre, so only species embeddings and bond geometry (no message passing).
         n_s = max(4, hidden // 4)
         self.S_species = nn.Embedding(n_species, n_s)
-        self.S_bond = BondBlock(n_s, hidden, n_rbf, n_ang, self.n_orb)
+        self.S_bond = BondBlock(n_s, 0, hidden, n_rbf, bond_polar, {POLAR: 1})
+        self.block_rbf = BesselBasis(n_rbf, 2.0 * float(self.rcut_of_species.max()))
 
         # Standardisation, fixed from training data by set_standardisation and saved with the weights. Shifts
         # in eV are buffers, not parameters: an optimizer step of lr in absolute eV would be far coarser than
@@ -348,12 +295,21 @@ class HedgeNet(nn.Module):
         return model.eval()
 
     def set_standardisation(self, stats: dict) -> None:
-        """Set output shifts and scales from training statistics (keys as returned by ``train.statistics``)."""
+        """Set output shifts and scales from training statistics (keys as returned by ``train.statistics``).
+
+        Mean on-site blocks keep only their rotation-invariant part: a mean over structures of one orientation
+        (layers in the xy plane) is anisotropic, and a constant anisotropic block would break rotation
+        covariance; the moments of the on-site readout carry the anisotropy instead.
+        """
         with torch.no_grad():
             for key in ("energy_shift", "energy_scale", "avg_neighbors", "H_onsite_mean", "H_scale",
                         "S_onsite", "S_scale"):
                 if key in stats:
-                    getattr(self, key).copy_(torch.as_tensor(np.asarray(stats[key])))
+                    value = np.asarray(stats[key], dtype=float)
+                    if key in ("H_onsite_mean", "S_onsite"):
+                        value = np.stack([self.onsite_couplings[str(a)].isotropic_part(block)
+                                          for a, block in enumerate(value)])
+                    getattr(self, key).copy_(torch.as_tensor(value))
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _species_mask(self) -> torch.Tensor:
@@ -442,23 +398,24 @@ class HedgeNet(nn.Module):
             out.update(self._blocks(data, pos, cell, batch, species, h, vec, r, rbf, env, overlap))
         return out
 
-    def _edge_groups(self, edge_index, edge_type, rbf, env) -> dict:
-        """Edges per module kind with their features and mean-neighbour normalisation."""
+    def _edge_groups(self, edge_index, edge_type, *per_edge) -> dict:
+        """Edges per module kind: (edge_index, each of ``per_edge`` restricted to them, mean-neighbour norm)."""
         if self.kinds == ("shared",):
-            return {"shared": (edge_index, rbf, env, self.avg_neighbors[2])}
+            return {"shared": (edge_index, *per_edge, self.avg_neighbors[2])}
         groups = {}
         for kind, code in (("intra", INTRA), ("inter", INTER)):
             sel = edge_type == code
-            groups[kind] = (edge_index[:, sel], rbf[sel], env[sel], self.avg_neighbors[code])
+            groups[kind] = (edge_index[:, sel], *(t[sel] for t in per_edge), self.avg_neighbors[code])
         return groups
 
     def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env, overlap: bool) -> dict:
-        """H (and S) on the block edges (see the module docstring for the construction)."""
+        """H (and S) on the block edges (module docstrings here and of :mod:`mlepi.readout`)."""
         block_index = data.block_edge_index  # [2, B]
         # Blocks depend on positions directly only when the caller tracks pos (dH/du for electron-phonon
         # couplings); otherwise the bond geometry is detached, which spares the training backward pass the
         # unused gradient with respect to positions.
-        geometry_pos = pos if data.pos.requires_grad else pos.detach()
+        tracked = data.pos.requires_grad
+        geometry_pos = pos if tracked else pos.detach()
         bvec = self._bond_vectors(geometry_pos, cell, batch, block_index, data.block_cell_shift)  # [B, 3]
         i, j = block_index
         onsite = (i == j) & (data.block_cell_shift == 0).all(dim=1)  # [B]
@@ -466,15 +423,13 @@ class HedgeNet(nn.Module):
         io, jo = i[off], j[off]
         bv = bvec[off]
         br = bv.norm(dim=-1)  # [B_off]
-        unit = bv / br.unsqueeze(-1)
-        ang = angular_features(unit, self.exponents)  # [B_off, n_ang]
+        harmonics = self.harmonics(bv / br.unsqueeze(-1))  # [B_off, (L+1)^2]
         brbf = self.block_rbf(br)  # [B_off, n_rbf]
         benv = envelope(br / (self.rcut_of_species[species[io]] + self.rcut_of_species[species[jo]]))
+        n_species = len(self.species)
+        pair = species[io] * n_species + species[jo]  # [B_off], index into self.pair_keys
         rev = reverse_edges(io, jo, data.block_cell_shift[off], len(species))
         n = self.n_orb
-        mask = None  # padding to zero, needed only when species have different orbital counts
-        if bool((self.n_orb_of_species[species] < n).any()):
-            mask = self.block_mask(data.numbers, block_index).to(bvec.dtype)
         # Off-site edges in chunks whose working set stays in cache whatever the size of the structure (linear
         # scaling, docs/performance.md). With reverse edges, each edge e sits next to rev(e) (e < rev(e) first),
         # so g runs once per edge and the pair form needs no gather across the structure.
@@ -486,11 +441,12 @@ class HedgeNet(nn.Module):
             chunks = torch.arange(len(off), device=off.device).split(2 * chunk_size(PAIR_CHUNK, off.device))
 
         def inputs(idx, reverse: bool):
-            """(source atoms, target atoms, radial basis, direction monomials) of off-site edges ``idx``,
-            for g(i, j, r) or, ``reverse``, g(j, i, -r)."""
+            """(source atoms, target atoms, radial basis, direction harmonics, species pair) of off-site edges
+            ``idx``, for g(i, j, r) or, ``reverse``, g(j, i, -r)."""
             if reverse:
-                return jo[idx], io[idx], brbf[idx], angular_features(-unit[idx], self.exponents)
-            return io[idx], jo[idx], brbf[idx], ang[idx]
+                return (jo[idx], io[idx], brbf[idx], harmonics[idx] * self.harmonics.parity.to(bv.dtype),
+                        species[jo[idx]] * n_species + species[io[idx]])
+            return io[idx], jo[idx], brbf[idx], harmonics[idx], pair[idx]
 
         def assemble(atom_blocks, bond, scale):
             """On-site: ``atom_blocks[i]``. Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T], Hermitian
@@ -503,32 +459,50 @@ class HedgeNet(nn.Module):
                 g = bond(sel, False)  # [C, n, n]; with reverse edges: e, rev(e), e', rev(e'), ...
                 g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape) if rev is not None else bond(sel, True)
                 blocks.index_put_((off[sel],), scale * benv[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
-            return blocks if mask is None else blocks * mask
+            return blocks
 
-        # H on-site: per-species mean plus an environment-dependent, symmetrised correction.
-        ang_mp = angular_features(vec / r.unsqueeze(-1), self.exponents)  # [E, n_ang]
-        raw = self.H_onsite(h, data.edge_index, rbf, env, ang_mp, self.avg_neighbors[2])  # [n_atoms, n, n]
+        # Neighbourhood moments of every atom, per edge kind, over the message-passing edges.
+        mp_vec = vec if tracked else vec.detach()
+        mp_harmonics = self.harmonics(mp_vec / mp_vec.norm(dim=-1, keepdim=True))  # [E, (L+1)^2]
+        groups = self._edge_groups(data.edge_index, data.edge_type, rbf, env, mp_harmonics)
+        chunk = chunk_size(EDGE_CHUNK, h.device)
+        moments = torch.cat([self.moments[kind](h, edges, radial, cut, sh, norm, chunk)
+                             for kind, (edges, radial, cut, sh, norm) in groups.items()], dim=1)  # [n_atoms, C, ..]
+        node = torch.cat([h, self.harmonics.per_degree(moments * moments).flatten(1)], dim=1)  # invariants
+
+        # H on-site: the per-species (isotropic) mean plus an environment-dependent, symmetrised correction.
+        raw = self.H_onsite(node, moments, species, self.species_keys)  # [n_atoms, n, n]
         raw = 0.5 * (raw + raw.transpose(1, 2))
         H_atom = 0.5 * (self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2))[species] + self.H_scale * raw
         same_layer = data.layer[io] == data.layer[jo]
-
-        h_proj = {kind: head.project(h) for kind, head in self.H_bond.items()}
+        axial = sorted({L for head in self.H_bond.values() for groups_ in head.heads.groups.values()
+                        for parity, L, _ in groups_ if parity == AXIAL})
+        h_proj = {kind: head.project(node) for kind, head in self.H_bond.items()}
 
         def H_bond(idx, reverse):
-            src, dst, radial, ang_s = inputs(idx, reverse)
+            src, dst, radial, sh, codes = inputs(idx, reverse)
+            features, invariants = bond_features(sh, moments[src], moments[dst], self.harmonics, axial)
             if "shared" in self.H_bond:
-                return self.H_bond["shared"](h_proj["shared"], src, dst, radial, ang_s)
+                return self.H_bond["shared"](h_proj["shared"], src, dst, radial, invariants, features, codes,
+                                             self.pair_keys)
             g = bv.new_zeros(len(idx), n, n)
             intra = same_layer[idx]
             for kind, sel in (("intra", intra), ("inter", ~intra)):
                 sel = sel.nonzero().squeeze(1)
-                g.index_put_((sel,), self.H_bond[kind](h_proj[kind], src[sel], dst[sel], radial[sel], ang_s[sel]))
+                g.index_put_((sel,), self.H_bond[kind](
+                    h_proj[kind], src[sel], dst[sel], radial[sel], invariants[sel],
+                    {key: f[sel] for key, f in features.items()}, codes[sel], self.pair_keys))
             return g
 
         out = {"H": assemble(H_atom, H_bond, self.H_scale)}
         if overlap:
             s_proj = self.S_bond.project(self.S_species(species))  # species embeddings, [n_atoms, n_s] -> hidden
+
+            def S_bond(idx, reverse):
+                src, dst, radial, sh, codes = inputs(idx, reverse)
+                features = {(POLAR, L): sh[:, None, L * L:(L + 1) ** 2] for L in range(self.harmonics.l_max + 1)}
+                return self.S_bond(s_proj, src, dst, radial, None, features, codes, self.pair_keys)
+
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
-            out["S"] = assemble(S_atom, lambda idx, reverse: self.S_bond(s_proj, *inputs(idx, reverse)),
-                                self.S_scale)
+            out["S"] = assemble(S_atom, S_bond, self.S_scale)
         return out

@@ -1,8 +1,9 @@
-"""Rotations of GPAW's real LCAO orbitals, and of H and S blocks, for rotation-covariance checks.
+"""Rotations (and reflections) of GPAW's real LCAO orbitals, and of H and S blocks, for covariance checks.
 
 GPAW's orbitals are radial functions times its real spherical harmonics Y_lm (``gpaw.sphere.spherical_harmonics``;
 l = 1 in the order y, z, x; l = 2 as xy, yz, 3z²−r², zx, x²−y²; docs/data.md). For each l they span a space
-that rotations map onto itself: Y_l(R n) = D^l(R) Y_l(n) for every unit vector n, with D^l(R) orthogonal.
+that rotations map onto itself: Y_l(R n) = D^l(R) Y_l(n) for every unit vector n, with D^l(R) orthogonal
+(:func:`mlepi.irreps.wigner_d`; the same holds for reflections, the harmonics being polynomials).
 
 Rotating a whole structure, r -> R r (positions and cell), turns every orbital of the old structure into a
 combination of the new structure's orbitals on the rotated atoms, so each block of H and S transforms as
@@ -17,33 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def real_harmonics(l: int, unit: np.ndarray) -> np.ndarray:
-    """GPAW's real spherical harmonics of degree ``l`` at unit vectors ``unit [n, 3]``, ``[n, 2l+1]``."""
-    from gpaw.sphere.spherical_harmonics import Y
-
-    x, y, z = np.asarray(unit, dtype=float).T
-    return np.stack([Y(l * l + m, x, y, z) for m in range(2 * l + 1)], axis=-1)
-
-
-def wigner_d(l: int, rotation: np.ndarray) -> np.ndarray:
-    """D^l(R), ``[2l+1, 2l+1]``: Y_l(R n) = D^l(R) Y_l(n) in GPAW's real harmonics.
-
-    Solved from Y_l at 4(2l+1) fixed generic directions (least squares, exact: the harmonics of degree l are
-    closed under rotations, so the residual is rounding only).
-    """
-    rotation = np.asarray(rotation, dtype=float)
-    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-10) or np.linalg.det(rotation) < 0:
-        raise ValueError("rotation must be a proper orthogonal 3x3 matrix (det +1)")
-    directions = np.random.default_rng(12345).normal(size=(4 * (2 * l + 1), 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    before, after = real_harmonics(l, directions), real_harmonics(l, directions @ rotation.T)
-    d_transposed, *_ = np.linalg.lstsq(before, after, rcond=None)  # before @ D^T = after
-    return d_transposed.T
+from .irreps import wigner_d
 
 
 def orbital_rotation(orbitals, rotation: np.ndarray) -> np.ndarray:
-    """U for one element: block-diagonal D^l(R) over its radial functions ``[(label, l), ...]`` (basis order)."""
+    """U for one element: block-diagonal D^l(R) over its radial functions ``[(label, l), ...]`` (basis order);
+    ``rotation`` any orthogonal 3x3 matrix."""
     blocks = [wigner_d(int(l), rotation) for _, l in orbitals]
     size = sum(len(b) for b in blocks)
     u = np.zeros((size, size))

@@ -1,0 +1,244 @@
+"""HedgeNet's block readouts: H and S blocks that rotate and reflect exactly as GPAW's orbitals do (O(3)).
+
+Coupled basis
+-------------
+A block between an l_a shell of atom i and an l_b shell of atom j is written as
+B = Σ_L Σ_M C^{l_a l_b L}_{··M} x_{LM}, |l_a − l_b| <= L <= l_a + l_b (:func:`irreps.clebsch_gordan`); over all
+shell pairs of two atoms this is an orthogonal change of basis, so nothing is lost. B rotates as D^{l_a} B D^{l_b}ᵀ
+exactly when each x_L rotates as Y_L. Each *path* p = (shell a, shell b, L) gets
+
+    x_p = Σ_c α_pc · F_c,L,
+
+invariant weights α (an MLP of rotation-invariant inputs) times equivariant features F of degree L.
+
+Features and parity
+-------------------
+Under inversion an orbital of degree l changes sign as (−1)^l, so a block of (l_a, l_b) needs features of parity
+(−1)^{l_a + l_b}. *Polar* features of degree L have parity (−1)^L: the bond direction Y_L(n), the neighbourhood
+moments M_i,L of either atom (:class:`Moments`: Σ_k w_c(r_ik, h_k) Y_L(n_ik), the crystal field that the
+invariant atom states lack). *Axial* features of degree L have parity (−1)^{L+1}: the couplings [Y_1(n) ⊗ M_L]_L
+(the bond direction "times" a moment, e.g. n × M_1). A path with l_a + l_b + L even takes polar features, one
+with l_a + l_b + L odd takes axial ones (for example the antisymmetric part of a p-p hopping, which needs a
+direction out of the bond axis). So every block is exactly covariant under all of O(3), rotations and
+reflections, and every component of every block can be reached.
+
+- **S** (two-centre integral) uses the bond direction alone as feature: exactly the Slater-Koster form.
+- **On-site blocks** use the atom's own moments (polar) and a constant for L = 0: the crystal-field expansion to
+  first order in the moments; axial on-site components (those odd in a chiral environment) are zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import irreps
+
+POLAR, AXIAL = "polar", "axial"
+
+
+def orbital_shells(orbitals) -> list[tuple[int, int]]:
+    """(first orbital index, l) of each radial function of an element's basis ``[(label, l), ...]``."""
+    shells, start = [], 0
+    for _, l in orbitals:
+        shells.append((start, int(l)))
+        start += 2 * int(l) + 1
+    return shells
+
+
+class Coupling:
+    """The coupled basis of the blocks between two atoms' shells, padded to ``n`` orbitals.
+
+    ``groups``: the paths in evaluation order, as (parity, L, count); ``matrix`` [K, n²] maps the concatenated
+    coefficients x (path by path, 2L+1 each) onto the flattened block. ``axial=False`` leaves out the paths that
+    need axial features (their components are then zero).
+    """
+
+    def __init__(self, shells_a, shells_b, n: int, *, axial: bool):
+        paths = []
+        for (start_a, la), (start_b, lb) in ((a, b) for a in shells_a for b in shells_b):
+            for L in range(abs(la - lb), la + lb + 1):
+                parity = POLAR if (la + lb + L) % 2 == 0 else AXIAL
+                if parity == POLAR or axial:
+                    paths.append((parity, L, start_a, la, start_b, lb))
+        paths.sort(key=lambda p: (p[0] != POLAR, p[1]))  # polar first, then by L: one group per (parity, L)
+        rows = []
+        for parity, L, start_a, la, start_b, lb in paths:
+            block = np.zeros((2 * L + 1, n, n))
+            block[:, start_a:start_a + 2 * la + 1, start_b:start_b + 2 * lb + 1] = \
+                irreps.clebsch_gordan(la, lb, L).transpose(2, 0, 1)
+            rows.append(block.reshape(2 * L + 1, n * n))
+        self.matrix = np.concatenate(rows) if rows else np.zeros((0, n * n))
+        self.groups = []
+        for parity, L, *_ in paths:
+            if self.groups and self.groups[-1][:2] == (parity, L):
+                self.groups[-1] = (parity, L, self.groups[-1][2] + 1)
+            else:
+                self.groups.append((parity, L, 1))
+
+    def n_weights(self, channels: dict) -> int:
+        """Number of weights α for ``channels`` features of each parity."""
+        return sum(count * channels[parity] for parity, _, count in self.groups)
+
+    def isotropic_part(self, block: np.ndarray) -> np.ndarray:
+        """The rotation-invariant part of one padded block [n, n] (its L = 0 components)."""
+        rows = np.concatenate([np.zeros(count * (2 * L + 1), bool) + (L == 0) for _, L, count in self.groups])
+        scalar = self.matrix[rows]
+        return (scalar.T @ (scalar @ np.asarray(block).ravel())).reshape(block.shape)
+
+
+def couple(alpha: torch.Tensor, features: dict, groups, matrix: torch.Tensor) -> torch.Tensor:
+    """Blocks Σ_p C_p x_p with x_p = Σ_c α_pc F_c,L, flattened ``[E, n²]``.
+
+    alpha [E, n_weights] (group by group, path-major); features[(parity, L)] [E, channels, 2L+1].
+    """
+    xs, start = [], 0
+    for parity, L, count in groups:
+        f = features[(parity, L)]
+        width = count * f.shape[1]
+        xs.append(torch.bmm(alpha[:, start:start + width].view(-1, count, f.shape[1]), f).flatten(1))
+        start += width
+    return torch.cat(xs, dim=1) @ matrix
+
+
+class SphericalHarmonics(nn.Module):
+    """Y_L(n) for L = 0..l_max, ``[E, (l_max+1)²]`` (column L² + m), as monomials of n times a fixed matrix."""
+
+    def __init__(self, l_max: int):
+        super().__init__()
+        exps, matrix = irreps.harmonics_matrix(l_max)
+        self.l_max = l_max
+        self.register_buffer("exponents", torch.as_tensor(exps), persistent=False)
+        self.register_buffer("matrix", torch.as_tensor(matrix, dtype=torch.float64), persistent=False)
+        self.register_buffer("parity", torch.tensor([(-1.0) ** L for L in range(l_max + 1) for _ in range(2 * L + 1)]),
+                             persistent=False)  # Y(−n) = parity · Y(n)
+        # Sums over m within each degree: [(l_max+1)², l_max+1].
+        self.register_buffer("segments", torch.as_tensor(
+            np.repeat(np.eye(l_max + 1), [2 * L + 1 for L in range(l_max + 1)], axis=0),
+            dtype=torch.float64), persistent=False)
+        # C^{1 L L} of the axial features [Y_1(n) ⊗ M_L]_L.
+        for L in range(1, l_max + 1):
+            self.register_buffer(f"cg_axial_{L}", torch.as_tensor(irreps.clebsch_gordan(1, L, L),
+                                                                  dtype=torch.float64), persistent=False)
+
+    def forward(self, unit: torch.Tensor) -> torch.Tensor:
+        powers = torch.stack([unit**k for k in range(self.l_max + 1)], dim=1)  # [E, l_max + 1, 3]
+        mono = powers[:, self.exponents[:, 0], 0] * powers[:, self.exponents[:, 1], 1] \
+            * powers[:, self.exponents[:, 2], 2]  # [E, n_monomials]
+        return mono @ self.matrix.to(unit.dtype)
+
+    def per_degree(self, products: torch.Tensor) -> torch.Tensor:
+        """Σ_m over each degree of ``[..., (l_max+1)²]``: ``[..., l_max+1]`` (invariants from products)."""
+        return products @ self.segments.to(products.dtype)
+
+
+class Moments(nn.Module):
+    """Neighbourhood moments M_i,c,L = Σ_k R_c(r_ik) f(r_ik) (W h_k)_c Y_L(n_ik) / <n>, ``[n_atoms, C, (L+1)²]``."""
+
+    def __init__(self, hidden: int, n_rbf: int, channels: int):
+        super().__init__()
+        self.radial = nn.Linear(n_rbf, channels, bias=False)
+        self.source = nn.Linear(hidden, channels, bias=False)
+
+    def forward(self, h, edge_index, rbf, env, harmonics, norm, chunk: int):
+        i, j = edge_index
+        w = self.radial(rbf) * env.unsqueeze(-1) * self.source(h)[j]  # [E, C]
+        moments = h.new_zeros(h.shape[0], w.shape[1], harmonics.shape[1])
+        # In chunks of edges: the outer product [E, C, (L+1)²] of a 10^4-atom structure would be a GB.
+        for sel in torch.arange(len(i), device=i.device).split(chunk):
+            moments.index_add_(0, i[sel], w[sel].unsqueeze(-1) * harmonics[sel].unsqueeze(1))
+        return moments / norm
+
+
+class _PairHeads(nn.Module):
+    """Per species pair (or species): a linear head onto that pair's weights α, and its coupling matrix."""
+
+    def __init__(self, hidden: int, couplings: dict, channels: dict):
+        super().__init__()
+        self.groups = {key: c.groups for key, c in couplings.items()}
+        self.n_orb = math.isqrt(next(iter(couplings.values())).matrix.shape[1])  # blocks are n_orb x n_orb
+        self.heads = nn.ModuleDict({key: nn.Linear(hidden, c.n_weights(channels)) for key, c in couplings.items()})
+        for key, c in couplings.items():
+            self.register_buffer(f"coupling_{key}", torch.as_tensor(c.matrix, dtype=torch.float64),
+                                 persistent=False)
+
+    def forward(self, z, features: dict, codes: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        """Flattened blocks [E, n²]; edge e uses the pair ``keys[codes[e]]``."""
+        def blocks(key, zs, fs):
+            matrix = getattr(self, f"coupling_{key}").to(zs.dtype)
+            return couple(self.heads[key](zs), fs, self.groups[key], matrix)
+
+        if len(keys) == 1:  # one species (pair): elemental crystals need no gathers
+            return blocks(keys[0], z, features)
+        present = torch.unique(codes).tolist() if len(codes) else []
+        out = z.new_zeros(len(z), self.n_orb**2)
+        for code in present:
+            sel = (codes == code).nonzero().squeeze(1)
+            out[sel] = blocks(keys[code], z[sel], {k: f[sel] for k, f in features.items()})
+        return out
+
+
+class BondBlock(nn.Module):
+    """Raw off-site blocks g(i, j, r) ``[E, n, n]``: weights α from (atom features of i and j, radial basis,
+    invariants of the edge) through one MLP, features of :func:`bond_features`, coupled per species pair."""
+
+    def __init__(self, n_node: int, n_invariants: int, hidden: int, n_rbf: int, couplings: dict, channels: dict):
+        super().__init__()
+        self.src = nn.Linear(n_node, hidden)
+        self.dst = nn.Linear(n_node, hidden, bias=False)
+        self.radial = nn.Linear(n_rbf, hidden, bias=False)
+        self.invariants = nn.Linear(n_invariants, hidden, bias=False) if n_invariants else None
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.heads = _PairHeads(hidden, couplings, channels)
+
+    def project(self, feat) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom projections of the source and target features, ``[n_atoms, hidden]`` each (once per structure:
+        the wide first layer then runs per atom, not per edge)."""
+        return self.src(feat), self.dst(feat)
+
+    def forward(self, atoms, src, dst, rbf, invariants, features, codes, keys):
+        pre = atoms[0][src] + atoms[1][dst] + self.radial(rbf)
+        if self.invariants is not None:
+            pre = pre + self.invariants(invariants)
+        n = self.heads.n_orb
+        return self.heads(self.mlp(pre), features, codes, keys).view(-1, n, n)
+
+
+class OnsiteBlock(nn.Module):
+    """Raw on-site blocks ``[n_atoms, n, n]``: weights from the atom's features, polar features = (a constant for
+    L = 0, the atom's moments), coupled per species."""
+
+    def __init__(self, n_node: int, hidden: int, couplings: dict, moment_channels: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(n_node, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.heads = _PairHeads(hidden, couplings, {POLAR: 1 + moment_channels})
+
+    def forward(self, node, moments, species, keys):
+        constant = torch.zeros_like(moments[:, :1])
+        constant[:, 0, 0] = 1.0
+        polar = torch.cat([constant, moments], dim=1)  # [n_atoms, 1 + C, (L+1)²]
+        features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(math.isqrt(moments.shape[2]))}
+        n = self.heads.n_orb
+        return self.heads(self.mlp(node), features, species, keys).view(-1, n, n)
+
+
+def bond_features(harmonics: torch.Tensor, m_src: torch.Tensor, m_dst: torch.Tensor, sh: SphericalHarmonics,
+                  axial_degrees) -> tuple[dict, torch.Tensor]:
+    """Equivariant features and edge invariants of bonds with directions' harmonics ``harmonics`` [E, (L+1)²] and
+    the two atoms' moments ``m_src``, ``m_dst`` [E, C, (L+1)²].
+
+    Returns ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (L+1)]): polar = (Y(n), M_src, M_dst),
+    axial = [Y_1(n) ⊗ M]_L of both atoms for L in ``axial_degrees``; invariants = Y_L(n) · M_L per channel.
+    """
+    moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (L+1)²]
+    polar = torch.cat([harmonics.unsqueeze(1), moments], dim=1)
+    features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(sh.l_max + 1)}
+    y1 = harmonics[:, 1:4]
+    for L in axial_degrees:
+        turn = torch.einsum("ea,abm->ebm", y1, getattr(sh, f"cg_axial_{L}").to(y1.dtype))  # [E, 2L+1, 2L+1]
+        features[(AXIAL, L)] = torch.bmm(moments[:, :, L * L:(L + 1) ** 2], turn)
+    invariants = sh.per_degree(moments * harmonics.unsqueeze(1)).flatten(1)
+    return features, invariants
