@@ -481,17 +481,20 @@ class HedgeNet(nn.Module):
 
         def H_bond(idx, reverse):
             src, dst, radial, sh, codes = inputs(idx, reverse)
-            features, invariants = bond_features(sh, moments[src], moments[dst], self.harmonics, axial)
+
+            def kind_blocks(kind, sel=slice(None)):
+                s, d = src[sel], dst[sel]
+                features, invariants = bond_features(sh[sel], moments[s], moments[d], self.harmonics, axial)
+                return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel],
+                                         self.pair_keys)
+
             if "shared" in self.H_bond:
-                return self.H_bond["shared"](h_proj["shared"], src, dst, radial, invariants, features, codes,
-                                             self.pair_keys)
+                return kind_blocks("shared")
             g = bv.new_zeros(len(idx), n, n)
             intra = same_layer[idx]
             for kind, sel in (("intra", intra), ("inter", ~intra)):
                 sel = sel.nonzero().squeeze(1)
-                g.index_put_((sel,), self.H_bond[kind](
-                    h_proj[kind], src[sel], dst[sel], radial[sel], invariants[sel],
-                    {key: f[sel] for key, f in features.items()}, codes[sel], self.pair_keys))
+                g.index_put_((sel,), kind_blocks(kind, sel))
             return g
 
         out = {"H": assemble(H_atom, H_bond, self.H_scale)}

@@ -38,6 +38,7 @@ from torch import nn
 from . import irreps
 
 POLAR, AXIAL = "polar", "axial"
+RANK = 8  # rank of the per-edge weights α_pc of path p and feature channel c (:func:`couple`)
 
 
 def orbital_shells(orbitals) -> list[tuple[int, int]]:
@@ -79,9 +80,9 @@ class Coupling:
             else:
                 self.groups.append((parity, L, 1))
 
-    def n_weights(self, channels: dict) -> int:
-        """Number of weights α for ``channels`` features of each parity."""
-        return sum(count * channels[parity] for parity, _, count in self.groups)
+    @property
+    def n_paths(self) -> int:
+        return sum(count for *_, count in self.groups)
 
     def isotropic_part(self, block: np.ndarray) -> np.ndarray:
         """The rotation-invariant part of one padded block [n, n] (its L = 0 components)."""
@@ -90,17 +91,21 @@ class Coupling:
         return (scalar.T @ (scalar @ np.asarray(block).ravel())).reshape(block.shape)
 
 
-def couple(alpha: torch.Tensor, features: dict, groups, matrix: torch.Tensor) -> torch.Tensor:
-    """Blocks Σ_p C_p x_p with x_p = Σ_c α_pc F_c,L, flattened ``[E, n²]``.
+def couple(weights: torch.Tensor, mixing, features: dict, groups, matrix: torch.Tensor) -> torch.Tensor:
+    """Blocks Σ_p C_p x_p, flattened ``[E, n²]``, with x_p = Σ_r a_pr(edge) Σ_c W_rpc F_c,L.
 
-    alpha [E, n_weights] (group by group, path-major); features[(parity, L)] [E, channels, 2L+1].
+    weights a [E, n_paths * RANK] (group by group, path-major); mixing: per group W [channels, count * RANK];
+    features[(parity, L)] [E, channels, 2L+1]. The per-edge weight of path p and channel c, α_pc = Σ_r a_pr
+    W_rpc, has rank RANK: the channel sums then run as one matrix product per group over all edges.
     """
     xs, start = [], 0
-    for parity, L, count in groups:
+    for (parity, L, count), w in zip(groups, mixing):
         f = features[(parity, L)]
-        width = count * f.shape[1]
-        xs.append(torch.bmm(alpha[:, start:start + width].view(-1, count, f.shape[1]), f).flatten(1))
-        start += width
+        e, c, m = f.shape
+        mixed = (f.transpose(1, 2).reshape(e * m, c) @ w).view(e, m, count, RANK)
+        a = weights[:, start:start + count * RANK].view(e, 1, count, RANK)
+        xs.append((mixed * a).sum(-1).transpose(1, 2).reshape(e, count * m))
+        start += count * RANK
     return torch.cat(xs, dim=1) @ matrix
 
 
@@ -160,16 +165,21 @@ class _PairHeads(nn.Module):
         super().__init__()
         self.groups = {key: c.groups for key, c in couplings.items()}
         self.n_orb = math.isqrt(next(iter(couplings.values())).matrix.shape[1])  # blocks are n_orb x n_orb
-        self.heads = nn.ModuleDict({key: nn.Linear(hidden, c.n_weights(channels)) for key, c in couplings.items()})
+        self.heads = nn.ModuleDict({key: nn.Linear(hidden, c.n_paths * RANK) for key, c in couplings.items()})
+        self.mixing = nn.ParameterDict()
         for key, c in couplings.items():
             self.register_buffer(f"coupling_{key}", torch.as_tensor(c.matrix, dtype=torch.float64),
                                  persistent=False)
+            for g, (parity, _, count) in enumerate(c.groups):
+                n = channels[parity]
+                self.mixing[f"{key}_{g}"] = nn.Parameter(torch.randn(n, count * RANK) / math.sqrt(n * RANK))
 
     def forward(self, z, features: dict, codes: torch.Tensor, keys: list[str]) -> torch.Tensor:
         """Flattened blocks [E, n²]; edge e uses the pair ``keys[codes[e]]``."""
         def blocks(key, zs, fs):
             matrix = getattr(self, f"coupling_{key}").to(zs.dtype)
-            return couple(self.heads[key](zs), fs, self.groups[key], matrix)
+            mixing = [self.mixing[f"{key}_{g}"] for g in range(len(self.groups[key]))]
+            return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
 
         if len(keys) == 1:  # one species (pair): elemental crystals need no gathers
             return blocks(keys[0], z, features)
