@@ -88,6 +88,17 @@ def test_compare_identical_frames_is_zero_and_a_shift_is_measured(tmp_path):
     assert shifted["eig_mae_K_meV"] > 0
 
 
+def test_aligned_eigenvalue_error_ignores_a_constant_offset_only():
+    """A different energy zero (every eigenvalue + c) is no error once aligned; a changed splitting still is."""
+    ea = np.array([-2.0, -0.34, 0.0, 0.35, 2.0])
+    offset = ea + 0.064
+    assert compare.nearest_eigenvalue_mae(ea, offset, 0.0) == pytest.approx(0.064)
+    assert compare.nearest_eigenvalue_mae(ea, offset, 0.0, aligned=True) == pytest.approx(0.0, abs=1e-15)
+    split = ea * np.array([1, 1.1, 1, 1.1, 1]) + 0.064  # the +-0.34 eV pair 10 % further apart, then offset
+    err = compare.nearest_eigenvalue_mae(ea, split, 0.0, aligned=True)
+    assert 0.01 < err < 0.064
+
+
 def test_cli_compare_json_and_user_errors(tmp_path, capsys):
     a = write(tmp_path / "a.h5", [frame()])
     assert cli.main(["compare", str(a), str(a), "--json"]) == 0

@@ -200,7 +200,7 @@ def cmd_accuracy(args):
                      phonons_ml_path=args.phonons_ml)
     print(f"held out: H {r['h_mae_meV']:.2f} meV (intra {r['h_mae_intra_meV']:.2f}, inter "
           f"{r['h_mae_inter_meV']:.2f}), forces {r['force_mae_meV_per_A']:.2f} meV/A, eigenvalues "
-          f"{r['eig_mae_meV']:.1f} meV" + (f"; one edge type: H {r['ablation_h_mae_meV']:.2f} meV, forces "
+          f"{r['eig_mae_meV']:.1f} meV ({r['eig_mae_aligned_meV']:.1f} aligned)" + (f"; one edge type: H {r['ablation_h_mae_meV']:.2f} meV, forces "
                                            f"{r['ablation_force_mae_meV_per_A']:.2f} meV/A" if args.ablation else "")
           + f" -> {args.out}")
 

@@ -42,20 +42,31 @@ def block_mae(a: Frame, b: Frame, basis: dict, key: str) -> tuple[float, int]:
 
 
 def nearest_eigenvalue_mae(ea: np.ndarray, eb: np.ndarray, center: float,
-                           half_width: float = EIG_WINDOW_EV) -> float:
-    """MAE (eV) of the eigenvalues ``ea [n]`` within ``center ± half_width`` against the nearest of ``eb``."""
+                           half_width: float = EIG_WINDOW_EV, *, aligned: bool = False) -> float:
+    """MAE (eV) of the eigenvalues ``ea [n]`` within ``center ± half_width`` against the nearest of ``eb``.
+
+    ``aligned``: after shifting ``eb`` by the mean offset of those pairs (and pairing again), so a constant
+    difference of the energy zero does not count: what is left is the error of the bands' shape and splittings.
+    """
     window = np.abs(ea - center) <= half_width
     if not window.any():
         return float("nan")
-    return float(np.abs(ea[window][:, None] - eb[None, :]).min(axis=1).mean())
+    a = ea[window]
+
+    def offsets(shift):
+        return (eb - shift)[np.abs(a[:, None] - (eb - shift)[None, :]).argmin(axis=1)] - a
+
+    shift = float(offsets(0.0).mean()) if aligned else 0.0
+    return float(np.abs(offsets(shift)).mean())
 
 
-def eigenvalue_errors(a: Frame, b: Frame, basis: dict) -> dict[str, float]:
-    """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues."""
+def eigenvalue_errors(a: Frame, b: Frame, basis: dict, *, aligned: bool = False) -> dict[str, float]:
+    """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues
+    (``aligned``: see :func:`nearest_eigenvalue_mae`)."""
     points = hexagonal_points(a.cell)
     ea = eigenvalues(a, basis, [points[p] for p in "GKM"])
     eb = eigenvalues(b, basis, [points[p] for p in "GKM"])
-    return {label: nearest_eigenvalue_mae(ea[index], eb[index], a.fermi_level)
+    return {label: nearest_eigenvalue_mae(ea[index], eb[index], a.fermi_level, aligned=aligned)
             for index, label in enumerate("GKM")}
 
 

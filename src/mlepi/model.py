@@ -56,6 +56,7 @@ from .config import section_defaults
 from .frames import orbital_counts
 from .graph import INTER, INTRA
 from .provenance import atomic_path
+from .irreps import L_MAX
 from .readout import (
     AXIAL,
     POLAR,
@@ -64,6 +65,7 @@ from .readout import (
     Moments,
     OnsiteBlock,
     SphericalHarmonics,
+    bond_channels,
     bond_features,
     orbital_shells,
 )
@@ -228,11 +230,12 @@ class HedgeNet(nn.Module):
         # Equivariant block readouts (mlepi.readout): harmonics of degree up to 2 l_max, the highest a block of
         # two l_max shells couples to; moments per edge kind; couplings per species pair (off-site, with axial
         # paths) and per species (on-site, polar only; S, polar only: the Slater-Koster form).
-        self.harmonics = SphericalHarmonics(2 * l_max)
+        # Moments one degree higher than the couplings need: a three-fold site's octupole (bond_features).
+        self.harmonics = SphericalHarmonics(min(2 * l_max + 1, L_MAX))
         channels = int(cfg["moment_channels"])
         self.moments = nn.ModuleDict({k: Moments(hidden, n_rbf, channels) for k in self.kinds})
         n_moments = channels * len(self.kinds)
-        n_degrees = 2 * l_max + 1
+        n_degrees = self.harmonics.l_max + 1
         shells = [orbital_shells(basis["orbitals"][str(z)]) for z in self.species]
         self.pair_keys = [f"{a}_{b}" for a in range(n_species) for b in range(n_species)]
         self.species_keys = [str(a) for a in range(n_species)]
@@ -245,12 +248,12 @@ class HedgeNet(nn.Module):
         n_node = hidden + n_moments * n_degrees  # h_i and the norms of its moments per degree
         self.H_bond = nn.ModuleDict({
             k: BondBlock(n_node, 2 * n_moments * n_degrees, hidden, n_rbf, bond,
-                         {POLAR: 1 + 2 * n_moments, AXIAL: 2 * n_moments}) for k in self.kinds})
+                         bond_channels(n_moments, self.harmonics.l_max, 2 * l_max)) for k in self.kinds})
         self.H_onsite = OnsiteBlock(n_node, hidden, self.onsite_couplings, n_moments)
         # Overlap: two-centre, so only species embeddings and bond geometry (no message passing).
         n_s = max(4, hidden // 4)
         self.S_species = nn.Embedding(n_species, n_s)
-        self.S_bond = BondBlock(n_s, 0, hidden, n_rbf, bond_polar, {POLAR: 1})
+        self.S_bond = BondBlock(n_s, 0, hidden, n_rbf, bond_polar, {(POLAR, L): 1 for L in range(2 * l_max + 1)})
         self.block_rbf = BesselBasis(n_rbf, 2.0 * float(self.rcut_of_species.max()))
 
         # Standardisation, fixed from training data by set_standardisation and saved with the weights. Shifts

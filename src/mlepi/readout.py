@@ -17,7 +17,7 @@ Under inversion an orbital of degree l changes sign as (−1)^l, so a block of (
 (−1)^{l_a + l_b}. *Polar* features of degree L have parity (−1)^L: the bond direction Y_L(n), the neighbourhood
 moments M_i,L of either atom (:class:`Moments`: Σ_k w_c(r_ik, h_k) Y_L(n_ik), the crystal field that the
 invariant atom states lack). *Axial* features of degree L have parity (−1)^{L+1}: the couplings [Y_1(n) ⊗ M_L]_L
-(the bond direction "times" a moment, e.g. n × M_1). A path with l_a + l_b + L even takes polar features, one
+(the bond direction "times" a moment, e.g. n × M_1) and, for L = 1, [Y_K(n) ⊗ M_K]_1 (:func:`bond_features`). A path with l_a + l_b + L even takes polar features, one
 with l_a + l_b + L odd takes axial ones (for example the antisymmetric part of a p-p hopping, which needs a
 direction out of the bond axis). So every block is exactly covariant under all of O(3), rotations and
 reflections, and every component of every block can be reached.
@@ -30,6 +30,7 @@ reflections, and every component of every block can be reached.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -124,10 +125,10 @@ class SphericalHarmonics(nn.Module):
         self.register_buffer("segments", torch.as_tensor(
             np.repeat(np.eye(l_max + 1), [2 * L + 1 for L in range(l_max + 1)], axis=0),
             dtype=torch.float64), persistent=False)
-        # C^{1 L L} of the axial features [Y_1(n) ⊗ M_L]_L.
-        for L in range(1, l_max + 1):
-            self.register_buffer(f"cg_axial_{L}", torch.as_tensor(irreps.clebsch_gordan(1, L, L),
-                                                                  dtype=torch.float64), persistent=False)
+        # Couplings of the axial features (bond_features): C^{1 L L} and C^{L L 1}.
+        for a, b, c in {(1, L, L) for L in range(1, l_max + 1)} | {(L, L, 1) for L in range(1, l_max + 1)}:
+            self.register_buffer(f"cg_{a}_{b}_{c}", torch.as_tensor(irreps.clebsch_gordan(a, b, c),
+                                                                    dtype=torch.float64), persistent=False)
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
         powers = torch.stack([unit**k for k in range(self.l_max + 1)], dim=1)  # [E, l_max + 1, 3]
@@ -170,8 +171,8 @@ class _PairHeads(nn.Module):
         for key, c in couplings.items():
             self.register_buffer(f"coupling_{key}", torch.as_tensor(c.matrix, dtype=torch.float64),
                                  persistent=False)
-            for g, (parity, _, count) in enumerate(c.groups):
-                n = channels[parity]
+            for g, (parity, L, count) in enumerate(c.groups):
+                n = channels[(parity, L)]
                 self.mixing[f"{key}_{g}"] = nn.Parameter(torch.randn(n, count * RANK) / math.sqrt(n * RANK))
 
     def forward(self, z, features: dict, codes: torch.Tensor, keys: list[str]) -> torch.Tensor:
@@ -224,7 +225,7 @@ class OnsiteBlock(nn.Module):
     def __init__(self, n_node: int, hidden: int, couplings: dict, moment_channels: int):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(n_node, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.heads = _PairHeads(hidden, couplings, {POLAR: 1 + moment_channels})
+        self.heads = _PairHeads(hidden, couplings, defaultdict(lambda: 1 + moment_channels))  # polar only
 
     def forward(self, node, moments, species, keys):
         constant = torch.zeros_like(moments[:, :1])
@@ -240,15 +241,31 @@ def bond_features(harmonics: torch.Tensor, m_src: torch.Tensor, m_dst: torch.Ten
     """Equivariant features and edge invariants of bonds with directions' harmonics ``harmonics`` [E, (L+1)²] and
     the two atoms' moments ``m_src``, ``m_dst`` [E, C, (L+1)²].
 
-    Returns ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (L+1)]): polar = (Y(n), M_src, M_dst),
-    axial = [Y_1(n) ⊗ M]_L of both atoms for L in ``axial_degrees``; invariants = Y_L(n) · M_L per channel.
+    Returns ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (L+1)]) with channels as
+    :func:`bond_channels`: polar = (Y(n), M_src, M_dst); axial, for L in ``axial_degrees``, = [Y_1(n) ⊗ M_L]_L of
+    both atoms, and for L = 1 also [Y_K(n) ⊗ M_K]_1 for every K >= 2. The latter carry what a three-fold site
+    has: its dipole vanishes, its octupole M_3 does not and changes sign between graphene's sublattices, so
+    [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a second-neighbour bond, whose p-p block
+    has an antisymmetric part of ±0.26 eV in the bilayer's DFT data. Invariants = Y_L(n) · M_L per channel.
     """
     moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (L+1)²]
     polar = torch.cat([harmonics.unsqueeze(1), moments], dim=1)
     features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(sh.l_max + 1)}
-    y1 = harmonics[:, 1:4]
+
+    def coupled(k, L, out):  # [Y_k(n) ⊗ M_L]_out for both atoms' moments, [E, 2C, 2 out + 1]
+        cg = getattr(sh, f"cg_{k}_{L}_{out}").to(harmonics.dtype)
+        turn = torch.einsum("ea,abm->ebm", harmonics[:, k * k:(k + 1) ** 2], cg)  # [E, 2L+1, 2 out+1]
+        return torch.bmm(moments[:, :, L * L:(L + 1) ** 2], turn)
+
     for L in axial_degrees:
-        turn = torch.einsum("ea,abm->ebm", y1, getattr(sh, f"cg_axial_{L}").to(y1.dtype))  # [E, 2L+1, 2L+1]
-        features[(AXIAL, L)] = torch.bmm(moments[:, :, L * L:(L + 1) ** 2], turn)
+        features[(AXIAL, L)] = (torch.cat([coupled(k, k, 1) for k in range(1, sh.l_max + 1)], dim=1) if L == 1
+                                else coupled(1, L, L))
     invariants = sh.per_degree(moments * harmonics.unsqueeze(1)).flatten(1)
     return features, invariants
+
+
+def bond_channels(moment_channels: int, l_max: int, degrees: int) -> dict:
+    """Channels of :func:`bond_features` per (parity, L) for L <= ``degrees``, harmonics up to ``l_max``."""
+    channels = {(POLAR, L): 1 + 2 * moment_channels for L in range(degrees + 1)}
+    channels.update({(AXIAL, L): 2 * moment_channels * (l_max if L == 1 else 1) for L in range(1, degrees + 1)})
+    return channels

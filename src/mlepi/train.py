@@ -326,7 +326,7 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     if state["fingerprint"] != fingerprint:
         # A changed config, seed or dataset is a new run (Snakemake reran the rule): start afresh. The
         # old checkpoint is replaced only once the new run has written its first one.
-        warnings.warn(f"{path}: checkpoint of a different config, seed or dataset (fingerprint "
+        warnings.warn(f"{path}: checkpoint of a different config, seed, dataset or network (fingerprint "
                       f"{state['fingerprint']} != {fingerprint}); starting a new training run")
         return None
     return state
@@ -417,7 +417,9 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
 
     fingerprint = config_hash({
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
-        "seed": seed, "frames": dataset.names, "dataset_content": content_hash(frames)})
+        "seed": seed, "frames": dataset.names, "dataset_content": content_hash(frames),
+        # the network's layout: a checkpoint of another mlepi version's HedgeNet is a new run, not a resume
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}})
     ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
     state = _load_checkpoint(ckpt_path, fingerprint) if resume else None
     history, best_loss, best_epoch, bad_epochs, best_state, start, stopped = [], math.inf, 0, 0, None, 1, False
