@@ -15,8 +15,8 @@ Architecture
 - **Hamiltonian blocks** (:mod:`mlepi.readout`). Every block is written in the coupled basis of its two
   orbital shells (Clebsch-Gordan couplings to degree L) with coefficients = invariant weights times equivariant
   features: the bond direction's harmonics Y_L(n), the two atoms' neighbourhood moments M_L (Σ_k over
-  message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and axial couplings
-  [Y_1(n) ⊗ M_L]_L where parity asks for them. The weights come from an MLP of (h_i, h_j, the moments' norms,
+  message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and axial couplings of the
+  two (:func:`mlepi.readout.bond_features`) where parity asks for them. The weights come from an MLP of (h_i, h_j, the moments' norms,
   Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its rotation-invariant part) plus a correction
   from h_i and i's moments; off-site blocks vanish at rc_i + rc_j (envelope). Intra-layer and inter-layer bonds
   have separate off-site heads and separate moments when heterogeneous (hoppings within a layer, gamma0 ~ 3 eV,
@@ -55,8 +55,8 @@ from torch import nn
 from .config import section_defaults
 from .frames import orbital_counts
 from .graph import INTER, INTRA
-from .provenance import atomic_path
 from .irreps import L_MAX
+from .provenance import atomic_path
 from .readout import (
     AXIAL,
     POLAR,
@@ -227,18 +227,16 @@ class HedgeNet(nn.Module):
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
-        # Equivariant block readouts (mlepi.readout): harmonics of degree up to 2 l_max, the highest a block of
-        # two l_max shells couples to; moments per edge kind; couplings per species pair (off-site, with axial
-        # paths) and per species (on-site, polar only; S, polar only: the Slater-Koster form).
-        # Moments one degree higher than the couplings need: a three-fold site's octupole (bond_features).
+        # Equivariant block readouts (mlepi.readout): blocks of two l_max shells couple to degrees up to 2 l_max;
+        # harmonics and moments go one degree higher, for a three-fold site's octupole (bond_features). Moments
+        # per edge kind; couplings per species pair (off-site, with axial paths) and per species (on-site, polar
+        # only; S, polar only: the Slater-Koster form).
         self.harmonics = SphericalHarmonics(min(2 * l_max + 1, L_MAX))
         channels = int(cfg["moment_channels"])
         self.moments = nn.ModuleDict({k: Moments(hidden, n_rbf, channels) for k in self.kinds})
         n_moments = channels * len(self.kinds)
         n_degrees = self.harmonics.l_max + 1
         shells = [orbital_shells(basis["orbitals"][str(z)]) for z in self.species]
-        self.pair_keys = [f"{a}_{b}" for a in range(n_species) for b in range(n_species)]
-        self.species_keys = [str(a) for a in range(n_species)]
         bond = {f"{a}_{b}": Coupling(shells[a], shells[b], self.n_orb, axial=True)
                 for a in range(n_species) for b in range(n_species)}
         bond_polar = {f"{a}_{b}": Coupling(shells[a], shells[b], self.n_orb, axial=False)
@@ -250,6 +248,7 @@ class HedgeNet(nn.Module):
             k: BondBlock(n_node, 2 * n_moments * n_degrees, hidden, n_rbf, bond,
                          bond_channels(n_moments, self.harmonics.l_max, 2 * l_max)) for k in self.kinds})
         self.H_onsite = OnsiteBlock(n_node, hidden, self.onsite_couplings, n_moments)
+        self.axial_degrees = sorted({L for c in bond.values() for parity, L, _ in c.groups if parity == AXIAL})
         # Overlap: two-centre, so only species embeddings and bond geometry (no message passing).
         n_s = max(4, hidden // 4)
         self.S_species = nn.Embedding(n_species, n_s)
@@ -430,7 +429,7 @@ class HedgeNet(nn.Module):
         brbf = self.block_rbf(br)  # [B_off, n_rbf]
         benv = envelope(br / (self.rcut_of_species[species[io]] + self.rcut_of_species[species[jo]]))
         n_species = len(self.species)
-        pair = species[io] * n_species + species[jo]  # [B_off], index into self.pair_keys
+        pair = species[io] * n_species + species[jo]  # [B_off]: the code of the species pair (a, b)
         rev = reverse_edges(io, jo, data.block_cell_shift[off], len(species))
         n = self.n_orb
         # Off-site edges in chunks whose working set stays in cache whatever the size of the structure (linear
@@ -465,8 +464,8 @@ class HedgeNet(nn.Module):
             return blocks
 
         # Neighbourhood moments of every atom, per edge kind, over the message-passing edges.
-        mp_vec = vec if tracked else vec.detach()
-        mp_harmonics = self.harmonics(mp_vec / mp_vec.norm(dim=-1, keepdim=True))  # [E, (L+1)^2]
+        mp_unit = vec / r.unsqueeze(-1)
+        mp_harmonics = self.harmonics(mp_unit if tracked else mp_unit.detach())  # [E, (L+1)^2]
         groups = self._edge_groups(data.edge_index, data.edge_type, rbf, env, mp_harmonics)
         chunk = chunk_size(EDGE_CHUNK, h.device)
         moments = torch.cat([self.moments[kind](h, edges, radial, cut, sh, norm, chunk)
@@ -474,12 +473,10 @@ class HedgeNet(nn.Module):
         node = torch.cat([h, self.harmonics.per_degree(moments * moments).flatten(1)], dim=1)  # invariants
 
         # H on-site: the per-species (isotropic) mean plus an environment-dependent, symmetrised correction.
-        raw = self.H_onsite(node, moments, species, self.species_keys)  # [n_atoms, n, n]
+        raw = self.H_onsite(node, moments, species)  # [n_atoms, n, n]
         raw = 0.5 * (raw + raw.transpose(1, 2))
         H_atom = 0.5 * (self.H_onsite_mean + self.H_onsite_mean.transpose(1, 2))[species] + self.H_scale * raw
         same_layer = data.layer[io] == data.layer[jo]
-        axial = sorted({L for head in self.H_bond.values() for groups_ in head.heads.groups.values()
-                        for parity, L, _ in groups_ if parity == AXIAL})
         h_proj = {kind: head.project(node) for kind, head in self.H_bond.items()}
 
         def H_bond(idx, reverse):
@@ -487,9 +484,9 @@ class HedgeNet(nn.Module):
 
             def kind_blocks(kind, sel=slice(None)):
                 s, d = src[sel], dst[sel]
-                features, invariants = bond_features(sh[sel], moments[s], moments[d], self.harmonics, axial)
-                return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel],
-                                         self.pair_keys)
+                features, invariants = bond_features(sh[sel], moments[s], moments[d], self.harmonics,
+                                                     self.axial_degrees)
+                return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel])
 
             if "shared" in self.H_bond:
                 return kind_blocks("shared")
@@ -507,7 +504,7 @@ class HedgeNet(nn.Module):
             def S_bond(idx, reverse):
                 src, dst, radial, sh, codes = inputs(idx, reverse)
                 features = {(POLAR, L): sh[:, None, L * L:(L + 1) ** 2] for L in range(self.harmonics.l_max + 1)}
-                return self.S_bond(s_proj, src, dst, radial, None, features, codes, self.pair_keys)
+                return self.S_bond(s_proj, src, dst, radial, None, features, codes)
 
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
             out["S"] = assemble(S_atom, S_bond, self.S_scale)

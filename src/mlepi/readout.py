@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from itertools import groupby
 
 import numpy as np
 import torch
@@ -74,12 +75,7 @@ class Coupling:
                 irreps.clebsch_gordan(la, lb, L).transpose(2, 0, 1)
             rows.append(block.reshape(2 * L + 1, n * n))
         self.matrix = np.concatenate(rows) if rows else np.zeros((0, n * n))
-        self.groups = []
-        for parity, L, *_ in paths:
-            if self.groups and self.groups[-1][:2] == (parity, L):
-                self.groups[-1] = (parity, L, self.groups[-1][2] + 1)
-            else:
-                self.groups.append((parity, L, 1))
+        self.groups = [(*key, len(list(g))) for key, g in groupby(paths, key=lambda p: p[:2])]
 
     @property
     def n_paths(self) -> int:
@@ -87,7 +83,7 @@ class Coupling:
 
     def isotropic_part(self, block: np.ndarray) -> np.ndarray:
         """The rotation-invariant part of one padded block [n, n] (its L = 0 components)."""
-        rows = np.concatenate([np.zeros(count * (2 * L + 1), bool) + (L == 0) for _, L, count in self.groups])
+        rows = np.concatenate([np.full(count * (2 * L + 1), L == 0) for _, L, count in self.groups])
         scalar = self.matrix[rows]
         return (scalar.T @ (scalar @ np.asarray(block).ravel())).reshape(block.shape)
 
@@ -160,10 +156,12 @@ class Moments(nn.Module):
 
 
 class _PairHeads(nn.Module):
-    """Per species pair (or species): a linear head onto that pair's weights α, and its coupling matrix."""
+    """Per species pair (or species; ``couplings`` in the order of their codes): a linear head onto the per-path
+    weights a, the channel mixing W of each coupling group (:func:`couple`) and the coupling matrix."""
 
     def __init__(self, hidden: int, couplings: dict, channels: dict):
         super().__init__()
+        self.keys = list(couplings)
         self.groups = {key: c.groups for key, c in couplings.items()}
         self.n_orb = math.isqrt(next(iter(couplings.values())).matrix.shape[1])  # blocks are n_orb x n_orb
         self.heads = nn.ModuleDict({key: nn.Linear(hidden, c.n_paths * RANK) for key, c in couplings.items()})
@@ -175,20 +173,20 @@ class _PairHeads(nn.Module):
                 n = channels[(parity, L)]
                 self.mixing[f"{key}_{g}"] = nn.Parameter(torch.randn(n, count * RANK) / math.sqrt(n * RANK))
 
-    def forward(self, z, features: dict, codes: torch.Tensor, keys: list[str]) -> torch.Tensor:
-        """Flattened blocks [E, n²]; edge e uses the pair ``keys[codes[e]]``."""
+    def forward(self, z, features: dict, codes: torch.Tensor) -> torch.Tensor:
+        """Flattened blocks [E, n²]; edge e uses the coupling ``self.keys[codes[e]]``."""
         def blocks(key, zs, fs):
             matrix = getattr(self, f"coupling_{key}").to(zs.dtype)
             mixing = [self.mixing[f"{key}_{g}"] for g in range(len(self.groups[key]))]
             return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
 
-        if len(keys) == 1:  # one species (pair): elemental crystals need no gathers
-            return blocks(keys[0], z, features)
+        if len(self.keys) == 1:  # one species (pair): elemental crystals need no gathers
+            return blocks(self.keys[0], z, features)
         present = torch.unique(codes).tolist() if len(codes) else []
         out = z.new_zeros(len(z), self.n_orb**2)
         for code in present:
             sel = (codes == code).nonzero().squeeze(1)
-            out[sel] = blocks(keys[code], z[sel], {k: f[sel] for k, f in features.items()})
+            out[sel] = blocks(self.keys[code], z[sel], {k: f[sel] for k, f in features.items()})
         return out
 
 
@@ -210,12 +208,12 @@ class BondBlock(nn.Module):
         the wide first layer then runs per atom, not per edge)."""
         return self.src(feat), self.dst(feat)
 
-    def forward(self, atoms, src, dst, rbf, invariants, features, codes, keys):
+    def forward(self, atoms, src, dst, rbf, invariants, features, codes):
         pre = atoms[0][src] + atoms[1][dst] + self.radial(rbf)
         if self.invariants is not None:
             pre = pre + self.invariants(invariants)
         n = self.heads.n_orb
-        return self.heads(self.mlp(pre), features, codes, keys).view(-1, n, n)
+        return self.heads(self.mlp(pre), features, codes).view(-1, n, n)
 
 
 class OnsiteBlock(nn.Module):
@@ -227,13 +225,13 @@ class OnsiteBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_node, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.heads = _PairHeads(hidden, couplings, defaultdict(lambda: 1 + moment_channels))  # polar only
 
-    def forward(self, node, moments, species, keys):
+    def forward(self, node, moments, species):
         constant = torch.zeros_like(moments[:, :1])
         constant[:, 0, 0] = 1.0
         polar = torch.cat([constant, moments], dim=1)  # [n_atoms, 1 + C, (L+1)²]
         features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(math.isqrt(moments.shape[2]))}
         n = self.heads.n_orb
-        return self.heads(self.mlp(node), features, species, keys).view(-1, n, n)
+        return self.heads(self.mlp(node), features, species).view(-1, n, n)
 
 
 def bond_features(harmonics: torch.Tensor, m_src: torch.Tensor, m_dst: torch.Tensor, sh: SphericalHarmonics,
