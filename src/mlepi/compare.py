@@ -54,20 +54,25 @@ def nearest_eigenvalue_mae(ea: np.ndarray, eb: np.ndarray, center: float,
     a = ea[window]
 
     def offsets(shift):
-        return (eb - shift)[np.abs(a[:, None] - (eb - shift)[None, :]).argmin(axis=1)] - a
+        shifted = eb - shift
+        return shifted[np.abs(a[:, None] - shifted[None, :]).argmin(axis=1)] - a
 
     shift = float(offsets(0.0).mean()) if aligned else 0.0
     return float(np.abs(offsets(shift)).mean())
 
 
-def eigenvalue_errors(a: Frame, b: Frame, basis: dict, *, aligned: bool = False) -> dict[str, float]:
-    """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues
-    (``aligned``: see :func:`nearest_eigenvalue_mae`)."""
+def point_eigenvalues(a: Frame, b: Frame, basis: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Eigenvalues (eV) of A and of B at A's cell's G, K and M."""
     points = hexagonal_points(a.cell)
     ea = eigenvalues(a, basis, [points[p] for p in "GKM"])
     eb = eigenvalues(b, basis, [points[p] for p in "GKM"])
-    return {label: nearest_eigenvalue_mae(ea[index], eb[index], a.fermi_level, aligned=aligned)
-            for index, label in enumerate("GKM")}
+    return {label: (ea[index], eb[index]) for index, label in enumerate("GKM")}
+
+
+def eigenvalue_errors(a: Frame, b: Frame, basis: dict) -> dict[str, float]:
+    """MAE (eV) at G, K, M of A's bands within +-1 eV of its Fermi level against B's nearest eigenvalues."""
+    return {label: nearest_eigenvalue_mae(ea, eb, a.fermi_level)
+            for label, (ea, eb) in point_eigenvalues(a, b, basis).items()}
 
 
 def compare(path_a, path_b) -> dict:

@@ -133,15 +133,11 @@ def wigner_d(L: int, rotation: np.ndarray) -> np.ndarray:
     return d_transposed.T
 
 
-def _fixed_rotations() -> list[np.ndarray]:
-    """Two generic proper rotations: together they generate a dense subgroup of SO(3), so an intertwiner of both
-    is one of all rotations."""
-    out = []
-    for seed in (1, 2):
-        q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-        q = q * np.sign(np.diag(r))
-        out.append(q if np.linalg.det(q) > 0 else -q)
-    return out
+def random_rotation(seed: int) -> np.ndarray:
+    """A seeded rotation, uniform on SO(3) (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
 
 
 @cache
@@ -151,8 +147,9 @@ def clebsch_gordan(l1: int, l2: int, L: int) -> np.ndarray:
         raise ValueError(f"no coupling of degrees {l1} and {l2} to {L}")
     dims = (2 * l1 + 1, 2 * l2 + 1, 2 * L + 1)
     # C_abM as a vector c: D1 ⊗ D2 ⊗ D_L c = c for each fixed rotation (D_L orthogonal, so C D_L = D1 ⊗ D2 C).
+    # Two generic rotations generate a dense subgroup of SO(3): an intertwiner of both is one of every rotation.
     eqs = [np.kron(np.kron(wigner_d(l1, q), wigner_d(l2, q)), wigner_d(L, q)) - np.eye(int(np.prod(dims)))
-           for q in _fixed_rotations()]
+           for q in (random_rotation(1), random_rotation(2))]
     _, sigma, vt = np.linalg.svd(np.concatenate(eqs))
     if sigma[-1] > 1e-8 or (len(sigma) > 1 and sigma[-2] < 1e-6):  # exactly one intertwiner (Schur)
         raise RuntimeError(f"coupling ({l1}, {l2}) -> {L}: intertwiner space is not one-dimensional")

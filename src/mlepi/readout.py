@@ -17,9 +17,9 @@ Under inversion an orbital of degree l changes sign as (−1)^l, so a block of (
 (−1)^{l_a + l_b}. *Polar* features of degree L have parity (−1)^L: the bond direction Y_L(n), the neighbourhood
 moments M_i,L of either atom (:class:`Moments`: Σ_k w_c(r_ik, h_k) Y_L(n_ik), the crystal field that the
 invariant atom states lack). *Axial* features of degree L have parity (−1)^{L+1}: the couplings [Y_1(n) ⊗ M_L]_L
-(the bond direction "times" a moment, e.g. n × M_1) and, for L = 1, [Y_K(n) ⊗ M_K]_1 (:func:`bond_features`). A path with l_a + l_b + L even takes polar features, one
-with l_a + l_b + L odd takes axial ones (for example the antisymmetric part of a p-p hopping, which needs a
-direction out of the bond axis). So every block is exactly covariant under all of O(3), rotations and
+(the bond direction "times" a moment, e.g. n × M_1) and, for L = 1, [Y_K(n) ⊗ M_K]_1 (:func:`bond_features`).
+A path with l_a + l_b + L even takes polar features, one with l_a + l_b + L odd takes axial ones (for example
+the antisymmetric part of a p-p hopping, which needs a direction out of the bond axis). So every block is exactly covariant under all of O(3), rotations and
 reflections, and every component of every block can be reached.
 
 - **S** (two-centre integral) uses the bond direction alone as feature: exactly the Slater-Koster form.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .irreps import wigner_d
+from .irreps import random_rotation, wigner_d  # noqa: F401  (part of this module's interface)
 
 
 def orbital_rotation(orbitals, rotation: np.ndarray) -> np.ndarray:
@@ -53,10 +53,3 @@ def rotated_atoms(atoms, rotation: np.ndarray):
     rotated.set_cell(np.asarray(atoms.cell) @ np.asarray(rotation).T, scale_atoms=False)
     rotated.positions = atoms.positions @ np.asarray(rotation).T
     return rotated
-
-
-def random_rotation(seed: int) -> np.ndarray:
-    """A seeded rotation, uniform on SO(3) (QR of a Gaussian matrix, signs fixed)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
