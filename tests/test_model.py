@@ -250,27 +250,32 @@ def test_coupled_basis_reaches_every_block_component():
     assert len(polar) == 4 + 12 + 20 + 6 + 20 + 15 == 100 - (3 + 10 + 10)
 
 
-def test_second_neighbour_p_blocks_can_tell_the_sublattices_apart():
-    """In pristine graphene the p-p block of a second-neighbour bond has an antisymmetric part whose sign differs
-    between the A and B sublattices (±0.26 eV in the bilayer's DFT data). By symmetry a site's dipole and
-    in-plane quadrupole vanish; only its octupole (the axial feature [Y_3(n) ⊗ M_3]_1) carries it, so this
-    checks that the readout has it: nonzero, and of opposite sign on the two sublattices for one bond vector."""
+@pytest.mark.parametrize("element", ["p-p antisymmetric", "s-p perpendicular"])
+def test_second_neighbour_blocks_can_tell_the_sublattices_apart(element):
+    """In pristine graphene two elements of a second-neighbour block are zero in the Slater-Koster form and differ
+    in sign between the A and B sublattices: the antisymmetric part of the p-p block (±0.26 eV in the bilayer's
+    DFT data; axial) and the s-p element perpendicular to the bond in the plane (±0.13 eV; polar). By symmetry a
+    site's dipole and in-plane quadrupole vanish; only its octupole carries them (the products [Y_3(n) ⊗ M_3]_1
+    and [Y_2(n) ⊗ M_3]_1 of mlepi.readout.product_terms). So: nonzero, and of opposite sign on the two
+    sublattices for one bond vector."""
     model, atoms = make_model(basis=TOY_BASIS), bilayer(2, rattle=0.0)
     out = predict(model, atoms)
     cell = np.array(atoms.cell)
-    antisym = {}
+    values = {}
     for (i, j, *R), block in out["H"].items():
         v = atoms.positions[j] - atoms.positions[i] + np.array(R) @ cell
         if abs(np.linalg.norm(v) - 2.46) < 1e-6 and i in (0, 1):  # from the A and the B site of layer 0
             p = block[1:4, 1:4]  # (y, z, x)
-            antisym[(i, *np.round(v, 3))] = p[0, 2] - p[2, 0]
-    a_sites = [val for (sub, *_), val in antisym.items() if sub == 0]
-    b_sites = [val for (sub, *_), val in antisym.items() if sub == 1]
+            unit = v / np.linalg.norm(v)
+            perpendicular = np.array([unit[0], unit[2], -unit[1]])  # (y, z, x) components of z × n
+            values[(i, *np.round(v, 3))] = (p[0, 2] - p[2, 0] if element == "p-p antisymmetric"
+                                            else block[0, 1:4] @ perpendicular)
+    a_sites = [val for (sub, *_), val in values.items() if sub == 0]
+    assert a_sites and len(values) > len(a_sites)
     assert max(map(abs, a_sites)) > 1e-4
-    for (sub, *v), val in antisym.items():
-        if sub == 0 and (1, *v) in antisym:
-            assert antisym[(1, *v)] * val < 0  # not exactly -val: in AB stacking A is a dimer site, B is not
-    assert a_sites and b_sites
+    for (sub, *v), val in values.items():
+        if sub == 0 and (1, *v) in values:
+            assert values[(1, *v)] * val < 0  # not exactly -val: in AB stacking A is a dimer site, B is not
 
 
 def test_an_edge_kind_without_edges_gives_no_blocks():

@@ -15,9 +15,9 @@ Architecture
 - **Hamiltonian blocks** (:mod:`mlepi.readout`). Every block is written in the coupled basis of its two
   orbital shells (Clebsch-Gordan couplings to degree L) with coefficients = invariant weights times equivariant
   features: the bond direction's harmonics Y_L(n), the two atoms' neighbourhood moments M_L (Σ_k over
-  message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and axial couplings of the
-  two (:func:`mlepi.readout.bond_features`) where parity asks for them. The weights come from an MLP of (h_i, h_j, the moments' norms,
-  Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its rotation-invariant part) plus a correction
+  message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and products of the two,
+  [Y_k(n) ⊗ M_K]_L, polar or axial as parity asks (:class:`mlepi.readout.BondFeatures`). The weights come from
+  an MLP of (h_i, h_j, the moments' norms, Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its rotation-invariant part) plus a correction
   from h_i and i's moments; off-site blocks vanish at rc_i + rc_j (envelope). Intra-layer and inter-layer bonds
   have separate off-site heads and separate moments when heterogeneous (hoppings within a layer, gamma0 ~ 3 eV,
   and between layers, gamma1 ~ 0.4 eV, differ in kind, not only in distance).
@@ -58,15 +58,13 @@ from .graph import INTER, INTRA
 from .irreps import L_MAX
 from .provenance import atomic_path
 from .readout import (
-    AXIAL,
     POLAR,
     BondBlock,
+    BondFeatures,
     Coupling,
     Moments,
     OnsiteBlock,
     SphericalHarmonics,
-    bond_channels,
-    bond_features,
     orbital_shells,
 )
 from .torch_io import TorchFileError, read_torch_file
@@ -228,7 +226,7 @@ class HedgeNet(nn.Module):
         self.energy_head = mlp(hidden, hidden, 1)
 
         # Equivariant block readouts (mlepi.readout): blocks of two l_max shells couple to degrees up to 2 l_max;
-        # harmonics and moments go one degree higher, for a three-fold site's octupole (bond_features). Moments
+        # harmonics and moments go one degree higher, for a three-fold site's octupole (BondFeatures). Moments
         # per edge kind; couplings per species pair (off-site, with axial paths) and per species (on-site, polar
         # only; S, polar only: the Slater-Koster form).
         self.harmonics = SphericalHarmonics(min(2 * l_max + 1, L_MAX))
@@ -244,11 +242,12 @@ class HedgeNet(nn.Module):
         self.onsite_couplings = {str(a): Coupling(shells[a], shells[a], self.n_orb, axial=False)
                                  for a in range(n_species)}
         n_node = hidden + n_moments * n_degrees  # h_i and the norms of its moments per degree
+        self.bond_features = BondFeatures(self.harmonics.l_max, {g[:2] for c in bond.values() for g in c.groups},
+                                          n_moments)
         self.H_bond = nn.ModuleDict({
-            k: BondBlock(n_node, 2 * n_moments * n_degrees, hidden, n_rbf, bond,
-                         bond_channels(n_moments, self.harmonics.l_max, 2 * l_max)) for k in self.kinds})
+            k: BondBlock(n_node, 2 * n_moments * n_degrees, hidden, n_rbf, bond, self.bond_features.channels)
+            for k in self.kinds})
         self.H_onsite = OnsiteBlock(n_node, hidden, self.onsite_couplings, n_moments)
-        self.axial_degrees = sorted({L for c in bond.values() for parity, L, _ in c.groups if parity == AXIAL})
         # Overlap: two-centre, so only species embeddings and bond geometry (no message passing).
         n_s = max(4, hidden // 4)
         self.S_species = nn.Embedding(n_species, n_s)
@@ -484,8 +483,7 @@ class HedgeNet(nn.Module):
 
             def kind_blocks(kind, sel=slice(None)):
                 s, d = src[sel], dst[sel]
-                features, invariants = bond_features(sh[sel], moments[s], moments[d], self.harmonics,
-                                                     self.axial_degrees)
+                features, invariants = self.bond_features(sh[sel], moments[s], moments[d], self.harmonics)
                 return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel])
 
             if "shared" in self.H_bond:

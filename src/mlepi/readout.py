@@ -16,11 +16,12 @@ Features and parity
 Under inversion an orbital of degree l changes sign as (−1)^l, so a block of (l_a, l_b) needs features of parity
 (−1)^{l_a + l_b}. *Polar* features of degree L have parity (−1)^L: the bond direction Y_L(n), the neighbourhood
 moments M_i,L of either atom (:class:`Moments`: Σ_k w_c(r_ik, h_k) Y_L(n_ik), the crystal field that the
-invariant atom states lack). *Axial* features of degree L have parity (−1)^{L+1}: the couplings [Y_1(n) ⊗ M_L]_L
-(the bond direction "times" a moment, e.g. n × M_1) and, for L = 1, [Y_K(n) ⊗ M_K]_1 (:func:`bond_features`).
-A path with l_a + l_b + L even takes polar features, one with l_a + l_b + L odd takes axial ones (for example
-the antisymmetric part of a p-p hopping, which needs a direction out of the bond axis). So every block is exactly covariant under all of O(3), rotations and
-reflections, and every component of every block can be reached.
+invariant atom states lack), and products [Y_k(n) ⊗ M_K]_L with k + K + L even. *Axial* features of degree L
+have parity (−1)^{L+1}: products with k + K + L odd, such as [Y_1(n) ⊗ M_1]_1 = n × M_1 (the products in use:
+:func:`product_terms`). A path with l_a + l_b + L even takes polar features, one with l_a + l_b + L odd takes
+axial ones (for example the antisymmetric part of a p-p hopping, which needs a direction out of the bond axis).
+So every block is exactly covariant under all of O(3), rotations and reflections, and every component of every
+block can be reached.
 
 - **S** (two-centre integral) uses the bond direction alone as feature: exactly the Slater-Koster form.
 - **On-site blocks** use the atom's own moments (polar) and a constant for L = 0: the crystal-field expansion to
@@ -121,10 +122,6 @@ class SphericalHarmonics(nn.Module):
         self.register_buffer("segments", torch.as_tensor(
             np.repeat(np.eye(l_max + 1), [2 * L + 1 for L in range(l_max + 1)], axis=0),
             dtype=torch.float64), persistent=False)
-        # Couplings of the axial features (bond_features): C^{1 L L} and C^{L L 1}.
-        for a, b, c in {(1, L, L) for L in range(1, l_max + 1)} | {(L, L, 1) for L in range(1, l_max + 1)}:
-            self.register_buffer(f"cg_{a}_{b}_{c}", torch.as_tensor(irreps.clebsch_gordan(a, b, c),
-                                                                    dtype=torch.float64), persistent=False)
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
         powers = torch.stack([unit**k for k in range(self.l_max + 1)], dim=1)  # [E, l_max + 1, 3]
@@ -192,7 +189,7 @@ class _PairHeads(nn.Module):
 
 class BondBlock(nn.Module):
     """Raw off-site blocks g(i, j, r) ``[E, n, n]``: weights α from (atom features of i and j, radial basis,
-    invariants of the edge) through one MLP, features of :func:`bond_features`, coupled per species pair."""
+    invariants of the edge) through one MLP, features of :class:`BondFeatures`, coupled per species pair."""
 
     def __init__(self, n_node: int, n_invariants: int, hidden: int, n_rbf: int, couplings: dict, channels: dict):
         super().__init__()
@@ -234,36 +231,67 @@ class OnsiteBlock(nn.Module):
         return self.heads(self.mlp(node), features, species).view(-1, n, n)
 
 
-def bond_features(harmonics: torch.Tensor, m_src: torch.Tensor, m_dst: torch.Tensor, sh: SphericalHarmonics,
-                  axial_degrees) -> tuple[dict, torch.Tensor]:
-    """Equivariant features and edge invariants of bonds with directions' harmonics ``harmonics`` [E, (L+1)²] and
-    the two atoms' moments ``m_src``, ``m_dst`` [E, C, (L+1)²].
+OCTUPOLE = 3  # the lowest moment of a three-fold site that is not zero by symmetry (in-plane part)
 
-    Returns ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (L+1)]) with channels as
-    :func:`bond_channels`: polar = (Y(n), M_src, M_dst); axial, for L in ``axial_degrees``, = [Y_1(n) ⊗ M_L]_L of
-    both atoms, and for L = 1 also [Y_K(n) ⊗ M_K]_1 for every K >= 2. The latter carry what a three-fold site
-    has: its dipole vanishes, its octupole M_3 does not and changes sign between graphene's sublattices, so
-    [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a second-neighbour bond, whose p-p block
-    has an antisymmetric part of ±0.26 eV in the bilayer's DFT data. Invariants = Y_L(n) · M_L per channel.
+
+def product_terms(l_max: int, degrees: int) -> dict:
+    """The products [Y_k(n) ⊗ M_K]_L of :class:`BondFeatures`, ``{(parity, L): [(k, K), ...]}`` for L <= ``degrees``
+    with harmonics and moments up to ``l_max``; parity (−1)^(k+K+L) even is polar.
+
+    - axial L: [Y_1 ⊗ M_L]_L, and for L = 1 also [Y_K ⊗ M_K]_1 for K = 2..l_max;
+    - polar L: [Y_k ⊗ M_3]_L, every k the triangle and parity allow: a three-fold site's dipole and in-plane
+      quadrupole vanish, its octupole does not and flips sign between graphene's sublattices, so these carry
+      sublattice-odd, inversion-even directions (e.g. the s-p_y element of a second-neighbour bond along a
+      zigzag direction, ±0.13 eV in DFT, zero in the Slater-Koster form).
     """
-    moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (L+1)²]
-    polar = torch.cat([harmonics.unsqueeze(1), moments], dim=1)
-    features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(sh.l_max + 1)}
-
-    def coupled(k, L, out):  # [Y_k(n) ⊗ M_L]_out for both atoms' moments, [E, 2C, 2 out + 1]
-        cg = getattr(sh, f"cg_{k}_{L}_{out}").to(harmonics.dtype)
-        turn = torch.einsum("ea,abm->ebm", harmonics[:, k * k:(k + 1) ** 2], cg)  # [E, 2L+1, 2 out+1]
-        return torch.bmm(moments[:, :, L * L:(L + 1) ** 2], turn)
-
-    for L in axial_degrees:
-        features[(AXIAL, L)] = (torch.cat([coupled(k, k, 1) for k in range(1, sh.l_max + 1)], dim=1) if L == 1
-                                else coupled(1, L, L))
-    invariants = sh.per_degree(moments * harmonics.unsqueeze(1)).flatten(1)
-    return features, invariants
+    terms = {}
+    for L in range(1, degrees + 1):
+        axial = [(1, L)] + ([(K, K) for K in range(2, l_max + 1)] if L == 1 else [])
+        terms[(AXIAL, L)] = [(k, K) for k, K in axial if K <= l_max]
+    for L in range(degrees + 1):
+        terms[(POLAR, L)] = [(k, OCTUPOLE) for k in range(1, l_max + 1)
+                             if OCTUPOLE <= l_max and abs(k - OCTUPOLE) <= L <= k + OCTUPOLE
+                             and (k + OCTUPOLE + L) % 2 == 0]
+    return terms
 
 
-def bond_channels(moment_channels: int, l_max: int, degrees: int) -> dict:
-    """Channels of :func:`bond_features` per (parity, L) for L <= ``degrees``, harmonics up to ``l_max``."""
-    channels = {(POLAR, L): 1 + 2 * moment_channels for L in range(degrees + 1)}
-    channels.update({(AXIAL, L): 2 * moment_channels * (l_max if L == 1 else 1) for L in range(1, degrees + 1)})
-    return channels
+class BondFeatures(nn.Module):
+    """Equivariant features and invariants of bonds (see the module docstring), ``channels`` per (parity, L).
+
+    Inputs: the bond directions' harmonics [E, (l_max+1)²] and the two atoms' moments [E, C, (l_max+1)²]. Output
+    ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n), M_src,L, M_dst,L, then
+    the products of :func:`product_terms` for both atoms), axial = those products only; invariants = Y_L(n) · M_L
+    per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a
+    second-neighbour bond, whose p-p block has an antisymmetric part of ±0.26 eV in the bilayer's DFT data.
+    """
+
+    def __init__(self, l_max: int, needed, moment_channels: int):
+        """``needed``: the (parity, L) the coupling groups use; features for others are not computed."""
+        super().__init__()
+        needed = set(needed)
+        degrees = max(L for _, L in needed)
+        self.terms = {key: t for key, t in product_terms(l_max, degrees).items() if key in needed}
+        self.channels = {key: 2 * moment_channels * len(t) + (1 + 2 * moment_channels) * (key[0] == POLAR)
+                         for key, t in self.terms.items()}
+        for k, K, L in {(k, K, L) for (_, L), t in self.terms.items() for k, K in t}:
+            self.register_buffer(f"cg_{k}_{K}_{L}", torch.as_tensor(irreps.clebsch_gordan(k, K, L),
+                                                                    dtype=torch.float64), persistent=False)
+
+    def forward(self, harmonics, m_src, m_dst, sh: SphericalHarmonics) -> tuple[dict, torch.Tensor]:
+        moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (l_max+1)²]
+
+        def coupled(k, K, L):  # [Y_k(n) ⊗ M_K]_L for both atoms' moments, [E, 2C, 2L+1]
+            cg = getattr(self, f"cg_{k}_{K}_{L}").to(harmonics.dtype)
+            turn = torch.einsum("ea,abm->ebm", harmonics[:, k * k:(k + 1) ** 2], cg)  # [E, 2K+1, 2L+1]
+            return torch.bmm(moments[:, :, K * K:(K + 1) ** 2], turn)
+
+        features = {}
+        for (parity, L), terms in self.terms.items():
+            parts = [coupled(k, K, L) for k, K in terms]
+            if parity == POLAR:
+                sl = slice(L * L, (L + 1) ** 2)
+                parts = [harmonics[:, None, sl], moments[:, :, sl], *parts]
+            if parts:
+                features[(parity, L)] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        invariants = sh.per_degree(moments * harmonics.unsqueeze(1)).flatten(1)
+        return features, invariants
