@@ -178,3 +178,37 @@ def test_checkpoint_fingerprint_sees_the_data_not_only_its_names():
     assert content_hash(frames) == content_hash(same)
     same[1].forces[3, 2] = 1e-9
     assert content_hash(frames) != content_hash(same)
+
+
+@pytest.mark.parametrize("heterogeneous", [True, False])
+def test_decay_fit_recovers_an_exponential_fall_of_the_blocks_with_distance(heterogeneous):
+    """Off-site blocks whose RMS is A exp(-r / λ) (intra) and B exp(-r / μ) (inter): the fitted log-polynomial is
+    that straight line per edge kind (one line over both with one edge type), on the range of the data, and the
+    model's decay times H_scale gives the RMS back at any length of that range."""
+    from hedgenet_synthetic import synthetic_frames
+
+    from mlepi.graph import frame_to_data
+
+    model = HedgeNet.from_config({**TINY["model"], "heterogeneous": heterogeneous}, TOY_BASIS)
+    graphs, lengths = [], []
+    for frame in synthetic_frames(3, rattle=0.1):
+        g = frame_to_data(frame, TOY_BASIS, 3.0, 3.8)
+        i, j = g.block_edge_index
+        r = (g.pos[j] - g.pos[i] + g.block_cell_shift.double() @ g.cell[0]).norm(dim=1)
+        inter = g.layer[i] != g.layer[j]
+        law = torch.where(inter & heterogeneous, 0.3 * torch.exp(-r / 0.7), 2.0 * torch.exp(-r / 0.5))
+        g.H = law.view(-1, 1, 1) * model.block_mask(g.numbers, g.block_edge_index)  # every element: RMS = law
+        graphs.append(g)
+        lengths.append(r[(i != j) | (g.block_cell_shift != 0).any(dim=1)])
+    h_scale = 0.1
+    coef, span = train.decay_fit(graphs, model, h_scale)
+    lines = [(2.0, 0.5), (0.3, 0.7)] if heterogeneous else [(2.0, 0.5)]
+    for k, (amplitude, length) in enumerate(lines):
+        np.testing.assert_allclose(coef[k], [0, 0, -1 / length, np.log(amplitude / h_scale)], atol=1e-8)
+    r = torch.cat(lengths)
+    assert span[:, 0].min() == pytest.approx(float(r.min())) and span[:, 1].max() == pytest.approx(float(r.max()))
+    model.set_standardisation({"H_scale": h_scale, "H_decay": coef, "H_decay_range": span})
+    x = torch.tensor([2.0, 2.5], dtype=torch.float64)
+    same = torch.tensor([True, True])
+    np.testing.assert_allclose((h_scale * model.decay(x, same)).numpy(), 2.0 * np.exp(-x.numpy() / 0.5),
+                               rtol=1e-6)  # float32 buffers

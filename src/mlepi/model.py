@@ -17,10 +17,11 @@ Architecture
   features: the bond direction's harmonics Y_L(n), the two atoms' neighbourhood moments M_L (Σ_k over
   message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and products of the two,
   [Y_k(n) ⊗ M_K]_L, polar or axial as parity asks (:class:`mlepi.readout.BondFeatures`). The weights come from
-  an MLP of (h_i, h_j, the moments' norms, Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its rotation-invariant part) plus a correction
-  from h_i and i's moments; off-site blocks vanish at rc_i + rc_j (envelope). Intra-layer and inter-layer bonds
-  have separate off-site heads and separate moments when heterogeneous (hoppings within a layer, gamma0 ~ 3 eV,
-  and between layers, gamma1 ~ 0.4 eV, differ in kind, not only in distance).
+  an MLP of (h_i, h_j, the moments' norms, Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its
+  rotation-invariant part) plus a correction from h_i and i's moments; off-site blocks vanish at rc_i + rc_j
+  (envelope). Intra-layer and inter-layer bonds have separate off-site heads and separate moments when
+  heterogeneous (hoppings within a layer, gamma0 ~ 3 eV, and between layers, gamma1 ~ 0.4 eV, differ in kind,
+  not only in distance).
 - **Overlap.** S is exactly a two-centre integral: S_ij(R) depends only on the two species and the bond
   vector, not on the environment or the density. HedgeNet therefore predicts S from (species pair, bond length,
   bond direction) alone, with no message passing: the Slater-Koster form, exact in the coupled basis. On-site S
@@ -70,7 +71,8 @@ from .readout import (
 from .torch_io import TorchFileError, read_torch_file
 
 MODEL_SCHEMA = "mlepi.hedgenet"
-MODEL_SCHEMA_VERSION = 2  # 2: O(3)-equivariant block readout (mlepi.readout)
+MODEL_SCHEMA_VERSION = 3  # 2: O(3)-equivariant block readout (mlepi.readout); 3: polar octupole products, H decay
+DECAY_DEGREE = 3  # polynomial degree in r of log |H| of off-site blocks (HedgeNet.H_decay)
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
@@ -262,6 +264,10 @@ class HedgeNet(nn.Module):
         self.register_buffer("avg_neighbors", torch.ones(3))  # intra, inter, all
         self.register_buffer("H_onsite_mean", torch.zeros(n_species, self.n_orb, self.n_orb))  # eV
         self.register_buffer("H_scale", torch.tensor(1.0))  # eV
+        # Off-site H scale per edge kind: H_scale * exp(p_k(r)), p_k a polynomial fitted to log of the training
+        # blocks' RMS against bond length over [r_lo, r_hi] (zero until set_standardisation: scale H_scale).
+        self.register_buffer("H_decay", torch.zeros(len(self.kinds), DECAY_DEGREE + 1))  # highest power first
+        self.register_buffer("H_decay_range", torch.tensor([[0.0, 1e3]] * len(self.kinds)))  # Angstrom
         # On-site S is the overlap of an atom's own orbitals: a per-species constant, taken from the data.
         self.register_buffer("S_onsite", torch.eye(self.n_orb).repeat(n_species, 1, 1) * self._species_mask())
         self.register_buffer("S_scale", torch.tensor(0.1))
@@ -303,8 +309,8 @@ class HedgeNet(nn.Module):
         covariance; the moments of the on-site readout carry the anisotropy instead.
         """
         with torch.no_grad():
-            for key in ("energy_shift", "energy_scale", "avg_neighbors", "H_onsite_mean", "H_scale",
-                        "S_onsite", "S_scale"):
+            for key in ("energy_shift", "energy_scale", "avg_neighbors", "H_onsite_mean", "H_scale", "H_decay",
+                        "H_decay_range", "S_onsite", "S_scale"):
                 if key in stats:
                     value = np.asarray(stats[key], dtype=float)
                     if key in ("H_onsite_mean", "S_onsite"):
@@ -313,6 +319,20 @@ class HedgeNet(nn.Module):
                     getattr(self, key).copy_(torch.as_tensor(value))
 
     # ----------------------------------------------------------------------------------------------- helpers
+    def decay(self, r: torch.Tensor, same_layer: torch.Tensor) -> torch.Tensor:
+        """exp(p_k(r)) of off-site bonds of length ``r`` (Å), k their edge kind (``same_layer``: intra): how the
+        training blocks' magnitude falls with distance. Without it the readout's output is of one scale at every
+        length, and its errors on the many long bonds where DFT is ~0 (1e-5 eV) add up in H(k): 5-9 meV per
+        element beyond 5 Å in the bilayer, 10 % of the static v_F (benchmarks/NOTES.md §17)."""
+        k = torch.zeros_like(same_layer, dtype=torch.long) if self.kinds == ("shared",) else (~same_layer).long()
+        lo, hi = self.H_decay_range[k].to(r.dtype).unbind(1)
+        x = torch.minimum(torch.maximum(r, lo), hi)  # the fit holds where there were data
+        coef = self.H_decay[k].to(r.dtype)
+        p = coef[:, 0]
+        for c in range(1, coef.shape[1]):
+            p = p * x + coef[:, c]
+        return torch.exp(p)
+
     def _species_mask(self) -> torch.Tensor:
         n = self.n_orb_of_species  # [n_species]
         rows = torch.arange(self.n_orb)
@@ -451,7 +471,7 @@ class HedgeNet(nn.Module):
 
         def assemble(atom_blocks, bond, scale):
             """On-site: ``atom_blocks[i]``. Off-site: the pair form 1/2 [g(i, j, r) + g(j, i, -r)^T], Hermitian
-            by construction, times ``scale`` and the envelope; ``bond(idx, reverse)`` is g on off-site edges
+            by construction, times ``scale`` [B_off] and the envelope; ``bond(idx, reverse)`` is g on off-site edges
             ``idx``. The reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
             of docs/data.md), otherwise it is evaluated directly."""
             blocks = bvec.new_empty(block_index.shape[1], n, n)  # every block is written below: on- or off-site
@@ -459,7 +479,7 @@ class HedgeNet(nn.Module):
             for sel in chunks:
                 g = bond(sel, False)  # [C, n, n]; with reverse edges: e, rev(e), e', rev(e'), ...
                 g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape) if rev is not None else bond(sel, True)
-                blocks.index_put_((off[sel],), scale * benv[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+                blocks.index_put_((off[sel],), (scale * benv)[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
             return blocks
 
         # Neighbourhood moments of every atom, per edge kind, over the message-passing edges.
@@ -495,7 +515,7 @@ class HedgeNet(nn.Module):
                 g.index_put_((sel,), kind_blocks(kind, sel))
             return g
 
-        out = {"H": assemble(H_atom, H_bond, self.H_scale)}
+        out = {"H": assemble(H_atom, H_bond, self.H_scale * self.decay(br, same_layer))}
         if overlap:
             s_proj = self.S_bond.project(self.S_species(species))  # species embeddings, [n_atoms, n_s] -> hidden
 
@@ -505,5 +525,5 @@ class HedgeNet(nn.Module):
                 return self.S_bond(s_proj, src, dst, radial, None, features, codes)
 
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]
-            out["S"] = assemble(S_atom, S_bond, self.S_scale)
+            out["S"] = assemble(S_atom, S_bond, self.S_scale.expand_as(br))
         return out

@@ -224,7 +224,41 @@ def statistics(graphs, model: HedgeNet, targets) -> tuple[dict, dict]:
         stats[f"{key}_onsite_mean" if key == "H" else "S_onsite"] = mean
         stats[f"{key}_scale"] = max(math.sqrt(off_sq / max(off_n, 1)), 1e-6)
         scales[key] = max(math.sqrt(res_sq / max(res_n, 1)), 1e-6)
+    if "H" in targets:
+        stats["H_decay"], stats["H_decay_range"] = decay_fit(graphs, model, stats["H_scale"])
     return stats, scales
+
+
+DECAY_FLOOR_EV = 1e-5  # block RMS below this counts as this (log of DFT's ~0 beyond the orbitals' reach)
+
+
+def decay_fit(graphs, model: HedgeNet, h_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per edge kind of ``model``: coefficients (highest power first) of a polynomial of degree
+    ``model.DECAY_DEGREE`` (lower with fewer distinct lengths) fitted by least squares to log(RMS / h_scale) of
+    the off-site H blocks against bond length, and the range of lengths it was fitted on (Å). A kind without
+    blocks keeps zeros (scale h_scale everywhere)."""
+    from .model import DECAY_DEGREE
+
+    lengths, logs, kind_of = [], [], []
+    for g in graphs:
+        off = ~_onsite(g)
+        i, j = g.block_edge_index[:, off]
+        vec = (g.pos[j] - g.pos[i]).double() + g.block_cell_shift[off].double() @ g.cell[0].double()
+        mask = model.block_mask(g.numbers, g.block_edge_index)[off]
+        rms = (g.H[off].double().pow(2) * mask).sum((1, 2)).div(mask.sum((1, 2))).sqrt()
+        lengths.append(vec.norm(dim=1).numpy())
+        logs.append(np.log(np.maximum(rms.numpy(), DECAY_FLOOR_EV) / h_scale))
+        kind_of.append((g.layer[i] != g.layer[j]).numpy() if model.kinds != ("shared",) else np.zeros(len(i), bool))
+    r, y, inter = (np.concatenate(a) for a in (lengths, logs, kind_of))
+    coef, span = np.zeros((len(model.kinds), DECAY_DEGREE + 1)), np.tile([0.0, 1e3], (len(model.kinds), 1))
+    for k in range(len(model.kinds)):
+        sel = inter == bool(k)
+        degree = min(DECAY_DEGREE, len(np.unique(np.round(r[sel], 3))) - 1)
+        if degree < 0:
+            continue
+        coef[k, DECAY_DEGREE - degree:] = np.polyfit(r[sel], y[sel], degree)
+        span[k] = r[sel].min(), r[sel].max()
+    return coef, span
 
 
 def _uses_all_parameters(model: HedgeNet, graphs, targets) -> bool:
