@@ -12,11 +12,14 @@ sys.path.insert(0, str(ROOT / "src"))
 from mlepi import config  # noqa: E402
 
 
-def arguments(doc: str, argv=None) -> tuple[argparse.Namespace, dict, Path]:
-    """Parse ``--configfile`` and ``--out-dir``; return them, the loaded config and ``results/<system>``."""
+def arguments(doc: str, argv=None, add=None) -> tuple[argparse.Namespace, dict, Path]:
+    """Parse ``--configfile`` and ``--out-dir`` (and what ``add(parser)`` adds); return them, the loaded config
+    and ``results/<system>``."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configfile", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    if add is not None:
+        add(parser)
     args = parser.parse_args(argv)
     try:
         cfg = config.load(args.configfile)

@@ -18,7 +18,7 @@ from hedgenet_synthetic import TOY_BASIS, TOY_DFT, write_dataset
 from workflow_helpers import ROOT, snakemake
 
 from mlepi import cli, config, displace
-from mlepi.frames import FramesFile
+from mlepi.frames import FramesFile, write_frames
 from mlepi.model import HedgeNet
 from mlepi.structure_io import write_structure
 
@@ -313,4 +313,16 @@ def test_inspect_names_the_damaged_file(good, tmp_path):
 def test_dft_index_outside_the_structure_file_is_refused(good, tmp_path):
     status, err = run_cli(["dft", good["supercell"], "--index", "3", "--out", tmp_path / "out" / "f.h5"])
     assert status == 2 and str(good["supercell"]) in err and "no index 3" in err, err
+    assert files_under(tmp_path / "out") == []
+
+
+def test_accuracy_refuses_test_frames_from_other_dft_settings(good, tmp_path):
+    """Errors on test frames computed with another basis or other DFT settings would compare unlike things."""
+    other = tmp_path / "other.h5"
+    frames = FramesFile(good["frames"])
+    write_frames(other, [frames[frames.names[0]]], basis=frames.basis, source="dft",
+                 parameters={**TOY_DFT, "xc": "LDA"}, provenance={"config_hash": "synthetic"})
+    status, err = run_cli(["accuracy", good["model"], good["frames"], "--test-frames", other,
+                           "--out", tmp_path / "out" / "accuracy.json"])
+    assert status == 2 and str(other) in err and "DFT parameters" in err, err
     assert files_under(tmp_path / "out") == []

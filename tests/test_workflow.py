@@ -199,16 +199,36 @@ def test_dft_dataset_exports_to_deeph_in_deeph_orbital_order(workflow_run, tmp_p
 @pytest.mark.slow
 def test_accuracy_benchmark_reports_held_out_errors(workflow_run, tmp_path):
     """`mlepi accuracy` on the tiny run: the issue's keys, H errors the same as the parity stage's (one
-    evaluation of the held-out frames), eigenvalue errors from GPAW's S on both sides, learning curves."""
+    evaluation of the held-out frames), eigenvalue errors from GPAW's S on both sides, learning curves. Test
+    frames: the validation frames' own DFT files give the validation errors again (the same frames by another
+    route), and the band analysis' DFT cross-check samples give errors of their own."""
     workdir, cfg = workflow_run
     out = workdir / "results" / cfg["system"]["name"]
-    subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy", str(out / "train" / "model.pt"),
-                    str(out / "dataset" / "dataset.h5"), "--phonons-ml", str(out / "phonons_ml" / "summary.json"),
-                    "--out", str(tmp_path / "accuracy.json")], check=True, timeout=600)
-    result = json.loads((tmp_path / "accuracy.json").read_text())
     parity = json.loads((out / "parity" / "parity.json").read_text())
+
+    def accuracy(name, *test_frames):
+        subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy", str(out / "train" / "model.pt"),
+                        str(out / "dataset" / "dataset.h5"), "--phonons-ml",
+                        str(out / "phonons_ml" / "summary.json"), "--test-frames", *map(str, test_frames),
+                        "--primitive", str(out / "structure" / "primitive.extxyz"),
+                        "--params", json.dumps({"bands": cfg["bands"]}), "--out", str(tmp_path / name)],
+                       check=True, timeout=600)
+        return json.loads((tmp_path / name).read_text())
+
+    result = accuracy("accuracy.json", *(out / "dft" / f"{name}.h5" for name in parity["validation_frames"]))
     for key in ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV", "force_mae_meV_per_A", "h_rotation_mae_meV"):
         assert result[key] == pytest.approx(parity[key], rel=1e-6), key
+    for key in ("h_mae_meV", "h_max_err_intra_meV", "h_max_err_inter_meV", "force_mae_meV_per_A", "eig_mae_meV"):
+        assert result["test"][key] == pytest.approx(result[key], rel=1e-6), key
+    # The static lattice by another route: the renormalization stage reads the inferred pristine frame (GPAW's
+    # exact S computed again) where accuracy takes the DFT frame's S.
+    static = json.loads((out / "renormalization" / "renormalization.json").read_text())["static"]
+    assert result["vf_static_dft_1e6_m_s"] == pytest.approx(static["dft"]["vf_1e6_m_s"], rel=1e-9)
+    assert result["vf_static_ml_1e6_m_s"] == pytest.approx(static["ml"]["vf_1e6_m_s"], rel=1e-4)
+    check = sorted((out / "dft").glob("check_*.h5"))
+    test = accuracy("check.json", *check)["test"]
+    assert test["frames"] == [p.stem for p in check] and check
+    assert test["force_mae_meV_per_A"] > 0 and test["h_mae_inter_meV"] > 0
     assert result["eig_mae_meV"] > 0  # at the points of the supercell that have states within 1 eV of E_F
     assert 0 <= result["phonon_freq_mean_rel_err"] <= result["phonon_freq_max_rel_err"]
     assert result["data"]["validation_frames"] == parity["validation_frames"]

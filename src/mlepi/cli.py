@@ -27,6 +27,7 @@ STAGE_SECTIONS = {
     "renormalization": ["bands"],
     "supercell_bands": ["thermal", "bands"],
     "performance": ["performance"],
+    "accuracy": ["bands"],
 }
 
 
@@ -197,12 +198,24 @@ def cmd_accuracy(args):
     from . import accuracy
 
     r = accuracy.run(args.model, args.dataset, args.out, ablation_path=args.ablation,
-                     phonons_ml_path=args.phonons_ml)
-    print(f"held out: H {r['h_mae_meV']:.2f} meV (intra {r['h_mae_intra_meV']:.2f}, inter "
-          f"{r['h_mae_inter_meV']:.2f}), forces {r['force_mae_meV_per_A']:.2f} meV/A, eigenvalues "
-          f"{r['eig_mae_meV']:.1f} meV ({r['eig_mae_aligned_meV']:.1f} aligned)" + (f"; one edge type: H {r['ablation_h_mae_meV']:.2f} meV, forces "
-                                           f"{r['ablation_force_mae_meV_per_A']:.2f} meV/A" if args.ablation else "")
-          + f" -> {args.out}")
+                     phonons_ml_path=args.phonons_ml, test_paths=args.test_frames, primitive=args.primitive,
+                     bands_cfg=_stage_config(args, "accuracy")["bands"])
+
+    def errors(e):
+        return (f"H {e['h_mae_meV']:.2f} meV (intra {e['h_mae_intra_meV']:.2f}, inter {e['h_mae_inter_meV']:.2f}), "
+                f"forces {e['force_mae_meV_per_A']:.2f} meV/A, eigenvalues {e['eig_mae_meV']:.1f} meV "
+                f"({e['eig_mae_aligned_meV']:.1f} aligned)")
+
+    print(f"held out: {errors(r)}")
+    if args.primitive:
+        print(f"static lattice: v_F {r['vf_static_ml_1e6_m_s']:.4f} (HedgeNet) against {r['vf_static_dft_1e6_m_s']:.4f}"
+              f" (DFT) 1e6 m/s, {100 * r['vf_static_rel_err']:+.2f} %")
+    if args.ablation:
+        print(f"one edge type: H {r['ablation_h_mae_meV']:.2f} meV, "
+              f"forces {r['ablation_force_mae_meV_per_A']:.2f} meV/A")
+    if args.test_frames:
+        print(f"test frames ({len(r['test']['frames'])}): {errors(r['test'])}")
+    print(f"-> {args.out}")
 
 
 def cmd_export_deeph(args):
@@ -388,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="the dataset it was trained on (.h5)")
     p.add_argument("--ablation", help="model.pt of the same training with model.heterogeneous: false")
     p.add_argument("--phonons-ml", help="summary.json of the phonons_ml stage")
+    p.add_argument("--test-frames", nargs="+", default=(), metavar="H5",
+                   help="DFT frames files never trained on (e.g. results/<system>/dft/check_*.h5): the same "
+                        "errors on their frames, under 'test'")
+    p.add_argument("--primitive", help="primitive cell (.extxyz): also the static-lattice v_F of the dataset's "
+                                       "'pristine' frame, HedgeNet against DFT (band analysis of the config's "
+                                       "bands section)")
+    _add_config(p)
     p.add_argument("--out", required=True, help="results (.json); the learning curves go beside it (.png)")
     p.set_defaults(func=cmd_accuracy)
 

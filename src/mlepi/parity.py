@@ -95,16 +95,20 @@ def rotation_covariance(model, atoms_list, predicted: list[Frame], basis: dict, 
             "force_rotation_mae_meV_per_A": 1e3 * float(np.mean(f_err)), "rotation_seed": seed}
 
 
-def held_out_errors(model, dataset: FramesFile, model_path="model") -> tuple[dict, list, list, tuple]:
-    """HedgeNet on the validation frames the model was never trained on: the error summary (forces, H overall,
-    intra- and inter-layer), the DFT and predicted frames, and the parity arrays (forces DFT/model, H DFT/model,
-    inter-layer flag). The predicted frames carry the model's own S (S is not compared)."""
+def held_out_errors(model, dataset: FramesFile, model_path="model", frames=None) -> tuple[dict, list, list, tuple]:
+    """HedgeNet on the validation frames the model was never trained on (or on ``frames``, DFT frames of a test
+    set in ``dataset``'s basis): the error summary (forces, H overall, intra- and inter-layer), the DFT and
+    predicted frames, and the parity arrays (forces DFT/model, H DFT/model, inter-layer flag). The predicted
+    frames carry the model's own S (S is not compared)."""
     from .infer import predict_frames
 
-    names = model.metadata.get("validation_frames") or []
-    if not names:
-        raise FramesFileError(f"{model_path}: the model has no validation frames (train.val_fraction = 0?)")
-    dft_frames = [dataset[name] for name in names]
+    if frames is None:
+        names = model.metadata.get("validation_frames") or []
+        if not names:
+            raise FramesFileError(f"{model_path}: the model has no validation frames (train.val_fraction = 0?)")
+        dft_frames = [dataset[name] for name in names]
+    else:
+        dft_frames, names = list(frames), [f.name for f in frames]
     atoms_list = [f.to_atoms() for f in dft_frames]
     predicted = predict_frames(model, atoms_list, names, fermi_level=False, overlap="model")
     forces_ref = np.concatenate([f.forces.ravel() for f in dft_frames])
