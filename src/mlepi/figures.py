@@ -278,6 +278,42 @@ def plot_learning_curves(curves: Mapping[str, Sequence[dict]], path) -> None:
     _save(fig, path)
 
 
+def plot_data_scaling(document: dict, path) -> None:
+    """Held-out errors on the test frames against the number of training frames (``learning_curve.json`` of
+    ``benchmarks/learning_curve.py``), log-log, with the fitted power laws extended to their goals (dashed), and
+    the static-lattice v_F of each model against DFT's."""
+    fig = Figure(figsize=(11.5, 3.4), layout="constrained")
+    rows, fits = document["rows"], document["fits"]
+    n = np.array([r["n_train"] for r in rows], float)
+    n_fit = np.array(document.get("fitted_n_train", n), float)
+    panels = ((("h_mae_meV", "all"), ("h_mae_intra_meV", "intra-layer"), ("h_mae_inter_meV", "inter-layer")),
+              (("eig_mae_aligned_meV", "aligned"), ("eig_mae_meV", "raw")))
+    labels = ("test H MAE (meV)", "test eigenvalue MAE near $E_F$ (meV)")
+    axes = fig.subplots(1, 3)
+    for ax, keys, label in zip(axes, panels, labels):
+        for k, (key, name) in enumerate(keys):
+            ax.loglog(n, [r["test"][key] for r in rows], "o-", color=f"C{k}", label=name)
+            fit = fits.get(key)
+            if fit:
+                reach = fit["frames_for_goal"] or n_fit.max()
+                x = np.geomspace(n_fit.min(), max(n_fit.max(), min(reach, 1e4)), 50)
+                ax.loglog(x, fit["prefactor"] * x ** -fit["exponent"], "--", color=f"C{k}", lw=0.8)
+                ax.axhline(fit["goal"], color="k", lw=0.6, ls=":")
+        ax.set_xlabel("DFT training frames")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    axes[2].semilogx(n, [100 * r["vf_static_rel_err"] for r in rows], "o-", color="C0")
+    goal = 100 * fits["vf_static_abs_rel_err"]["goal"]
+    for sign in (-1, 1):
+        axes[2].axhline(sign * goal, color="k", lw=0.6, ls=":")
+    axes[2].axhline(0, color="k", lw=0.6)
+    axes[2].xaxis.set_major_formatter(ScalarFormatter())
+    axes[2].xaxis.set_minor_formatter(ScalarFormatter())
+    axes[2].set_xlabel("DFT training frames")
+    axes[2].set_ylabel(r"static-lattice $v_F$, HedgeNet vs DFT (%)")
+    _save(fig, path)
+
+
 def plot_vf_orders(document: dict, path) -> None:
     """v_F(T) from the full and the linearized H (bootstrap errors), the special displacement, and the static
     lattice of HedgeNet and DFT (``renormalization.json`` of :mod:`mlepi.renormalization`)."""
