@@ -8,7 +8,8 @@ workflow's with ``thermal.train_samples`` = k per temperature (``--samples``, de
 finite differences and k Monte Carlo samples per temperature. The sampler's streams make a larger k a superset
 of a smaller one (checked here), so this is the workflow's own data axis. The extra GPAW frames run here, two
 at a time with one thread each, into ``benchmarks/results/learning_curve/`` (ignored); a finished frame,
-training or evaluation is not redone. The k of the default run reuses its dataset and model.
+training or evaluation is not redone (delete its folder to redo it, e.g. ``k2`` after a new default run).
+The k of the default run reuses its dataset and model.
 
 Every set trains with the default config (same model, epochs, seed, validation fraction). Every model is
 evaluated by ``mlepi accuracy --test-frames`` on the band analysis' DFT cross-check samples
@@ -34,17 +35,18 @@ from default_run import arguments, require
 from mlepi import provenance
 from mlepi.accuracy import data_scaling
 from mlepi.figures import plot_data_scaling
+from mlepi.renormalization import STATIC_TOLERANCE  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice
 
 MLEPI = str(Path(sys.executable).parent / "mlepi")
 GOALS = {"h_mae_meV": 1.0, "h_mae_intra_meV": 1.0, "h_mae_inter_meV": 1.0, "eig_mae_aligned_meV": 5.0,
          "eig_mae_meV": 5.0, "force_mae_meV_per_A": 10.0}
-VF_GOAL = 0.01  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice (mlepi.renormalization.STATIC_TOLERANCE)
 
 
 def mlepi(*args, log: Path) -> None:
     """One mlepi stage, its output to ``log``; stops the benchmark if it fails."""
     with open(log, "w") as out:
-        status = subprocess.run([MLEPI, *map(str, args)], stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        status = subprocess.run([MLEPI, *map(str, args)], stdout=out, stderr=subprocess.STDOUT,
+                                check=False).returncode
     if status:
         raise SystemExit(f"mlepi {args[0]} failed (exit {status}); see {log}")
 
@@ -149,14 +151,15 @@ def main(argv=None) -> int:
     fitted = [r for r in rows if r["train_samples_per_T"] > 0]
     n_train = [r["n_train"] for r in fitted]
     fits = {key: data_scaling(n_train, [r["test"][key] for r in fitted], goal) for key, goal in GOALS.items()}
-    fits["vf_static_abs_rel_err"] = data_scaling(n_train, [abs(r["vf_static_rel_err"]) for r in fitted], VF_GOAL)
+    fits["vf_static_abs_rel_err"] = data_scaling(n_train, [abs(r["vf_static_rel_err"]) for r in fitted],
+                                                   STATIC_TOLERANCE)
     document = {"rows": rows, "fits": fits, "fitted_n_train": n_train, "test_frames": [p.stem for p in checks],
                 "config": str(args.configfile), "provenance": provenance.record(None)}
     provenance.write_json(args.out_dir / "learning_curve.json", document)
     plot_data_scaling(document, args.out_dir / "learning_curve.png")
     for key, fit in fits.items():
         reach = f"{fit['frames_for_goal']:.0f} frames" if fit["frames_for_goal"] else "not with more frames"
-        print(f"{key}: ∝ n^-{fit['exponent']:.2f}, goal {fit['goal']:g}: {reach}")
+        print(f"{key}: exponent {fit['exponent']:.2f} (err ∝ n^-exponent), goal {fit['goal']:g}: {reach}")
     return 0
 
 

@@ -67,7 +67,7 @@ ERROR_KEYS = ("h_mae_meV", "h_mae_intra_meV", "h_mae_inter_meV", "h_max_err_intr
               "eig_mae_aligned_meV_by_point")
 
 
-def test_frames(paths, dataset: FramesFile) -> list:
+def read_test_frames(paths, dataset: FramesFile) -> list:
     """Every frame of the frames files ``paths`` (e.g. the DFT cross-check samples of the band analysis), checked
     to be in the dataset's basis and DFT parameters, so that errors on them compare like with like."""
     frames = []
@@ -116,7 +116,7 @@ def run(model_path, dataset_path, out_path, *, ablation_path=None, phonons_ml_pa
     from .figures import plot_learning_curves
 
     dataset = FramesFile(dataset_path)
-    tests = test_frames(test_paths, dataset)  # refused before any work
+    tests = read_test_frames(test_paths, dataset)  # refused before any work
     main = evaluate(model_path, dataset)
     result = {key: main[key] for key in (*ERROR_KEYS, "h_rotation_mae_meV", "force_rotation_mae_meV_per_A")}
     if primitive is not None:

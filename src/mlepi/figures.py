@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .provenance import atomic_path
 
@@ -299,7 +299,10 @@ def plot_data_scaling(document: dict, path) -> None:
                 x = np.geomspace(n_fit.min(), max(n_fit.max(), min(reach, 1e4)), 50)
                 ax.loglog(x, fit["prefactor"] * x ** -fit["exponent"], "--", color=f"C{k}", lw=0.8)
                 ax.axhline(fit["goal"], color="k", lw=0.6, ls=":")
-        ax.set_xlabel("DFT training frames")
+                if fit["frames_for_goal"] and fit["frames_for_goal"] <= 1e4:  # where the trend meets the goal
+                    ax.annotate(f"{fit['frames_for_goal']:.0f}", (fit["frames_for_goal"], fit["goal"]),
+                                color=f"C{k}", fontsize=7, ha="center", va="top", xytext=(0, -3),
+                                textcoords="offset points")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     axes[2].semilogx(n, [100 * r["vf_static_rel_err"] for r in rows], "o-", color="C0")
@@ -307,10 +310,11 @@ def plot_data_scaling(document: dict, path) -> None:
     for sign in (-1, 1):
         axes[2].axhline(sign * goal, color="k", lw=0.6, ls=":")
     axes[2].axhline(0, color="k", lw=0.6)
-    axes[2].xaxis.set_major_formatter(ScalarFormatter())
-    axes[2].xaxis.set_minor_formatter(ScalarFormatter())
-    axes[2].set_xlabel("DFT training frames")
     axes[2].set_ylabel(r"static-lattice $v_F$, HedgeNet vs DFT (%)")
+    for ax in axes:  # ticks at the measured sizes, plain numbers
+        ax.set_xticks(n, [f"{v:g}" for v in n])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("DFT training frames")
     _save(fig, path)
 
 
