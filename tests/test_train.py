@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, bilayer, write_dataset
+from hedgenet_synthetic import TOY_BASIS, bilayer, synthetic_frames, write_dataset
 
 from mlepi import train
+from mlepi.graph import frame_to_data
 from mlepi.model import HedgeNet
 
 torch.set_num_threads(1)
@@ -185,10 +186,6 @@ def test_decay_fit_recovers_an_exponential_fall_of_the_blocks_with_distance(hete
     """Off-site blocks whose RMS is A exp(-r / λ) (intra) and B exp(-r / μ) (inter): the fitted log-polynomial is
     that straight line per edge kind (one line over both with one edge type), on the range of the data, and the
     model's decay times H_scale gives the RMS back at any length of that range."""
-    from hedgenet_synthetic import synthetic_frames
-
-    from mlepi.graph import frame_to_data
-
     model = HedgeNet.from_config({**TINY["model"], "heterogeneous": heterogeneous}, TOY_BASIS)
     graphs, lengths = [], []
     for frame in synthetic_frames(3, rattle=0.1):

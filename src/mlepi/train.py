@@ -243,7 +243,8 @@ def decay_fit(graphs, model: HedgeNet, h_scale: float) -> tuple[np.ndarray, np.n
     for g in graphs:
         off = ~_onsite(g)
         i, j = g.block_edge_index[:, off]
-        vec = (g.pos[j] - g.pos[i]).double() + g.block_cell_shift[off].double() @ g.cell[0].double()
+        vec = HedgeNet._bond_vectors(g.pos.double(), g.cell.double(), torch.zeros(len(g.pos), dtype=torch.long),
+                                     (i, j), g.block_cell_shift[off])
         mask = model.block_mask(g.numbers, g.block_edge_index)[off]
         rms = (g.H[off].double().pow(2) * mask).sum((1, 2)).div(mask.sum((1, 2))).sqrt()
         lengths.append(vec.norm(dim=1).numpy())
