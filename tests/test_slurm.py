@@ -71,8 +71,9 @@ def jobcomp_records(job_ids) -> dict[str, dict[str, str]]:
 @pytest.mark.slow
 def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    # Request the (fake) GPU, and run each DFT job as an MPI job of two ranks (mpiexec inside the allocation).
-    cfg.setdefault("resources", {}).update(train_gpus=1, infer_gpus=1, dft_ranks=2, dft_threads=1)
+    # Request the (fake) GPU, and run each DFT job as an MPI job of two ranks (mpiexec inside the allocation);
+    # the training process gets two threads.
+    cfg.setdefault("resources", {}).update(train_gpus=1, infer_gpus=1, dft_ranks=2, dft_threads=1, train_threads=2)
     config = tmp_path / "config_slurm.yaml"
     config.write_text(yaml.safe_dump(cfg))
     shutil.copytree(ROOT / "config", tmp_path / "config")
@@ -101,6 +102,10 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
     for job in jobs["train"] + jobs["infer"]:
         record = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
         assert re.search(r"gres[:/]gpu[:=]1", record), record
+    # The training job held two CPUs (one process of two threads), and torch used both.
+    assert {records[j]["ProcCnt"] for j in jobs["train"]} == {"2"}
+    train_log = (tmp_path / "results" / cfg["system"]["name"] / "logs" / "train.log").read_text()
+    assert re.search(r"torch threads per process: 2\b", train_log), train_log[-2000:]
     # Each DFT job held two CPUs (two tasks of one CPU), and GPAW ran on two MPI ranks in it.
     assert {records[j]["ProcCnt"] for j in jobs["dft"]} == {"2"}
     gpaw_logs = sorted((tmp_path / "results" / cfg["system"]["name"] / "logs" / "dft").glob("*.gpaw.txt"))

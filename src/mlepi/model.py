@@ -425,7 +425,7 @@ class HedgeNet(nn.Module):
             return {"shared": (edge_index, *per_edge, self.avg_neighbors[2])}
         groups = {}
         for kind, code in (("intra", INTRA), ("inter", INTER)):
-            sel = edge_type == code
+            sel = (edge_type == code).nonzero().squeeze(1)  # once: each boolean mask would search again
             groups[kind] = (edge_index[:, sel], *(t[sel] for t in per_edge), self.avg_neighbors[code])
         return groups
 

@@ -273,17 +273,33 @@ class BondFeatures(nn.Module):
         self.terms = {key: t for key, t in product_terms(l_max, degrees).items() if key in needed}
         self.channels = {key: 2 * moment_channels * len(t) + (1 + 2 * moment_channels) * (key[0] == POLAR)
                          for key, t in self.terms.items()}
-        for k, K, L in {(k, K, L) for (_, L), t in self.terms.items() for k, K in t}:
-            self.register_buffer(f"cg_{k}_{K}_{L}", torch.as_tensor(irreps.clebsch_gordan(k, K, L),
-                                                                    dtype=torch.float64), persistent=False)
+        # The products that share the moments' degree K run as one: Y(n) [E, (l_max+1)²] times a fixed matrix
+        # gives every term's Y_k·C^{kKL} side by side, [E, 2K+1, Σ(2L+1)], then one batched product with M_K.
+        # ``columns[(k, K, L)]`` = (K, first column): where each term's 2L+1 columns sit.
+        self.columns, widths = {}, defaultdict(int)
+        for k, K, L in sorted({(k, K, L) for (_, L), t in self.terms.items() for k, K in t}):
+            self.columns[(k, K, L)] = (K, widths[K])
+            widths[K] += 2 * L + 1
+        self.widths = dict(sorted(widths.items()))  # K: Σ(2L+1) over the terms with this K
+        for K, width in self.widths.items():
+            turn = np.zeros(((l_max + 1) ** 2, 2 * K + 1, width))
+            for (k, KK, L), (_, col) in self.columns.items():
+                if KK == K:
+                    turn[k * k:(k + 1) ** 2, :, col:col + 2 * L + 1] = irreps.clebsch_gordan(k, K, L)
+            self.register_buffer(f"turn_{K}", torch.as_tensor(turn.reshape(len(turn), -1), dtype=torch.float64),
+                                 persistent=False)
 
     def forward(self, harmonics, m_src, m_dst, sh: SphericalHarmonics) -> tuple[dict, torch.Tensor]:
         moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (l_max+1)²]
+        e = len(harmonics)
+        products = {}  # K: [Y_k(n) ⊗ M_K]_L of every term with this K, both atoms' moments, [E, 2C, Σ(2L+1)]
+        for K, width in self.widths.items():
+            turn = (harmonics @ getattr(self, f"turn_{K}").to(harmonics.dtype)).view(e, 2 * K + 1, width)
+            products[K] = torch.bmm(moments[:, :, K * K:(K + 1) ** 2], turn)
 
-        def coupled(k, K, L):  # [Y_k(n) ⊗ M_K]_L for both atoms' moments, [E, 2C, 2L+1]
-            cg = getattr(self, f"cg_{k}_{K}_{L}").to(harmonics.dtype)
-            turn = torch.einsum("ea,abm->ebm", harmonics[:, k * k:(k + 1) ** 2], cg)  # [E, 2K+1, 2L+1]
-            return torch.bmm(moments[:, :, K * K:(K + 1) ** 2], turn)
+        def coupled(k, K, L):  # [Y_k(n) ⊗ M_K]_L, [E, 2C, 2L+1]
+            _, col = self.columns[(k, K, L)]
+            return products[K][:, :, col:col + 2 * L + 1]
 
         features = {}
         for (parity, L), terms in self.terms.items():

@@ -101,6 +101,9 @@ def _setup_distributed(device: str) -> _Dist:
         dist.init_process_group("nccl" if use_cuda else "gloo")
         owns = True
         log.info("torch.distributed: %s backend, %d process(es), this one on %s", dist.get_backend(), world, dev)
+    # From OMP_NUM_THREADS (the workflow sets resources.train_threads; torchrun, starting several processes
+    # without it, gives each one thread).
+    log.info("torch threads per process: %d", torch.get_num_threads())
     return _Dist(rank=rank, world=world, device=dev, owns_group=owns)
 
 

@@ -5,6 +5,7 @@
 rule dataset:
     input:
         dft_frames,
+    priority: 1
     output:
         h5=f"{OUT}/dataset/dataset.h5",
         extxyz=f"{OUT}/dataset/dataset.extxyz",
@@ -35,17 +36,21 @@ rule train:
         cfg=stage_params("train"),
         out_dir=lambda w, output: os.path.dirname(output.model),
         nproc=train_processes(),
-    threads: train_processes()
+    threads: train_processes() * config["resources"]["train_threads"]
+    # The training data's path first (dft_priority): training is the longest job on the critical path.
+    priority: 1
     resources:
         runtime=config["resources"]["train_runtime_min"],
         mem_mb=config["resources"]["train_mem_mb"],
         gpu=config["resources"]["train_gpus"],
+        process_threads=config["resources"]["train_threads"],  # a resource: threads never rerun training
     conda:
         "../../envs/ml.yaml"
     shell:
-        # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo.
-        "torchrun --standalone --nproc_per_node {params.nproc} -m mlepi.cli train --params {params.cfg:q} "
-        "--dataset {input} --out-dir {params.out_dir} > {log} 2>&1"
+        # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo. Snakemake
+        # sets OMP_NUM_THREADS to the job's cores; each process gets its share.
+        "OMP_NUM_THREADS={resources.process_threads} torchrun --standalone --nproc_per_node {params.nproc} "
+        "-m mlepi.cli train --params {params.cfg:q} --dataset {input} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 # infer/T<T>.h5: the Monte Carlo samples; infer/special_T<T>.h5: the special displacement; infer/pristine.h5.
