@@ -1,6 +1,6 @@
 """Benchmark: the default workflow end to end on this machine (wall time, peak memory, per rule).
 
-    python benchmarks/workflow.py                      # writes benchmarks/results/workflow.json
+    python benchmarks/workflow.py                      # writes benchmarks/results/workflow.{json,png}
 
 Runs ``snakemake --profile profiles/local`` on ``config/config.yaml`` (or ``--configfile``) in a fresh
 working folder, so that every rule runs, training included (in a folder with a finished checkpoint it would
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shutil
@@ -24,13 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mlepi.provenance import record, write_json  # noqa: E402
+from mlepi.provenance import atomic_path, record, write_json  # noqa: E402
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -73,14 +75,48 @@ def run_workflow(args) -> dict:
 
 
 def rule_benchmarks(workdir: Path, system: str) -> dict:
-    """Per-rule seconds and max RSS (MiB) from Snakemake's ``benchmark:`` files."""
+    """Per job, from Snakemake's ``benchmark:`` files: wall seconds, CPU seconds, max RSS (MiB), and when it
+    ran: ``end_s`` is the file's modification time (Snakemake writes it as the job ends), ``start_s`` that less
+    the wall time, both counted from the first job's start."""
     rules, folder = {}, workdir / "results" / system / "benchmarks"
     for path in sorted(folder.rglob("*.tsv")):  # dft/<config>.tsv: one file per DFT job
         with open(path) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
-        rules[str(path.relative_to(folder).with_suffix(""))] = {"s": float(row["s"]),
-                                                                 "max_rss_MiB": float(row["max_rss"])}
+        rules[str(path.relative_to(folder).with_suffix(""))] = {
+            "s": float(row["s"]), "cpu_s": float(row["cpu_time"]), "max_rss_MiB": float(row["max_rss"]),
+            "end_s": path.stat().st_mtime}
+    t0 = min((r["end_s"] - r["s"] for r in rules.values()), default=0.0)
+    for r in rules.values():
+        r["end_s"] = round(r["end_s"] - t0, 2)
+        r["start_s"] = round(r["end_s"] - r["s"], 2)
     return rules
+
+
+def plot_timeline(result: dict, path: Path) -> None:
+    """One bar per job over the run (colour: the rule; darker where its CPU time fills more of its wall time),
+    and the resident memory of all processes together below."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    jobs = sorted(result["rules"].items(), key=lambda item: item[1]["start_s"])
+    rules = sorted({name.split("/")[0].split("_T")[0] for name, _ in jobs})
+    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(4, 1))
+    for row, (name, job) in enumerate(jobs):
+        colour = f"C{rules.index(name.split('/')[0].split('_T')[0]) % 10}"
+        busy = min(job["cpu_s"] / max(job["s"], 1e-9) / 2, 1.0)  # CPU time over wall time, of 2 cores at most
+        top.barh(row, job["s"], left=job["start_s"], color=colour, alpha=0.35 + 0.6 * busy)
+    top.set_yticks(range(len(jobs)), [name for name, _ in jobs], fontsize=6)
+    top.invert_yaxis()
+    top.set_title(f"default workflow: {result['default_workflow_wall_s']:.0f} s on {result['machine']['cores_used']} "
+                  f"cores, peak {result['default_workflow_peak_gib']:.2f} GiB", fontsize=9)
+    t, rss = zip(*result["rss_samples_s_bytes"]) if result["rss_samples_s_bytes"] else ((), ())
+    bottom.plot(t, np.asarray(rss) / 2**30, color="k", lw=0.8)
+    bottom.set_ylabel("RSS (GiB)")
+    bottom.set_xlabel("time since the first job started (s); memory: since Snakemake started")
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150)
 
 
 def main(argv=None):
@@ -89,7 +125,16 @@ def main(argv=None):
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "workflow.json")
     parser.add_argument("--workdir", type=Path, help="an empty folder for the run (default: a new one in /tmp)")
+    parser.add_argument("--replot", action="store_true",
+                        help="run nothing: read the per-job files again from the folder named in --out, redraw")
     args = parser.parse_args(argv)
+    if args.replot:
+        result = json.loads(args.out.read_text())
+        system = yaml.safe_load(Path(result["config"]).read_text())["system"]["name"]
+        result["rules"] = rule_benchmarks(Path(result["workdir"]), system)
+        write_json(args.out, result)
+        plot_timeline(result, args.out.with_suffix(".png"))
+        return
     args.workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="mlepi-workflow-"))).resolve()
     if (args.workdir / "results").exists():
         raise SystemExit(f"{args.workdir} already holds results/: give an empty folder, or none")
@@ -108,6 +153,7 @@ def main(argv=None):
         "provenance": record({"configfile": str(args.configfile), "cores": args.cores}),
     }
     write_json(args.out, result)
+    plot_timeline(result, args.out.with_suffix(".png"))
     print(f"workflow: {measured['wall_s']:.0f} s, peak {measured['peak_rss_gib']:.2f} GiB -> {args.out}")
 
 

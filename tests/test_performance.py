@@ -1,5 +1,7 @@
 """The performance benchmark's own machinery (mlepi.performance): tiling, solver comparison, timing, fit."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,30 @@ def test_gpu_benchmark_writes_its_results_and_figure(tmp_path):
     assert result["speedup_vs_dft"] == pytest.approx(10.0 / written["batched"][0]["total_s"])
     assert result["speedup_vs_dft_batched"] == pytest.approx(10.0 / min(b["per_structure_s"]
                                                                         for b in written["batched"]))
+
+
+def test_workflow_benchmark_places_each_job_on_the_run_clock(tmp_path):
+    """benchmarks/workflow.py: a job's end is its benchmark file's time, its start that less its wall time, both
+    from the first job's start; the timeline figure is drawn from them."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("workflow_benchmark",
+                                                  Path(__file__).parents[1] / "benchmarks" / "workflow.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path / "results" / "toy" / "benchmarks"
+    (folder / "dft").mkdir(parents=True)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, wall, end in (("structure", 30.0, 1000.0), ("dft/fd_000", 50.0, 1080.0), ("train", 300.0, 1400.0)):
+        path = folder / f"{name}.tsv"
+        path.write_text(header + f"{wall}\t0:00:00\t100.0\t0\t0\t0\t0\t0\t100\t{wall * 0.9}\n")
+        os.utime(path, (end, end))
+    rules = bench.rule_benchmarks(tmp_path, "toy")
+    assert {k: (v["start_s"], v["end_s"]) for k, v in rules.items()} == {
+        "structure": (0.0, 30.0), "dft/fd_000": (60.0, 110.0), "train": (130.0, 430.0)}
+    assert rules["train"]["cpu_s"] == pytest.approx(270.0)
+    result = {"rules": rules, "default_workflow_wall_s": 431.0, "default_workflow_peak_gib": 1.0,
+              "machine": {"cores_used": 2}, "rss_samples_s_bytes": [[0.0, 1e8], [400.0, 2e8]]}
+    bench.plot_timeline(result, tmp_path / "workflow.png")
+    assert (tmp_path / "workflow.png").stat().st_size > 0
