@@ -122,6 +122,18 @@ def test_orders_static_special_and_crosscheck(setup):
     assert float(rows[0]["second_order_share"]) == pytest.approx(row["second_order_share"], rel=1e-9)
 
 
+def test_workers_give_the_same_document(setup, tmp_path):
+    """Two processes (the workflow's `bands_threads`) analyse the single structures and the temperatures' bootstraps
+    in parallel; every number is the one of a serial run."""
+    d, paths = setup
+    kwargs = {"special_paths": [paths["special"]], "check_dft_paths": [paths["check"]], "infer_paths": [paths["full"]],
+              "with_figures": False}
+    serial = _run(d, paths, d / "bands_linear/bands.json", tmp_path / "one", **kwargs)
+    parallel = _run(d, paths, d / "bands_linear/bands.json", tmp_path / "two", workers=2, **kwargs)
+    for key in ("static", "temperatures", "special", "crosscheck"):
+        assert json.dumps(parallel[key], sort_keys=True) == json.dumps(serial[key], sort_keys=True), key
+
+
 def test_share_is_zero_for_equal_orders_and_one_without_first_order(setup, tmp_path):
     d, paths = setup
     same = _run(d, paths, d / "bands_full/bands.json", tmp_path / "same")["temperatures"][0]

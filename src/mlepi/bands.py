@@ -414,6 +414,16 @@ def setup(primitive, supercell, cfg: BandsConfig):
     return geometry, mapping, path, energy_grid
 
 
+@contextlib.contextmanager
+def parallel_map(workers: int):
+    """``map``, or with ``workers`` > 1 the ``map`` of a pool of that many processes (results in order)."""
+    if workers <= 1:
+        yield map
+        return
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        yield pool.map
+
+
 def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
         with_figures: bool = True, window_center: float | None = None, workers: int = 1) -> dict:
     """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
@@ -453,8 +463,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     results, spectra, basis_seen = [], {}, None
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers)) if workers > 1 else None
+    with parallel_map(workers) as run_all:
         for T in sorted(frames_paths_by_T, key=float):
             jobs = []
             for source in _frames_sources(frames_paths_by_T[T]):
@@ -466,7 +475,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
                     _check_temperature(frame, float(T), source)
                     jobs.append((frame, frames.basis, str(source)))
             # Samples are independent: with several workers they are unfolded in parallel, results in order.
-            outcomes = list(pool.map(analyse, jobs) if pool is not None else map(analyse, jobs))
+            outcomes = list(run_all(analyse, jobs))
             samples = [out for out in outcomes if isinstance(out, SampleBands)]
             rejected = [out for out in outcomes if not isinstance(out, SampleBands)]
             for out in rejected:

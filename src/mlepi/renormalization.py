@@ -26,6 +26,7 @@ the full renormalization is within its error of zero the share is not defined by
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict
@@ -41,6 +42,7 @@ from .bands import (
     analyse_sample,
     fit_bands,
     json_safe,
+    parallel_map,
     setup,
     temperature_rng,
 )
@@ -85,6 +87,10 @@ class Analysis:
 
     def vf_of_mean(self, sample_bands: np.ndarray) -> float:
         return fit_bands(sample_bands.mean(axis=0), self.path, self.geometry, self.cfg).vf_1e6_m_s
+
+    def single_job(self, job: tuple) -> dict:
+        """:meth:`single` of ``job = (frame, basis, window_center, source)`` (one task of a process pool)."""
+        return self.single(*job)
 
 
 def _single_frame(path) -> tuple:
@@ -168,15 +174,17 @@ def _share(delta_full, delta_linear):
         return np.where(delta_full != 0, 1.0 - delta_linear / delta_full, np.nan)
 
 
-def crosscheck(analysis: Analysis, dft_paths, infer_paths, window_center: float | None) -> list[dict]:
-    """ML against DFT on the same displaced supercells: band energies at K and single-sample v_F."""
+def crosscheck_pairs(dft_paths, infer_paths, window_center: float | None) -> list[tuple]:
+    """ML against DFT on the same displaced supercells: per DFT frame, (temperature K, sample index, the job of
+    :meth:`Analysis.single_job` for it (its own Fermi level centres its window), the job for the HedgeNet frame
+    of the same temperature and sample index (centred on ``window_center``))."""
     ml_frames = {}
     for path in infer_paths:
         frames = FramesFile(path)
         for frame in frames:
             key = (_temperature_of(frame, path), int(frame.info.get("sample_index", -1)))
             ml_frames[key] = (frame, frames.basis, path)
-    rows = []
+    pairs = []
     for path in dft_paths:
         dft_frame, dft_basis = _single_frame(path)
         T, index = _temperature_of(dft_frame, path), int(dft_frame.info.get("sample_index", -1))
@@ -186,10 +194,17 @@ def crosscheck(analysis: Analysis, dft_paths, infer_paths, window_center: float 
         if np.abs(ml_frame.positions - dft_frame.positions).max() > 1e-6:
             raise FramesFileError(f"{path} and {ml_path}: sample {index} at {T} K has different positions; the "
                                   "DFT check must run on the inferred structure")
-        dft = analysis.single(dft_frame, dft_basis, dft_frame.fermi_level, str(path))
-        ml = analysis.single(ml_frame, ml_basis, window_center, str(ml_path))
-        row = {"T_K": T, "sample_index": index, "vf_dft_1e6_m_s": dft["vf_1e6_m_s"],
-               "vf_ml_1e6_m_s": ml["vf_1e6_m_s"]}
+        pairs.append((T, index, (dft_frame, dft_basis, dft_frame.fermi_level, str(path)),
+                      (ml_frame, ml_basis, window_center, str(ml_path))))
+    return pairs
+
+
+def crosscheck_rows(pairs: list[tuple], analysed: list[dict]) -> list[dict]:
+    """Rows of ``crosscheck.csv`` (band energies at K, single-sample v_F) from :func:`crosscheck_pairs` and the
+    analyses of their jobs, in the same order (DFT, HedgeNet, DFT, ...)."""
+    rows = []
+    for (T, index, *_), dft, ml in zip(pairs, analysed[::2], analysed[1::2]):
+        row = {"T_K": T, "sample_index": index, "vf_dft_1e6_m_s": dft["vf_1e6_m_s"], "vf_ml_1e6_m_s": ml["vf_1e6_m_s"]}
         for b in range(N_BANDS):
             row[f"band{b + 1}_K_dft_eV"] = dft["bands_K_eV"][b]
             row[f"band{b + 1}_K_ml_eV"] = ml["bands_K_eV"][b]
@@ -199,7 +214,8 @@ def crosscheck(analysis: Analysis, dft_paths, infer_paths, window_center: float 
 
 
 def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path, static_ml_path, static_dft_path,
-        out_dir, *, special_paths=(), check_dft_paths=(), infer_paths=(), with_figures: bool = True) -> dict:
+        out_dir, *, special_paths=(), check_dft_paths=(), infer_paths=(), with_figures: bool = True,
+        workers: int = 1) -> dict:
     """Write ``renormalization.csv``, ``crosscheck.csv``, ``renormalization.json`` and two figures to ``out_dir``.
 
     ``config``: the ``bands`` section (the same as the band analyses'). ``bands_path``, ``bands_linear_path``:
@@ -207,7 +223,8 @@ def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path
     files of the pristine supercell (HedgeNet, DFT); the DFT Fermi level centres the band window of every
     HedgeNet structure, as in ``mlepi bands --reference``. ``special_paths``: HedgeNet frames of the special
     displacements (one per temperature). ``check_dft_paths``: DFT frames of inferred samples, matched by
-    temperature and sample index to the frames of ``infer_paths``.
+    temperature and sample index to the frames of ``infer_paths``. ``workers``: processes that analyse these
+    single structures in parallel (results do not depend on it).
     """
     cfg = BandsConfig.from_dict(config)
     out_dir = Path(out_dir)
@@ -216,29 +233,40 @@ def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path
     dft_frame, dft_basis = _single_frame(static_dft_path)
     ml_frame, ml_basis = _single_frame(static_ml_path)
     window_center = dft_frame.fermi_level
-    static = {"dft": analysis.single(dft_frame, dft_basis, window_center, str(static_dft_path)),
-              "ml": analysis.single(ml_frame, ml_basis, window_center, str(static_ml_path))}
+    special_frames = {}
+    for path in special_paths:
+        frame, basis = _single_frame(path)
+        special_frames[_temperature_of(frame, path)] = (frame, basis, window_center, str(path))
+    pairs = crosscheck_pairs(check_dft_paths, infer_paths, window_center)
+    # The single structures are independent: unfolded in parallel with several workers, results in order.
+    jobs = [(dft_frame, dft_basis, window_center, str(static_dft_path)),
+            (ml_frame, ml_basis, window_center, str(static_ml_path)),
+            *special_frames.values(), *(job for *_, dft_job, ml_job in pairs for job in (dft_job, ml_job))]
+    linear_by_T = {r["T_K"]: r for r in linear["temperatures"]}
+    for result in full["temperatures"]:
+        if result["T_K"] not in linear_by_T:
+            raise BandsError(f"{bands_linear_path}: no T = {result['T_K']} K, which {bands_path} has; analyse the "
+                             "same samples")
+    # Independent pieces (the single structures, then each temperature's bootstrap, seeded per temperature):
+    # in parallel with several workers, results in order and the same as with one.
+    with parallel_map(workers) as run_all:
+        analysed = list(run_all(analysis.single_job, jobs))
+        static = {"dft": analysed[0], "ml": analysed[1]}
+        static_vf, static_K = static["ml"]["vf_1e6_m_s"], np.asarray(static["ml"]["bands_K_eV"])
+        per_T = list(run_all(functools.partial(orders, static_vf=static_vf, static_K=static_K, analysis=analysis,
+                                               n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
+                             full["temperatures"], [linear_by_T[r["T_K"]] for r in full["temperatures"]]))
+    special = dict(zip(special_frames, analysed[2:2 + len(special_frames)]))
+    checks = crosscheck_rows(pairs, analysed[2 + len(special_frames):])
     static_difference = static["ml"]["vf_1e6_m_s"] / static["dft"]["vf_1e6_m_s"] - 1
     if abs(static_difference) > STATIC_TOLERANCE:
         log.warning("renormalization: static-lattice v_F of HedgeNet differs from DFT by %.2f %% (more than %g %%)",
                     100 * static_difference, 100 * STATIC_TOLERANCE)
-    special = {}
-    for path in special_paths:
-        frame, basis = _single_frame(path)
-        special[_temperature_of(frame, path)] = analysis.single(frame, basis, window_center, str(path))
-    linear_by_T = {r["T_K"]: r for r in linear["temperatures"]}
-    static_vf, static_K = static["ml"]["vf_1e6_m_s"], np.asarray(static["ml"]["bands_K_eV"])
-    per_T = []
-    for result in full["temperatures"]:
-        T = result["T_K"]
-        if T not in linear_by_T:
-            raise BandsError(f"{bands_linear_path}: no T = {T} K, which {bands_path} has; analyse the same samples")
-        entry = orders(result, linear_by_T[T], static_vf, static_K, analysis, cfg.n_bootstrap, cfg.seed)
+    for entry in per_T:
+        T = entry["T_K"]
         if T in special:
             entry["vf_special_1e6_m_s"] = special[T]["vf_1e6_m_s"]
             entry["bands_K_shift_special_eV"] = (np.asarray(special[T]["bands_K_eV"]) - static_K).tolist()
-        per_T.append(entry)
-    checks = crosscheck(analysis, check_dft_paths, infer_paths, window_center)
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "units": {"energy": "eV", "velocity": "1e6 m/s", "temperature": "K"},

@@ -27,6 +27,7 @@ rule renormalization:
     params:
         cfg=stage_params("renormalization"),
         out_dir=lambda w, output: os.path.dirname(output.csv),
+    threads: config["resources"]["bands_threads"]
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],
@@ -37,7 +38,7 @@ rule renormalization:
         "mlepi renormalization --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
         "--bands {input.bands} --bands-linear {input.bands_linear} --static-ml {input.static_ml} "
         "--static-dft {input.static_dft} --special {input.special} --check-dft {input.check_dft} "
-        "--infer {input.infer} --out-dir {params.out_dir} > {log} 2>&1"
+        "--infer {input.infer} --workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 # Convergence with supercell size: HedgeNet samples of larger n x n supercells (thermal.ml_supercells), no DFT.
