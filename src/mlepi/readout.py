@@ -275,15 +275,15 @@ class BondFeatures(nn.Module):
                          for key, t in self.terms.items()}
         # The products that share the moments' degree K run as one: Y(n) [E, (l_max+1)²] times a fixed matrix
         # gives every term's Y_k·C^{kKL} side by side, [E, 2K+1, Σ(2L+1)], then one batched product with M_K.
-        # ``columns[(k, K, L)]`` = (K, first column): where each term's 2L+1 columns sit.
+        # ``columns[(k, K, L)]``: the first of that term's 2L+1 columns among those of its K.
         self.columns, widths = {}, defaultdict(int)
         for k, K, L in sorted({(k, K, L) for (_, L), t in self.terms.items() for k, K in t}):
-            self.columns[(k, K, L)] = (K, widths[K])
+            self.columns[(k, K, L)] = widths[K]
             widths[K] += 2 * L + 1
         self.widths = dict(sorted(widths.items()))  # K: Σ(2L+1) over the terms with this K
         for K, width in self.widths.items():
             turn = np.zeros(((l_max + 1) ** 2, 2 * K + 1, width))
-            for (k, KK, L), (_, col) in self.columns.items():
+            for (k, KK, L), col in self.columns.items():
                 if KK == K:
                     turn[k * k:(k + 1) ** 2, :, col:col + 2 * L + 1] = irreps.clebsch_gordan(k, K, L)
             self.register_buffer(f"turn_{K}", torch.as_tensor(turn.reshape(len(turn), -1), dtype=torch.float64),
@@ -298,7 +298,7 @@ class BondFeatures(nn.Module):
             products[K] = torch.bmm(moments[:, :, K * K:(K + 1) ** 2], turn)
 
         def coupled(k, K, L):  # [Y_k(n) ⊗ M_K]_L, [E, 2C, 2L+1]
-            _, col = self.columns[(k, K, L)]
+            col = self.columns[(k, K, L)]
             return products[K][:, :, col:col + 2 * L + 1]
 
         features = {}
