@@ -419,12 +419,20 @@ def run(dataset_path, config: dict, out_dir, seed: int | None = None, *, resume:
     seed = int(train_cfg["seed"] if seed is None else seed)
     out_dir = Path(out_dir)
     ctx = _setup_distributed(train_cfg["device"])
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if ctx.device.type == "cpu":
+        # With more than one thread, the CPU's parallel accumulation (the backward of the gathers) sums in a
+        # varying order: float32 forces differed at 1e-7 from run to run, and a resumed training would not be
+        # the uninterrupted one. The deterministic kernels cost nothing measurable here (~1.0 s per epoch on
+        # two threads either way; benchmarks/NOTES.md section 18).
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with warnings.catch_warnings():
             # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, ctx, resume)
     finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         if ctx.owns_group:
             dist.destroy_process_group()
 
