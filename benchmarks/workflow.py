@@ -99,16 +99,18 @@ def plot_timeline(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     jobs = sorted(result["rules"].items(), key=lambda item: item[1]["start_s"])
-    rules = sorted({name.split("/")[0].split("_T")[0] for name, _ in jobs})
+    rule_of = {name: name.split("/")[0].split("_T")[0] for name, _ in jobs}  # dft/fd_000 -> dft, infer_T0 -> infer
+    rules = sorted(set(rule_of.values()))
+    cores = result["machine"]["cores_used"]
     fig = Figure(figsize=(10, 7.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(4, 1))
     for row, (name, job) in enumerate(jobs):
-        colour = f"C{rules.index(name.split('/')[0].split('_T')[0]) % 10}"
-        busy = min(job["cpu_s"] / max(job["s"], 1e-9) / 2, 1.0)  # CPU time over wall time, of 2 cores at most
+        colour = f"C{rules.index(rule_of[name]) % 10}"
+        busy = min(job["cpu_s"] / max(job["s"], 1e-9) / cores, 1.0)  # CPU time over wall time, of all cores
         top.barh(row, job["s"], left=job["start_s"], color=colour, alpha=0.35 + 0.6 * busy)
     top.set_yticks(range(len(jobs)), [name for name, _ in jobs], fontsize=6)
     top.invert_yaxis()
-    top.set_title(f"default workflow: {result['default_workflow_wall_s']:.0f} s on {result['machine']['cores_used']} "
+    top.set_title(f"default workflow: {result['default_workflow_wall_s']:.0f} s on {cores} "
                   f"cores, peak {result['default_workflow_peak_gib']:.2f} GiB", fontsize=9)
     t, rss = zip(*result["rss_samples_s_bytes"]) if result["rss_samples_s_bytes"] else ((), ())
     bottom.plot(t, np.asarray(rss) / 2**30, color="k", lw=0.8)

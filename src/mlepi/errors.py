@@ -4,7 +4,8 @@ The CLI prints these as one line naming the field or file and exits with status 
 bug and keeps its traceback.
 """
 
-from .bands_config import BandsError  # not .bands: every command imports this module (0.8 s: scipy.optimize, matplotlib)
+# Not from .bands: every command imports this module, and .bands costs 0.8 s (scipy.optimize, matplotlib).
+from .bands_config import BandsError
 from .blocks import BlockAliasingError
 from .config import ConfigError
 from .dft import SCFConvergenceError

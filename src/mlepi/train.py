@@ -423,8 +423,8 @@ def run(dataset_path, config: dict, out_dir, seed: int | None = None, *, resume:
     if ctx.device.type == "cpu":
         # With more than one thread, the CPU's parallel accumulation (the backward of the gathers) sums in a
         # varying order: float32 forces differed at 1e-7 from run to run, and a resumed training would not be
-        # the uninterrupted one. The deterministic kernels cost nothing measurable here (~1.0 s per epoch on
-        # two threads either way; benchmarks/NOTES.md section 18).
+        # the uninterrupted one. The deterministic kernels cost ~5 % of the default workflow's training
+        # (benchmarks/NOTES.md section 18).
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with warnings.catch_warnings():
