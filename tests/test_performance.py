@@ -123,3 +123,19 @@ def test_workflow_benchmark_places_each_job_on_the_run_clock(tmp_path):
               "machine": {"cores_used": 2}, "rss_samples_s_bytes": [[0.0, 1e8], [400.0, 2e8]]}
     bench.plot_timeline(result, tmp_path / "workflow.png")
     assert (tmp_path / "workflow.png").stat().st_size > 0
+
+
+def test_alternating_time_per_atom_of_a_structure_against_itself_is_one():
+    """The estimator is unbiased: the same structure timed in both slots has a time-per-atom ratio near 1 (the
+    sweep's estimate compared a best-of-3 with a single call), and the rounds are what the ratio summarises."""
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
+                                  "cutoff_inter": 3.8}, TOY_BASIS)
+    atoms = bilayer(2, rattle=0.05)
+    result = performance.alternating_time_per_atom(model, [atoms, atoms.copy()], rounds=3, min_s=0.2, threads=1)
+    assert result["n_atoms"] == [len(atoms)] * 2 and len(result["ratios"]) == 3
+    assert result["ratio"] == pytest.approx(np.median(result["ratios"]))
+    assert 0.6 < result["ratio"] < 1.6
+    big = performance.alternating_time_per_atom(model, [atoms, bilayer(4, rattle=0.05)], rounds=1, min_s=0.0,
+                                                threads=1)
+    assert big["n_atoms"] == [len(atoms), 4 * len(atoms)] and big["per_atom_s"][1][0] > 0

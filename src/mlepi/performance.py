@@ -4,12 +4,13 @@ Timed per structure, best of ``repeats`` after one warm-up:
 
 - ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.neighbors`) and the graph;
 - ``model_s``: one HedgeNet forward pass with forces (autograd) and every H block, in the precision
-  ``mlepi infer`` uses (float64) unless stated. S is not predicted: the workflow takes GPAW's exact S
+  ``mlepi infer`` uses (the model's training precision) unless stated. S is not predicted: the workflow takes GPAW's exact S
   (:func:`mlepi.completion.exact_overlap`), whose cost is reported apart;
 - GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.compute_frame`), and the H(R)/S(R) extraction.
 
 Peak memory is the resident set of a fresh process that imports, builds and predicts one structure: every size
-runs in its own process, so the peak of one size does not hide that of the next.
+runs in its own process, so the peak of one size does not hide that of the next. The time per atom near 10^4
+atoms over that near 10^2 is timed again with the two sizes in alternation (:func:`alternating_time_per_atom`).
 
 Band stage at scale: H(k), S(k) of large supercells are tiled exactly from the DFT blocks of the pristine 3x3
 supercell (:func:`tile_frame`), and the states nearest E_F from the sparse shift-invert solver
@@ -50,23 +51,14 @@ def _best(fn, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
-def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", threads: int | None = None,
-                   device: str = "cpu") -> dict:
-    """Seconds for the graph and for one forward pass (forces and H) of ``model`` on ``atoms``.
-
-    ``atoms`` is one structure or a list of them, predicted together in one batch as ``mlepi infer`` does
-    (:func:`mlepi.infer.predict_frames`); ``n_structures`` says how many. On a GPU the graph is built on the
-    CPU and moved (its time includes the copy), and every timing waits for the device to finish;
-    ``peak_gpu_MiB`` is the largest allocation of the forward pass.
-    """
+def _inference_steps(model, structures: list, *, dtype: str, device: str):
+    """(graph, predict, model): building the batched graph of ``structures`` and one forward pass with forces and
+    H on it, as ``mlepi infer`` does (:func:`mlepi.infer.predict_frames`); on a GPU both wait for the device."""
     import torch
     from torch_geometric.data import Batch
 
     from .infer import structure_graph
 
-    structures = atoms if isinstance(atoms, list) else [atoms]
-    if threads is not None:
-        torch.set_num_threads(threads)
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     gpu = torch.device(device).type == "cuda"
 
@@ -83,6 +75,25 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
             torch.cuda.synchronize()
         return out["forces"], out["H"]
 
+    return graph, predict, model
+
+
+def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", threads: int | None = None,
+                   device: str = "cpu") -> dict:
+    """Seconds for the graph and for one forward pass (forces and H) of ``model`` on ``atoms``.
+
+    ``atoms`` is one structure or a list of them, predicted together in one batch as ``mlepi infer`` does
+    (:func:`mlepi.infer.predict_frames`); ``n_structures`` says how many. On a GPU the graph is built on the
+    CPU and moved (its time includes the copy), and every timing waits for the device to finish;
+    ``peak_gpu_MiB`` is the largest allocation of the forward pass.
+    """
+    import torch
+
+    structures = atoms if isinstance(atoms, list) else [atoms]
+    if threads is not None:
+        torch.set_num_threads(threads)
+    graph, predict, model = _inference_steps(model, structures, dtype=dtype, device=device)
+    gpu = torch.device(device).type == "cuda"
     graph_s, data = _best(graph, repeats)
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -95,6 +106,41 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     if gpu:
         result["peak_gpu_MiB"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def alternating_time_per_atom(model, structures: list, *, rounds: int = 3, min_s: float = 1.0,
+                              dtype: str = "float64", threads: int | None = None) -> dict:
+    """Time per atom (graph + forward pass with forces and H) of each structure, measured in alternation.
+
+    ``rounds`` rounds time every structure in turn, each for at least ``min_s`` s of repeated calls (at least
+    one call; the median call counts), after one warm-up call each. Timing the sizes next to each other in
+    every round, rather than one after another in a sweep, cancels the drift of a shared machine's speed
+    (sizes of a sweep scatter by ±20 % here); ``ratios[r]`` is round r's time per atom of the last structure
+    over the first's, and ``ratio`` their median.
+    """
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    calls, n_atoms = [], []
+    for atoms in structures:
+        graph, predict, model = _inference_steps(model, [atoms], dtype=dtype, device="cpu")
+        calls.append(lambda graph=graph, predict=predict: predict(graph()))
+        n_atoms.append(len(atoms))
+    for call in calls:
+        call()  # warm-up: first-touch page faults, allocator pools
+    per_atom_s = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, n, times in zip(calls, n_atoms, per_atom_s):
+            seconds, start = [], time.perf_counter()
+            while not seconds or time.perf_counter() - start < min_s:
+                t0 = time.perf_counter()
+                call()
+                seconds.append(time.perf_counter() - t0)
+            times.append(float(np.median(seconds)) / n)
+    ratios = [last / first for first, last in zip(per_atom_s[0], per_atom_s[-1])]
+    return {"n_atoms": n_atoms, "per_atom_s": per_atom_s, "ratios": ratios, "ratio": float(np.median(ratios)),
+            "rounds": rounds, "min_s": min_s, "dtype": dtype, "torch_threads": torch.get_num_threads()}
 
 
 def batched_throughput(model, primitive, n: int, counts, *, sigma: float = 0.05, seed: int = 0,
@@ -135,16 +181,32 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
     return {**result, "supercell": n, "peak_rss_MiB": _status_mib("VmHWM"), "baseline_rss_MiB": baseline}
 
 
+def _alternating_job(model_path, primitive_path, sizes, sigma, seed, rounds, min_s, dtype) -> dict:
+    """:func:`alternating_time_per_atom` of ``n x n`` supercells for n in ``sizes``, in a fresh process."""
+    from .model import HedgeNet
+    from .structure_io import read_structure
+
+    keep_freed_memory()
+    primitive = read_structure(primitive_path)
+    structures = [displaced_supercell(primitive, int(n), sigma, seed) for n in sizes]
+    return alternating_time_per_atom(HedgeNet.load(model_path), structures, rounds=rounds, min_s=min_s,
+                                     dtype=dtype)
+
+
+def _fresh_process(fn, *args):
+    """``fn(*args)`` in a fresh (spawned) process: its own peak memory, no state left by earlier measurements."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05, seed: int = 0,
                       repeats: int = 3, dtype: str = "float64", threads: int | None = None, device: str = "cpu",
                       progress=None) -> list:
     """:func:`time_inference` for ``n x n`` supercells, each size in a fresh process (peak memory per size)."""
     results = []
-    context = multiprocessing.get_context("spawn")
     for n in sizes:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            results.append(pool.submit(_inference_job, str(model_path), str(primitive_path), int(n), sigma, seed,
-                                       repeats, dtype, threads, device).result())
+        results.append(_fresh_process(_inference_job, str(model_path), str(primitive_path), int(n), sigma, seed,
+                                      repeats, dtype, threads, device))
         if progress is not None:
             progress(results[-1])
     return results
@@ -371,7 +433,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     dft_cfg = model.metadata["dft_parameters"]  # GPAW as the model's training data were computed
     native = str(model.dtype).removeprefix("torch.")  # the precision `mlepi infer` runs in
     sweeps = [native] + (["float64"] if native != "float64" else [])
-    bar = tqdm(total=2 + len(dft_sizes) + len(sweeps) * len(sizes) + len(band_multiples), desc="performance",
+    bar = tqdm(total=3 + len(dft_sizes) + len(sweeps) * len(sizes) + len(band_multiples), desc="performance",
                unit="step")
 
     def step(label):
@@ -395,6 +457,13 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     scaling = {dtype: inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
                                         progress=lambda r: step(f"{r['n_atoms']} atoms, {r['dtype']}"))
                for dtype in sweeps}
+    # The time-per-atom goal compares two sizes whose sweep points scatter with the machine's speed: timed
+    # again in alternation, in one fresh process (docs/performance.md).
+    summary = _scaling_summary(scaling[native])
+    size_of = {row["n_atoms"]: int(n) for n, row in zip(sizes, scaling[native])}
+    alternating = _fresh_process(_alternating_job, str(model_path), str(primitive_path),
+                                 [size_of[a] for a in summary["time_per_atom_sizes"]], sigma, seed, 5, 1.0, native)
+    step("time per atom, alternating")
     gpu = None
     if torch.cuda.is_available():  # the same on the GPU; the CPU numbers above stay the reference
         gpu = gpu_measurements(model_path, primitive_path, sizes, n0, sigma=sigma, seed=seed,
@@ -411,7 +480,10 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
         "speedup_vs_dft_incl_blocks": dft[0]["total_s"] / ml[native]["total_s"],
         "speedup_vs_dft_batched": dft[0]["scf_forces_s"] / min(b["per_structure_s"] for b in batched),
         "ml_same_structure": ml, "ml_batched": batched, "gpaw_overlap_s": overlap_s, "dft": dft,
-        "scaling": scaling[native], **_scaling_summary(scaling[native]),
+        "scaling": scaling[native], **summary,
+        "time_per_atom_ratio_1e4_vs_1e2": alternating["ratio"],
+        "time_per_atom_ratio_1e4_vs_1e2_sweep": summary["time_per_atom_ratio_1e4_vs_1e2"],
+        "time_per_atom_alternating": alternating,
         "scaling_float64": scaling["float64"],
         **{f"{key}_float64": value for key, value in _scaling_summary(scaling["float64"]).items()},
         "band_solver": bands,
