@@ -66,6 +66,7 @@ from .readout import (
     Moments,
     OnsiteBlock,
     SphericalHarmonics,
+    by_degree,
     orbital_shells,
 )
 from .torch_io import TorchFileError, read_torch_file
@@ -503,7 +504,8 @@ class HedgeNet(nn.Module):
 
             def kind_blocks(kind, sel=slice(None)):
                 s, d = src[sel], dst[sel]
-                features, invariants = self.bond_features(sh[sel], moments[s], moments[d], self.harmonics)
+                pair = moments[torch.stack([s, d], dim=1)].flatten(1, 2)  # [E, 2C, (L+1)²]: one gather for both
+                features, invariants = self.bond_features(sh[sel], pair, self.harmonics)
                 return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel])
 
             if "shared" in self.H_bond:
@@ -521,7 +523,7 @@ class HedgeNet(nn.Module):
 
             def S_bond(idx, reverse):
                 src, dst, radial, sh, codes = inputs(idx, reverse)
-                features = {(POLAR, L): sh[:, None, L * L:(L + 1) ** 2] for L in range(self.harmonics.l_max + 1)}
+                features = {(POLAR, L): y.unsqueeze(2) for L, y in enumerate(by_degree(sh, 1))}
                 return self.S_bond(s_proj, src, dst, radial, None, features, codes)
 
             S_atom = 0.5 * (self.S_onsite + self.S_onsite.transpose(1, 2))[species]

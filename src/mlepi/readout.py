@@ -93,18 +93,39 @@ def couple(weights: torch.Tensor, mixing, features: dict, groups, matrix: torch.
     """Blocks Σ_p C_p x_p, flattened ``[E, n²]``, with x_p = Σ_r a_pr(edge) Σ_c W_rpc F_c,L.
 
     weights a [E, n_paths * RANK] (group by group, path-major); mixing: per group W [channels, count * RANK];
-    features[(parity, L)] [E, channels, 2L+1]. The per-edge weight of path p and channel c, α_pc = Σ_r a_pr
-    W_rpc, has rank RANK: the channel sums then run as one matrix product per group over all edges.
+    features[(parity, L)] [E, 2L+1, channels] (channels last, so the channel sum is one matrix product over all
+    edges and components without a copy); matrix: the coupling matrix with its rows in the order of x here,
+    component-major within each group (:func:`component_major`). The per-edge weight of path p and channel c,
+    α_pc = Σ_r a_pr W_rpc, has rank RANK.
     """
-    xs, start = [], 0
-    for (parity, L, count), w in zip(groups, mixing):
+    xs = []
+    # split, not slices: the backward pass of a split concatenates the gradients, that of each slice would
+    # zero a gradient the size of the whole input (training profile: fill_ 6.5 % of a step).
+    per_group = weights.split([count * RANK for *_, count in groups], dim=1)
+    for (parity, L, count), w, a in zip(groups, mixing, per_group):
         f = features[(parity, L)]
-        e, c, m = f.shape
-        mixed = (f.transpose(1, 2).reshape(e * m, c) @ w).view(e, m, count, RANK)
-        a = weights[:, start:start + count * RANK].view(e, 1, count, RANK)
-        xs.append((mixed * a).sum(-1).transpose(1, 2).reshape(e, count * m))
-        start += count * RANK
+        e, m, c = f.shape
+        mixed = (f.reshape(e * m, c) @ w).view(e, m, count, RANK)
+        a = a.view(e, 1, count, RANK)
+        xs.append((mixed * a).sum(-1).view(e, m * count))
     return torch.cat(xs, dim=1) @ matrix
+
+
+def by_degree(x: torch.Tensor, dim: int) -> tuple:
+    """``x`` [..., (L_max+1)², ...] along ``dim`` as the views of its degrees L = 0..L_max, [..., 2L+1, ...] each
+    (one split, whose backward pass is one concatenation; see :func:`couple`)."""
+    return x.split([2 * L + 1 for L in range(math.isqrt(x.shape[dim]))], dim=dim)
+
+
+def component_major(groups) -> np.ndarray:
+    """Row order that turns a coupling matrix (:class:`Coupling`: path-major, 2L+1 components per path) into the
+    order of :func:`couple`'s coefficients: within each group component-major, path by path."""
+    order, start = [], 0
+    for _, L, count in groups:
+        m = 2 * L + 1
+        order.append(start + np.arange(count * m).reshape(count, m).T.ravel())
+        start += count * m
+    return np.concatenate(order) if order else np.zeros(0, dtype=int)
 
 
 class SphericalHarmonics(nn.Module):
@@ -132,6 +153,12 @@ class SphericalHarmonics(nn.Module):
     def per_degree(self, products: torch.Tensor) -> torch.Tensor:
         """Σ_m over each degree of ``[..., (l_max+1)²]``: ``[..., l_max+1]`` (invariants from products)."""
         return products @ self.segments.to(products.dtype)
+
+    def dot_per_degree(self, features: torch.Tensor, unit_harmonics: torch.Tensor) -> torch.Tensor:
+        """Σ_m F_c,Lm Y_Lm(n) per channel and degree, ``[E, C, l_max+1]`` from features ``[E, C, (l_max+1)²]`` and
+        harmonics ``[E, (l_max+1)²]``: :meth:`per_degree` of their product, as one batched matrix product (the
+        broadcast product [E, C, (l_max+1)²] it spares took 1.6x longer)."""
+        return torch.bmm(features, unit_harmonics.unsqueeze(-1) * self.segments.to(features.dtype))
 
 
 class Moments(nn.Module):
@@ -164,8 +191,8 @@ class _PairHeads(nn.Module):
         self.heads = nn.ModuleDict({key: nn.Linear(hidden, c.n_paths * RANK) for key, c in couplings.items()})
         self.mixing = nn.ParameterDict()
         for key, c in couplings.items():
-            self.register_buffer(f"coupling_{key}", torch.as_tensor(c.matrix, dtype=torch.float64),
-                                 persistent=False)
+            self.register_buffer(f"coupling_{key}", torch.as_tensor(c.matrix[component_major(c.groups)],
+                                                                    dtype=torch.float64), persistent=False)
             for g, (parity, L, count) in enumerate(c.groups):
                 n = channels[(parity, L)]
                 self.mixing[f"{key}_{g}"] = nn.Parameter(torch.randn(n, count * RANK) / math.sqrt(n * RANK))
@@ -225,8 +252,8 @@ class OnsiteBlock(nn.Module):
     def forward(self, node, moments, species):
         constant = torch.zeros_like(moments[:, :1])
         constant[:, 0, 0] = 1.0
-        polar = torch.cat([constant, moments], dim=1)  # [n_atoms, 1 + C, (L+1)²]
-        features = {(POLAR, L): polar[:, :, L * L:(L + 1) ** 2] for L in range(math.isqrt(moments.shape[2]))}
+        polar = torch.cat([constant, moments], dim=1).transpose(1, 2)  # [n_atoms, (L+1)², 1 + C]
+        features = dict(zip(((POLAR, L) for L in range(math.isqrt(moments.shape[2]))), by_degree(polar, 1)))
         n = self.heads.n_orb
         return self.heads(self.mlp(node), features, species).view(-1, n, n)
 
@@ -258,8 +285,8 @@ def product_terms(l_max: int, degrees: int) -> dict:
 class BondFeatures(nn.Module):
     """Equivariant features and invariants of bonds (see the module docstring), ``channels`` per (parity, L).
 
-    Inputs: the bond directions' harmonics [E, (l_max+1)²] and the two atoms' moments [E, C, (l_max+1)²]. Output
-    ({(parity, L): [E, channels, 2L+1]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n), M_src,L, M_dst,L, then
+    Inputs: the bond directions' harmonics [E, (l_max+1)²] and the two atoms' moments side by side [E, 2C,
+    (l_max+1)²]. Output ({(parity, L): [E, 2L+1, channels]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n), M_src,L, M_dst,L, then
     the products of :func:`product_terms` for both atoms), axial = those products only; invariants = Y_L(n) · M_L
     per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a
     second-neighbour bond, whose p-p block has an antisymmetric part of ±0.26 eV in the bilayer's DFT data.
@@ -289,25 +316,25 @@ class BondFeatures(nn.Module):
             self.register_buffer(f"turn_{K}", torch.as_tensor(turn.reshape(len(turn), -1), dtype=torch.float64),
                                  persistent=False)
 
-    def forward(self, harmonics, m_src, m_dst, sh: SphericalHarmonics) -> tuple[dict, torch.Tensor]:
-        moments = torch.cat([m_src, m_dst], dim=1)  # [E, 2C, (l_max+1)²]
+    def forward(self, harmonics, moments, sh: SphericalHarmonics) -> tuple[dict, torch.Tensor]:
+        """``moments``: both atoms' moments, source channels then target channels, [E, 2C, (l_max+1)²]."""
         e = len(harmonics)
-        products = {}  # K: [Y_k(n) ⊗ M_K]_L of every term with this K, both atoms' moments, [E, 2C, Σ(2L+1)]
+        m_by_degree = by_degree(moments, 2)  # [E, 2C, 2K+1] each
+        coupled = {}  # [Y_k(n) ⊗ M_K]_L, both atoms' moments, [E, 2C, 2L+1]
         for K, width in self.widths.items():
             turn = (harmonics @ getattr(self, f"turn_{K}").to(harmonics.dtype)).view(e, 2 * K + 1, width)
-            products[K] = torch.bmm(moments[:, :, K * K:(K + 1) ** 2], turn)
+            terms = [key for key in self.columns if key[1] == K]  # in column order
+            coupled.update(zip(terms, torch.bmm(m_by_degree[K], turn).split([2 * L + 1 for *_, L in terms], dim=2)))
 
-        def coupled(k, K, L):  # [Y_k(n) ⊗ M_K]_L, [E, 2C, 2L+1]
-            col = self.columns[(k, K, L)]
-            return products[K][:, :, col:col + 2 * L + 1]
-
+        # Channels last, [E, 2L+1, channels], as couple() multiplies them by the mixing: the parts are transposed
+        # views, and the one copy that concatenates them also transposes them.
+        y_by_degree = by_degree(harmonics, 1)
         features = {}
         for (parity, L), terms in self.terms.items():
-            parts = [coupled(k, K, L) for k, K in terms]
+            parts = [coupled[(k, K, L)].transpose(1, 2) for k, K in terms]
             if parity == POLAR:
-                sl = slice(L * L, (L + 1) ** 2)
-                parts = [harmonics[:, None, sl], moments[:, :, sl], *parts]
+                parts = [y_by_degree[L].unsqueeze(2), m_by_degree[L].transpose(1, 2), *parts]
             if parts:
-                features[(parity, L)] = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        invariants = sh.per_degree(moments * harmonics.unsqueeze(1)).flatten(1)
+                features[(parity, L)] = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        invariants = sh.dot_per_degree(moments, harmonics).flatten(1)
         return features, invariants
