@@ -286,9 +286,9 @@ class BondFeatures(nn.Module):
     """Equivariant features and invariants of bonds (see the module docstring), ``channels`` per (parity, L).
 
     Inputs: the bond directions' harmonics [E, (l_max+1)²] and the two atoms' moments side by side [E, 2C,
-    (l_max+1)²]. Output ({(parity, L): [E, 2L+1, channels]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n), M_src,L, M_dst,L, then
-    the products of :func:`product_terms` for both atoms), axial = those products only; invariants = Y_L(n) · M_L
-    per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a
+    (l_max+1)²]. Output ({(parity, L): [E, 2L+1, channels]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n),
+    M_src,L, M_dst,L, then the products of :func:`product_terms` for both atoms), axial = those products only;
+    invariants = Y_L(n) · M_L per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a
     second-neighbour bond, whose p-p block has an antisymmetric part of ±0.26 eV in the bilayer's DFT data.
     """
 
