@@ -229,3 +229,22 @@ def test_training_on_two_threads_is_bit_reproducible(tmp_path):
     state_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     state_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+@pytest.mark.parametrize("numbers", [[6, 6, 6], [6, 1, 6]])
+def test_block_residuals_are_every_real_orbital_pair_and_nothing_else(numbers):
+    """One species fills the padded blocks (the residuals are then the flattened blocks, without a selection);
+    with H next to C the padding is left out. Both: exactly the elements block_mask selects, in its order."""
+    from torch_geometric.data import Data
+
+    basis = {"name": "toy", "orbitals": {"6": [["2s", 0], ["2p", 1]], "1": [["1s", 0]]},
+             "rcut": {"6": 2.2, "1": 1.6}, "valence": {"6": 4, "1": 1}}
+    torch.manual_seed(0)
+    model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1}, basis)
+    batch = Data(numbers=torch.tensor(numbers), block_edge_index=torch.tensor([[0, 1, 2, 0], [0, 2, 1, 1]]),
+                 H=torch.randn(4, 4, 4))
+    out = {"H": torch.randn(4, 4, 4)}
+    mask = model.block_mask(batch.numbers, batch.block_edge_index)
+    assert model.fills_padding(batch.numbers) == bool(mask.all()) == (1 not in numbers)
+    res = train.residuals(out, batch, model, ("H",))["H"]
+    assert torch.equal(res, (out["H"] - batch.H)[mask])

@@ -352,6 +352,11 @@ class HedgeNet(nn.Module):
                              f"only has {self.species}")
         return self.species_of_z[numbers]
 
+    def fills_padding(self, numbers: torch.Tensor) -> bool:
+        """Whether every atom has the padded orbital count (one species, or species of equal counts): then every
+        element of every block is a real orbital pair and :meth:`block_mask` is all True."""
+        return bool((self.n_orb_of_species[self.species_index(numbers)] == self.n_orb).all())
+
     def block_mask(self, numbers: torch.Tensor, block_edge_index: torch.Tensor) -> torch.Tensor:
         """True where a padded block element is a real orbital pair, ``[n_blocks, n_orb, n_orb]``."""
         n = self.n_orb_of_species[self.species_index(numbers)]  # [n_atoms]

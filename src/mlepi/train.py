@@ -296,10 +296,13 @@ def residuals(out: dict, batch, model: HedgeNet, targets) -> dict[str, torch.Ten
     if "forces" in targets:
         res["forces"] = (out["forces"] - batch.forces).reshape(-1)
     if "H" in targets or "S" in targets:
-        mask = model.block_mask(batch.numbers, batch.block_edge_index)
+        # Without padding the selection is the flattening, in the same order: a boolean selection would cost
+        # ~7 ms per target and training step (forward and backward) for 36-atom frames, ~10 % of the step.
+        mask = None if model.fills_padding(batch.numbers) else model.block_mask(batch.numbers, batch.block_edge_index)
         for key in ("H", "S"):
             if key in targets:
-                res[key] = (out[key] - batch[key])[mask]
+                diff = out[key] - batch[key]
+                res[key] = diff.reshape(-1) if mask is None else diff[mask]
     return res
 
 
