@@ -4,8 +4,8 @@ Timed per structure, best of ``repeats`` after one warm-up:
 
 - ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.neighbors`) and the graph;
 - ``model_s``: one HedgeNet forward pass with forces (autograd) and every H block, in the precision
-  ``mlepi infer`` uses (the model's training precision) unless stated. S is not predicted: the workflow takes GPAW's exact S
-  (:func:`mlepi.completion.exact_overlap`), whose cost is reported apart;
+  ``mlepi infer`` uses (the model's training precision) unless stated. S is not predicted: the workflow takes
+  GPAW's exact S (:func:`mlepi.completion.exact_overlap`), whose cost is reported apart;
 - GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.compute_frame`), and the H(R)/S(R) extraction.
 
 Peak memory is the resident set of a fresh process that imports, builds and predicts one structure: every size
@@ -108,7 +108,7 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     return result
 
 
-def alternating_time_per_atom(model, structures: list, *, rounds: int = 3, min_s: float = 1.0,
+def alternating_time_per_atom(model, structures: list, *, rounds: int = 5, min_s: float = 1.0,
                               dtype: str = "float64", threads: int | None = None) -> dict:
     """Time per atom (graph + forward pass with forces and H) of each structure, measured in alternation.
 
@@ -181,16 +181,15 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
     return {**result, "supercell": n, "peak_rss_MiB": _status_mib("VmHWM"), "baseline_rss_MiB": baseline}
 
 
-def _alternating_job(model_path, primitive_path, sizes, sigma, seed, rounds, min_s, dtype) -> dict:
-    """:func:`alternating_time_per_atom` of ``n x n`` supercells for n in ``sizes``, in a fresh process."""
+def _alternating_job(model_path, primitive_path, sizes, sigma, seed, dtype) -> dict:
+    """:func:`alternating_time_per_atom` of ``n x n`` supercells for n in ``sizes`` (run it in a fresh process)."""
     from .model import HedgeNet
     from .structure_io import read_structure
 
     keep_freed_memory()
     primitive = read_structure(primitive_path)
     structures = [displaced_supercell(primitive, int(n), sigma, seed) for n in sizes]
-    return alternating_time_per_atom(HedgeNet.load(model_path), structures, rounds=rounds, min_s=min_s,
-                                     dtype=dtype)
+    return alternating_time_per_atom(HedgeNet.load(model_path), structures, dtype=dtype)
 
 
 def _fresh_process(fn, *args):
@@ -462,7 +461,7 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     summary = _scaling_summary(scaling[native])
     size_of = {row["n_atoms"]: int(n) for n, row in zip(sizes, scaling[native])}
     alternating = _fresh_process(_alternating_job, str(model_path), str(primitive_path),
-                                 [size_of[a] for a in summary["time_per_atom_sizes"]], sigma, seed, 5, 1.0, native)
+                                 [size_of[a] for a in summary["time_per_atom_sizes"]], sigma, seed, native)
     step("time per atom, alternating")
     gpu = None
     if torch.cuda.is_available():  # the same on the GPU; the CPU numbers above stay the reference

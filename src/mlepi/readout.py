@@ -288,8 +288,9 @@ class BondFeatures(nn.Module):
     Inputs: the bond directions' harmonics [E, (l_max+1)²] and the two atoms' moments side by side [E, 2C,
     (l_max+1)²]. Output ({(parity, L): [E, 2L+1, channels]}, invariants [E, 2 C (l_max+1)]): polar = (Y_L(n),
     M_src,L, M_dst,L, then the products of :func:`product_terms` for both atoms), axial = those products only;
-    invariants = Y_L(n) · M_L per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the layer normal) of a
-    second-neighbour bond, whose p-p block has an antisymmetric part of ±0.26 eV in the bilayer's DFT data.
+    invariants = Y_L(n) · M_L per channel and degree. The axial [Y_3(n) ⊗ M_3]_1 is the pseudo-vector (along the
+    layer normal) of a second-neighbour bond, whose p-p block has an antisymmetric part of ±0.26 eV in the
+    bilayer's DFT data.
     """
 
     def __init__(self, l_max: int, needed, moment_channels: int):
