@@ -365,6 +365,14 @@ class HedgeNet(nn.Module):
         i, j = block_edge_index
         return valid[i].unsqueeze(2) & valid[j].unsqueeze(1)
 
+    def real_pairs(self, blocks: torch.Tensor, numbers: torch.Tensor, block_edge_index: torch.Tensor) -> torch.Tensor:
+        """The elements of ``blocks`` [n_blocks, n_orb, n_orb] that are real orbital pairs, flattened in
+        :meth:`block_mask`'s order. Without padding that is the flattening: a boolean selection would cost ~7 ms
+        per training step and target (forward and backward) for two 36-atom frames, ~10 % of the step."""
+        if self.fills_padding(numbers):
+            return blocks.reshape(-1)
+        return blocks[self.block_mask(numbers, block_edge_index)]
+
     @staticmethod
     def _bond_vectors(pos, cell, batch, edge_index, cell_shift):
         i, j = edge_index

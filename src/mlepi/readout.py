@@ -253,7 +253,7 @@ class OnsiteBlock(nn.Module):
         constant = torch.zeros_like(moments[:, :1])
         constant[:, 0, 0] = 1.0
         polar = torch.cat([constant, moments], dim=1).transpose(1, 2)  # [n_atoms, (L+1)², 1 + C]
-        features = dict(zip(((POLAR, L) for L in range(math.isqrt(moments.shape[2]))), by_degree(polar, 1)))
+        features = {(POLAR, L): f for L, f in enumerate(by_degree(polar, 1))}
         n = self.heads.n_orb
         return self.heads(self.mlp(node), features, species).view(-1, n, n)
 
@@ -309,6 +309,7 @@ class BondFeatures(nn.Module):
             self.columns[(k, K, L)] = widths[K]
             widths[K] += 2 * L + 1
         self.widths = dict(sorted(widths.items()))  # K: Σ(2L+1) over the terms with this K
+        self.terms_of = {K: [key for key in self.columns if key[1] == K] for K in self.widths}  # in column order
         for K, width in self.widths.items():
             turn = np.zeros(((l_max + 1) ** 2, 2 * K + 1, width))
             for (k, KK, L), col in self.columns.items():
@@ -324,7 +325,7 @@ class BondFeatures(nn.Module):
         coupled = {}  # [Y_k(n) ⊗ M_K]_L, both atoms' moments, [E, 2C, 2L+1]
         for K, width in self.widths.items():
             turn = (harmonics @ getattr(self, f"turn_{K}").to(harmonics.dtype)).view(e, 2 * K + 1, width)
-            terms = [key for key in self.columns if key[1] == K]  # in column order
+            terms = self.terms_of[K]
             coupled.update(zip(terms, torch.bmm(m_by_degree[K], turn).split([2 * L + 1 for *_, L in terms], dim=2)))
 
         # Channels last, [E, 2L+1, channels], as couple() multiplies them by the mixing: the parts are transposed
