@@ -321,7 +321,10 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     assert frames_file.basis["orbitals"] == {"6": [["2s", 0], ["2p", 1]]}
     assert frames_file.basis["valence"] == {"6": 4} and frames_file.basis["name"] == "sz(dzp)"
     assert frames_file.provenance["config_hash"]
-    assert "mlepi dft" in (tmp_path / "prim.gpaw.txt").read_text()
+    log = (tmp_path / "prim.gpaw.txt").read_text()
+    assert "mlepi dft" in log
+    # The SCF steps GPAW logged (its "iter:" lines, less the one non-self-consistent step of the blocks).
+    assert prim.info["scf_iterations"] == log.count("|iter:") - 1 > 2
 
 
 @pytest.mark.slow

@@ -450,7 +450,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
         per sample by counting electrons at K, which a model H with states in the near-null space of S can
         throw far off (docs/bands.md).
     workers : int
-        Processes that unfold samples in parallel (results do not depend on it).
+        Processes that unfold samples, then fit the temperatures, in parallel (results do not depend on it).
 
     Returns
     -------
@@ -460,7 +460,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     cfg = BandsConfig.from_dict(config)
     out_dir = Path(out_dir)
     geometry, mapping, path, energy_grid = setup(primitive, supercell, cfg)
-    results, spectra, basis_seen = [], {}, None
+    samples_by_T, rejected_by_T, basis_seen = {}, {}, None
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
     with parallel_map(workers) as run_all:
@@ -488,11 +488,16 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
                                  f"(more than bands.max_rejected_fraction = {cfg.max_rejected_fraction}); first: "
                                  f"{rejected[0]['reason']}")
             log.info("bands: T = %s K, %d samples (%d left out)", T, len(samples), len(rejected))
-            result = analyse_temperature(float(T), samples, path, geometry, cfg)
-            result["rejected_samples"] = rejected
-            result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
-            results.append(result)
-            spectra[float(T)] = np.mean([s.spectral for s in samples], axis=0)
+            samples_by_T[T], rejected_by_T[T] = samples, rejected
+        # The temperatures' fits and bootstraps (seeded per temperature) are independent too: in parallel, the
+        # same results as in series.
+        results = list(run_all(functools.partial(analyse_temperature, path=path, geometry=geometry, cfg=cfg),
+                               map(float, samples_by_T), samples_by_T.values()))
+    spectra = {}
+    for T, result in zip(samples_by_T, results):
+        result["rejected_samples"] = rejected_by_T[T]
+        result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
+        spectra[float(T)] = np.mean([s.spectral for s in samples_by_T[T]], axis=0)
     cfg_dict = asdict(cfg)
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "units": UNITS, "config": cfg_dict,

@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", required=True, nargs="+", help="frames file (.h5) per temperature, same order")
     p.add_argument("--reference", help="DFT frames file of the pristine supercell: its Fermi level centres the "
                                        "band window (robust against a model's spurious states)")
-    p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that unfold samples, then fit temperatures, in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
 
@@ -386,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phonopy", required=True, help="phonopy_params.yaml of the DFT phonons stage")
     p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
     p.add_argument("--reference", required=True, help="DFT frames file of the pristine supercell (band window)")
-    p.add_argument("--workers", type=int, default=1, help="processes unfolding samples in parallel (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that unfold samples, then fit temperatures, in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes pristine.extxyz, T<T>.h5 and the band analysis")
     p.set_defaults(func=cmd_supercell_bands)
 

@@ -296,7 +296,7 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     txt : file object, path or None
         GPAW text log.
     info : dict, optional
-        Carried into ``Frame.info``; the block diagnostics are added.
+        Carried into ``Frame.info``; the block diagnostics and ``scf_iterations`` are added.
 
     Returns
     -------
@@ -316,6 +316,7 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     energy = free_energy(calc, atoms)  # the energy whose gradient the forces are
     forces = atoms.get_forces()
     fermi_level = float(gpaw_calculator(calc).get_fermi_level())
+    diagnostics["scf_iterations"] = int(gpaw_calculator(calc).get_number_of_iterations())
     timings["scf_forces"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -390,5 +391,6 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         timings["write"] = time.perf_counter() - t0
         txt.write(f"\n# mlepi dft {name}: timings (s) {json.dumps({k: round(v, 2) for k, v in timings.items()})}"
                   f", {len(frame.cell_shift)} edges, block k mesh {frame.info['block_kmesh']}, tail beyond "
-                  f"rc_i + rc_j {frame.info['block_tail_max_abs_H']:.1e} eV\n")
+                  f"rc_i + rc_j {frame.info['block_tail_max_abs_H']:.1e} eV, {frame.info['scf_iterations']} SCF "
+                  "iterations\n")
     return out_path
