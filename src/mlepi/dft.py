@@ -315,13 +315,14 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
     calc = converge(atoms, dft_cfg, supercell, txt=txt, label=name)
     energy = free_energy(calc, atoms)  # the energy whose gradient the forces are
     forces = atoms.get_forces()
-    fermi_level = float(gpaw_calculator(calc).get_fermi_level())
-    diagnostics["scf_iterations"] = int(gpaw_calculator(calc).get_number_of_iterations())
+    gpaw = gpaw_calculator(calc)
+    fermi_level = float(gpaw.get_fermi_level())
+    diagnostics["scf_iterations"] = int(gpaw.get_number_of_iterations())
     timings["scf_forces"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    edge_index, cell_shift, H, S, basis = extract_blocks(gpaw_calculator(calc), atoms, dft_cfg.get("kpts_blocks"),
-                                                         txt=txt, diagnostics=diagnostics)
+    edge_index, cell_shift, H, S, basis = extract_blocks(gpaw, atoms, dft_cfg.get("kpts_blocks"), txt=txt,
+                                                         diagnostics=diagnostics)
     timings["blocks"] = time.perf_counter() - t0
     info = dict(info or {}, **diagnostics)
     frame = Frame.from_atoms(name, atoms, energy=energy, forces=forces, fermi_level=fermi_level,
