@@ -98,7 +98,10 @@ def _setup_distributed(device: str) -> _Dist:
     # CPU it would only add a gloo all-reduce per step.
     launched = world > 1 or (use_cuda and "TORCHELASTIC_RUN_ID" in os.environ)
     if launched and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:  # NCCL told its device: otherwise every barrier warns that it guesses one
+            dist.init_process_group("nccl", device_id=dev)
+        else:
+            dist.init_process_group("gloo")
         owns = True
         log.info("torch.distributed: %s backend, %d process(es), this one on %s", dist.get_backend(), world, dev)
     # From OMP_NUM_THREADS (the workflow sets resources.train_threads; torchrun, starting several processes
