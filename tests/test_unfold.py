@@ -126,14 +126,20 @@ def test_overlap_enters_the_weights_of_displaced_cells(prim):
     folded = uf.folding_kpoints(K, SQRT3)
 
     def weights(coefficients):
-        return np.array([np.sum(np.abs(uf.unfolding_amplitudes(coefficients, k, m.translation, atom, prim_orb,
-                                                               n_prim, m.n_cells)) ** 2, axis=0)
-                         for k in folded])
+        return np.array([np.sum(np.abs(uf.bloch_projector(k, m.translation, atom, prim_orb, n_prim, m.n_cells)
+                                       @ coefficients) ** 2, axis=0) for k in folded])
 
     naive, lowdin = weights(c), weights(c_tilde)
     np.testing.assert_allclose(naive.sum(axis=0), 1.0, atol=1e-10)
     np.testing.assert_allclose(lowdin.sum(axis=0), 1.0, atol=1e-10)
     assert np.abs(naive - lowdin).max() > 1e-3
+    # The projection the unfolding asks lowdin_eigh for is the projection of its coefficients.
+    F = uf.bloch_projector(folded[1], m.translation, atom, prim_orb, n_prim, m.n_cells)
+    for cutoff in (0.0, np.sort(np.linalg.eigvalsh(S[0]))[1]):  # exact, and with a direction of S(k) dropped
+        e, amp = uf.lowdin_eigh(H[0], S[0], overlap_min=cutoff, project=F)
+        e_full, c_full = uf.lowdin_eigh(H[0], S[0], overlap_min=cutoff)
+        np.testing.assert_array_equal(e, e_full)
+        np.testing.assert_allclose(amp, F @ c_full, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["lorentzian", "gaussian"])
