@@ -204,8 +204,10 @@ def lowdin_eigh(H: np.ndarray, S: np.ndarray, name: str = "", overlap_min: float
     """
     H = 0.5 * (H + H.conj().T)  # Hermitian only to rounding in model or DFT blocks
     S = 0.5 * (S + S.conj().T)
-    # The divide-and-conquer driver is ~1.5x faster than the default at these sizes (a few hundred).
-    s, U = scipy.linalg.eigh(S, driver="evd")
+    # LAPACK drivers timed on S(k) and H′(k) of HedgeNet samples, one thread: for S the MRRR driver (evr) is
+    # 1.2x faster than divide and conquer (evd) at 288 and 512 orbitals, for H′ evd is 1.08x faster at 512 (the
+    # default, ev, is 2.5-3x slower than either; benchmarks/NOTES.md §21).
+    s, U = scipy.linalg.eigh(S, driver="evr")
     if s[0] <= 1e-10 * s[-1]:
         raise UnfoldError(f"{name}: overlap S(k) is not positive definite (smallest eigenvalue {s[0]:.3e})")
     # In the eigenbasis of S the Löwdin problem is (U s^-1/2)† H (U s^-1/2), with c̃ = U y; with a cutoff only the
