@@ -118,18 +118,24 @@ def _snapshot(results: Path) -> dict[Path, tuple[int, str]]:
             for p in results.rglob("*") if p.is_file()}
 
 
+RECORDS = {"logs", "benchmarks"}  # folders of results/<name> that every run rewrites: logs and timings
+
+
+def _is_record(path: Path, results: Path) -> bool:
+    return bool(RECORDS & set(path.relative_to(results).parts))
+
+
 def _data_files(results: Path) -> list[Path]:
     """Every output compared bitwise with the uninterrupted run: all files except figures, logs, timings,
     the torch files (zip archives naming their temporary; compared by tensors) and the metrics (wall times)."""
-    skip_dirs, skip_names = {"logs", "benchmarks"}, {"metrics.csv", "model.pt", "checkpoint.pt"}
+    skip_names = {"metrics.csv", "model.pt", "checkpoint.pt"}
     return sorted(p.relative_to(results) for p in results.rglob("*")
-                  if p.is_file() and p.suffix != ".png" and p.name not in skip_names
-                  and not skip_dirs & set(p.relative_to(results).parts))
+                  if p.is_file() and p.suffix != ".png" and p.name not in skip_names and not _is_record(p, results))
 
 
 # What the killed run keeps of the uninterrupted one (results/<name>/...): the stages before the training data.
 # Every other stage reads the dataset, directly or not, so it is removed along with the DFT results of REDO.
-UPSTREAM = ("structure", "displace", "phonons", "thermal", "dft", "logs", "benchmarks")
+UPSTREAM = {"structure", "displace", "phonons", "thermal", "dft"} | RECORDS
 REDO = ("mc_T0_s000", "mc_T300_s001")  # training samples: the dataset waits for them
 
 
@@ -152,8 +158,7 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
     name = cfg["system"]["name"]
     workdir = tmp_path / "killed"
     results = workdir / "results" / name
-    kept = {p: v for p, v in _seed(reference, workdir, name).items()
-            if not {"logs", "benchmarks"} & set(p.relative_to(results).parts)}
+    kept = {p: v for p, v in _seed(reference, workdir, name).items() if not _is_record(p, results)}
     faults, protected = [], {}
     for stage in ("dft", "dataset", "train", "infer"):
         killed, interrupted = _kill_during(workdir, stage)
@@ -171,8 +176,7 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
                 assert not (workdir / _argument(cmd, "--out")).exists(), f"{cmd}: the kill came too late"
         # What any killed job was writing is redone; everything else must stay as it is.
         redone = [workdir / out for cmd in interrupted for out in _outputs_of(cmd)]
-        protected = {p: v for p, v in after.items() if ".tmp" not in p.name
-                     and not {"logs", "benchmarks"} & set(p.relative_to(results).parts)
+        protected = {p: v for p, v in after.items() if ".tmp" not in p.name and not _is_record(p, results)
                      and not any(p == r or r in p.parents for r in redone)}
         # A killed Snakemake leaves its lock: the user unlocks and reruns (the profiles set rerun-incomplete).
         snakemake(workdir, "--unlock")

@@ -133,7 +133,7 @@ def test_alternating_time_per_atom_is_per_atom_and_summarises_the_rounds(monkeyp
     torch.manual_seed(0)
     model = HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1, "cutoff_intra": 3.0,
                                   "cutoff_inter": 3.8}, TOY_BASIS)
-    atoms = bilayer(2, rattle=0.05)
+    atoms, large = bilayer(2, rattle=0.05), bilayer(4, rattle=0.05)
     real_steps, now = performance._inference_steps, [0.0]
 
     def steps_on_the_clock(model, structures, **kwargs):
@@ -148,11 +148,9 @@ def test_alternating_time_per_atom_is_per_atom_and_summarises_the_rounds(monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(performance, "_inference_steps", steps_on_the_clock)
         patch.setattr(performance, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
-        result = performance.alternating_time_per_atom(model, [atoms, bilayer(4, rattle=0.05)], rounds=3,
-                                                       min_s=0.05, threads=1)
+        result = performance.alternating_time_per_atom(model, [atoms, large], rounds=3, min_s=0.05, threads=1)
     assert result["n_atoms"] == [len(atoms), 4 * len(atoms)] and len(result["ratios"]) == 3
     np.testing.assert_allclose(result["per_atom_s"], 1e-3, rtol=1e-9)
     assert result["ratios"] == pytest.approx([1.0] * 3) and result["ratio"] == pytest.approx(1.0)
-    big = performance.alternating_time_per_atom(model, [atoms, bilayer(4, rattle=0.05)], rounds=1, min_s=0.0,
-                                                threads=1)
+    big = performance.alternating_time_per_atom(model, [atoms, large], rounds=1, min_s=0.0, threads=1)
     assert big["n_atoms"] == [len(atoms), 4 * len(atoms)] and big["per_atom_s"][1][0] > 0
