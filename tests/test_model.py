@@ -232,6 +232,25 @@ def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
     np.testing.assert_allclose(out["H"].detach().numpy(), np.array(list(ref["H"].values())), atol=1e-12)
 
 
+@pytest.mark.parametrize("basis", [SPD_BASIS, TOY_BASIS])
+def test_reverse_edges_share_their_bond_features_exactly(monkeypatch, basis):
+    """The blocks of a pair of reverse edges (i, j, R), (j, i, -R) take the bond features of the first alone:
+    the second's are the same channels up to sign (``readout.BondFeatures.reverse_mixing``). Evaluated edge by
+    edge instead (the path taken when a reverse edge is missing), every block is the same. With s, p, d shells
+    and two species, C-H and H-C pairs (different couplings) and both parities of every degree are covered; one
+    species takes the elemental path."""
+    import mlepi.model
+
+    model = make_model(basis)
+    atoms = structure(hydrogens=() if basis is TOY_BASIS else (3, 9))
+    paired = predict(model, atoms)
+    monkeypatch.setattr(mlepi.model, "reverse_edges", lambda *args: None)
+    direct = predict(model, atoms)
+    for key, block in direct["H"].items():
+        np.testing.assert_allclose(paired["H"][key], block, rtol=0, atol=1e-12)
+    assert max(np.abs(b).max() for b in direct["H"].values()) > 0.1
+
+
 def test_coupled_basis_reaches_every_block_component():
     """Off-site blocks: over all shell pairs of two atoms, the paths (l_a, l_b, L) span every block element (the
     coupling matrix is orthogonal), so covariance costs no expressiveness; without axial features (S, on-site)

@@ -146,7 +146,7 @@ class EdgeConv(nn.Module):
     def forward(self, h, edge_index, rbf, env, norm):
         # h [n_atoms, hidden]; edge_index [2, E] (message j -> i); rbf [E, n_rbf]; env [E]
         i, j = edge_index
-        msg = self.filter(rbf) * env.unsqueeze(-1) * self.source(h)[j]  # [E, hidden]
+        msg = self.filter(rbf) * env.unsqueeze(-1) * self.source(h).index_select(0, j)  # [E, hidden]
         agg = torch.zeros_like(h).index_add_(0, i, msg) / norm  # [n_atoms, hidden]
         return self.out(agg)
 
@@ -377,7 +377,7 @@ class HedgeNet(nn.Module):
     def _bond_vectors(pos, cell, batch, edge_index, cell_shift):
         i, j = edge_index
         offset = torch.einsum("ec,ecd->ed", cell_shift.to(pos.dtype), cell[batch[i]])  # [E, 3]
-        return pos[j] - pos[i] + offset  # [E, 3] Angstrom
+        return pos.index_select(0, j) - pos.index_select(0, i) + offset  # [E, 3] Angstrom
 
     # ----------------------------------------------------------------------------------------------- forward
     def forward(self, data, *, forces: bool = True, create_graph: bool = False, blocks: bool = True,
@@ -440,7 +440,7 @@ class HedgeNet(nn.Module):
         groups = {}
         for kind, code in (("intra", INTRA), ("inter", INTER)):
             sel = (edge_type == code).nonzero().squeeze(1)  # once: each boolean mask would search again
-            groups[kind] = (edge_index[:, sel], *(t[sel] for t in per_edge), self.avg_neighbors[code])
+            groups[kind] = (edge_index[:, sel], *(t.index_select(0, sel) for t in per_edge), self.avg_neighbors[code])
         return groups
 
     def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env, overlap: bool) -> dict:
@@ -488,12 +488,14 @@ class HedgeNet(nn.Module):
             by construction, times ``scale`` [B_off] and the envelope; ``bond(idx, reverse)`` is g on off-site edges
             ``idx``. The reverse edge (j, i, -R) supplies g(j, i, -r) when present (always, for the block edges
             of docs/data.md), otherwise it is evaluated directly."""
-            blocks = bvec.new_empty(block_index.shape[1], n, n)  # every block is written below: on- or off-site
-            blocks.index_put_((on,), atom_blocks[i[on]])
+            # Every block is added once to zeros: the backward pass of an in-place add passes the gradient on, that
+            # of an in-place write would copy all blocks once per chunk (training profile, benchmarks/NOTES.md §22).
+            blocks = bvec.new_zeros(block_index.shape[1], n, n)
+            blocks.index_add_(0, on, atom_blocks.index_select(0, i[on]))
             for sel in chunks:
                 g = bond(sel, False)  # [C, n, n]; with reverse edges: e, rev(e), e', rev(e'), ...
                 g_rev = g.view(-1, 2, n, n).flip(1).reshape(g.shape) if rev is not None else bond(sel, True)
-                blocks.index_put_((off[sel],), (scale * benv)[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
+                blocks.index_add_(0, off[sel], (scale * benv)[sel].view(-1, 1, 1) * 0.5 * (g + g_rev.transpose(1, 2)))
             return blocks
 
         # Neighbourhood moments of every atom, per edge kind, over the message-passing edges.
@@ -514,12 +516,21 @@ class HedgeNet(nn.Module):
 
         def H_bond(idx, reverse):
             src, dst, radial, sh, codes = inputs(idx, reverse)
+            # Edges in pairs (e, rev(e)) when the reverse edges are present: the bond features are computed for
+            # e alone, those of rev(e) are the same channels up to sign (BondFeatures.reverse_mixing).
+            paired = rev is not None
+            first = slice(None, None, 2) if paired else slice(None)
 
             def kind_blocks(kind, sel=slice(None)):
                 s, d = src[sel], dst[sel]
-                pair = moments[torch.stack([s, d], dim=1)].flatten(1, 2)  # [E, 2C, (L+1)²]: one gather for both
-                features, invariants = self.bond_features(sh[sel], pair, self.harmonics)
-                return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel])
+                ends = torch.stack([s[first], d[first]], dim=1).flatten()  # one gather for both atoms' moments
+                pair = moments.index_select(0, ends).view(len(ends) // 2, 2 * moments.shape[1], moments.shape[2])
+                features, invariants = self.bond_features(sh[sel][first], pair, self.harmonics)
+                if paired:
+                    invariants = torch.stack([invariants, self.bond_features.reverse_invariants(invariants)],
+                                             dim=1).flatten(0, 1)
+                return self.H_bond[kind](h_proj[kind], s, d, radial[sel], invariants, features, codes[sel],
+                                         self.bond_features if paired else None)
 
             if "shared" in self.H_bond:
                 return kind_blocks("shared")

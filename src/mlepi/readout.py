@@ -97,18 +97,24 @@ def couple(weights: torch.Tensor, mixing, features: dict, groups, matrix: torch.
     edges and components without a copy); matrix: the coupling matrix with its rows in the order of x here,
     component-major within each group (:func:`component_major`). The per-edge weight of path p and channel c,
     α_pc = Σ_r a_pr W_rpc, has rank RANK.
+
+    Several *sides* share one edge's features (a pair of reverse edges, :class:`_PairHeads`): weights [E, S,
+    n_paths * RANK] and each W [channels, S * count * RANK] (the sides' mixings side by side) give the blocks
+    of the sides of each edge in turn, ``[E * S, n²]``.
     """
+    sides = weights.shape[1] if weights.dim() == 3 else 1
+    width = sum(count for *_, count in groups) * RANK
     xs = []
     # split, not slices: the backward pass of a split concatenates the gradients, that of each slice would
     # zero a gradient the size of the whole input (training profile: fill_ 6.5 % of a step).
-    per_group = weights.split([count * RANK for *_, count in groups], dim=1)
+    per_group = weights.view(len(weights), sides, width).split([count * RANK for *_, count in groups], dim=2)
     for (parity, L, count), w, a in zip(groups, mixing, per_group):
         f = features[(parity, L)]
         e, m, c = f.shape
-        mixed = (f.reshape(e * m, c) @ w).view(e, m, count, RANK)
-        a = a.view(e, 1, count, RANK)
-        xs.append((mixed * a).sum(-1).view(e, m * count))
-    return torch.cat(xs, dim=1) @ matrix
+        mixed = (f.reshape(e * m, c) @ w).view(e, m, sides, count, RANK)
+        x = (mixed * a.view(e, 1, sides, count, RANK)).sum(-1)  # [E, 2L+1, S, count]
+        xs.append(x.transpose(1, 2).reshape(e, sides, m * count))
+    return (torch.cat(xs, dim=2) @ matrix).view(-1, matrix.shape[1])
 
 
 def by_degree(x: torch.Tensor, dim: int) -> tuple:
@@ -171,7 +177,7 @@ class Moments(nn.Module):
 
     def forward(self, h, edge_index, rbf, env, harmonics, norm, chunk: int):
         i, j = edge_index
-        w = self.radial(rbf) * env.unsqueeze(-1) * self.source(h)[j]  # [E, C]
+        w = self.radial(rbf) * env.unsqueeze(-1) * self.source(h).index_select(0, j)  # [E, C]
         moments = h.new_zeros(h.shape[0], w.shape[1], harmonics.shape[1])
         # In chunks of edges: the outer product [E, C, (L+1)²] of a 10^4-atom structure would be a GB.
         for sel in torch.arange(len(i), device=i.device).split(chunk):
@@ -197,13 +203,44 @@ class _PairHeads(nn.Module):
                 n = channels[(parity, L)]
                 self.mixing[f"{key}_{g}"] = nn.Parameter(torch.randn(n, count * RANK) / math.sqrt(n * RANK))
 
-    def forward(self, z, features: dict, codes: torch.Tensor) -> torch.Tensor:
-        """Flattened blocks [E, n²]; edge e uses the coupling ``self.keys[codes[e]]``."""
-        def blocks(key, zs, fs):
+    def forward(self, z, features: dict, codes: torch.Tensor, reverse: "BondFeatures | None" = None
+                ) -> torch.Tensor:
+        """Flattened blocks [E, n²]; edge e uses the coupling ``self.keys[codes[e]]``.
+
+        ``reverse``: the edges come in pairs (e, reverse of e), and ``features`` are those of the first edge of
+        each pair alone; the second's are the same channels up to sign, which ``reverse`` moves into the mixing
+        (:meth:`BondFeatures.reverse_mixing`).
+        """
+        def blocks(key, zs, fs, reverse_key=None):
+            """With ``reverse_key``, ``zs`` [P, 2, hidden] are pairs (e, reverse of e), the reverses of key
+            ``reverse_key``, and ``fs`` the features of e."""
             matrix = getattr(self, f"coupling_{key}").to(zs.dtype)
             mixing = [self.mixing[f"{key}_{g}"] for g in range(len(self.groups[key]))]
-            return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
+            if reverse_key is None:
+                return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
+            if reverse_key == key:  # both sides in one product per group (couple's sides)
+                mixing = [torch.cat([w, reverse.reverse_mixing(group[:2], w)], dim=1)
+                          for group, w in zip(self.groups[key], mixing)]
+                return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
+            reverse_mixing = [reverse.reverse_mixing(group[:2], self.mixing[f"{reverse_key}_{g}"])
+                              for g, group in enumerate(self.groups[reverse_key])]
+            reverse_matrix = getattr(self, f"coupling_{reverse_key}").to(zs.dtype)
+            return torch.stack([
+                couple(self.heads[key](zs[:, 0]), mixing, fs, self.groups[key], matrix),
+                couple(self.heads[reverse_key](zs[:, 1]), reverse_mixing, fs, self.groups[reverse_key],
+                       reverse_matrix)], dim=1).flatten(0, 1)
 
+        if reverse is not None:
+            z_pairs, code_pairs = z.view(len(z) // 2, 2, z.shape[1]), codes.view(len(z) // 2, 2)  # [P, 2, hidden], [P, 2]
+            if len(self.keys) == 1:
+                return blocks(self.keys[0], z_pairs, features, self.keys[0])
+            out = z.new_zeros(len(z_pairs), 2, self.n_orb**2)
+            for code in (torch.unique(code_pairs[:, 0]).tolist() if len(codes) else []):
+                sel = (code_pairs[:, 0] == code).nonzero().squeeze(1)
+                reverse_key = self.keys[int(code_pairs[sel[0], 1])]  # the species pair (b, a) of (a, b)
+                out[sel] = blocks(self.keys[code], z_pairs[sel], {k: f[sel] for k, f in features.items()},
+                                  reverse_key).view(len(sel), 2, -1)
+            return out.view(len(z), self.n_orb**2)
         if len(self.keys) == 1:  # one species (pair): elemental crystals need no gathers
             return blocks(self.keys[0], z, features)
         present = torch.unique(codes).tolist() if len(codes) else []
@@ -232,12 +269,13 @@ class BondBlock(nn.Module):
         the wide first layer then runs per atom, not per edge)."""
         return self.src(feat), self.dst(feat)
 
-    def forward(self, atoms, src, dst, rbf, invariants, features, codes):
-        pre = atoms[0][src] + atoms[1][dst] + self.radial(rbf)
+    def forward(self, atoms, src, dst, rbf, invariants, features, codes, reverse=None):
+        """``reverse``: the edges come in pairs and ``features`` are the first edges' (:class:`_PairHeads`)."""
+        pre = atoms[0].index_select(0, src) + atoms[1].index_select(0, dst) + self.radial(rbf)
         if self.invariants is not None:
             pre = pre + self.invariants(invariants)
         n = self.heads.n_orb
-        return self.heads(self.mlp(pre), features, codes).view(-1, n, n)
+        return self.heads(self.mlp(pre), features, codes, reverse).view(-1, n, n)
 
 
 class OnsiteBlock(nn.Module):
@@ -318,6 +356,25 @@ class BondFeatures(nn.Module):
             self.register_buffer(f"turn_{K}", torch.as_tensor(turn.reshape(len(turn), -1), dtype=torch.float64),
                                  persistent=False)
 
+        # The reverse (j, i, -r) of an edge (i, j, r): Y_L(-n) = (-1)^L Y_L(n), the two atoms' moments trade
+        # places and [Y_k(-n) ⊗ M_K]_L = (-1)^k [Y_k(n) ⊗ M_K]_L, so each of its feature channels is one of the
+        # edge's own, F_rev = sign · F[index] (index swaps source and target channels: an involution), and so is
+        # each invariant. A pair of edges needs the features of one (``reverse_mixing``, ``reverse_invariants``).
+        swap = np.r_[moment_channels:2 * moment_channels, 0:moment_channels]
+        for (parity, L), t in self.terms.items():
+            index, sign = ([0, *(1 + swap)], [(-1) ** L] + [1] * len(swap)) if parity == POLAR else ([], [])
+            for k, _ in t:
+                index += list(len(index) + swap)
+                sign += [(-1) ** k] * len(swap)
+            self.register_buffer(f"reverse_index_{parity}_{L}", torch.as_tensor(index), persistent=False)
+            self.register_buffer(f"reverse_sign_{parity}_{L}", torch.tensor(sign, dtype=torch.float64),
+                                 persistent=False)
+        n_degrees = l_max + 1  # invariants: [2C, l_max + 1] per edge, flattened
+        self.register_buffer("reverse_index_invariants", torch.as_tensor(
+            (swap[:, None] * n_degrees + np.arange(n_degrees)).ravel()), persistent=False)
+        self.register_buffer("reverse_sign_invariants", torch.tensor(
+            [(-1.0) ** L for _ in swap for L in range(n_degrees)], dtype=torch.float64), persistent=False)
+
     def forward(self, harmonics, moments, sh: SphericalHarmonics) -> tuple[dict, torch.Tensor]:
         """``moments``: both atoms' moments, source channels then target channels, [E, 2C, (l_max+1)²]."""
         e = len(harmonics)
@@ -340,3 +397,15 @@ class BondFeatures(nn.Module):
                 features[(parity, L)] = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
         invariants = sh.dot_per_degree(moments, harmonics).flatten(1)
         return features, invariants
+
+    def reverse_mixing(self, key, mixing: torch.Tensor) -> torch.Tensor:
+        """The channel mixing W' [channels, n] of group ``key`` = (parity, L) with F W' = F_rev W: the reverse
+        edges' coefficients from the edges' own features (F_rev = sign · F[index], index an involution that
+        keeps the sign, so W' = sign · W[index])."""
+        parity, L = key
+        index, sign = getattr(self, f"reverse_index_{parity}_{L}"), getattr(self, f"reverse_sign_{parity}_{L}")
+        return mixing[index] * sign.to(mixing.dtype).unsqueeze(1)
+
+    def reverse_invariants(self, invariants: torch.Tensor) -> torch.Tensor:
+        """The invariants [E, 2C (l_max+1)] of the reverse edges, from those of the edges."""
+        return invariants[:, self.reverse_index_invariants] * self.reverse_sign_invariants.to(invariants.dtype)
