@@ -231,10 +231,11 @@ class _PairHeads(nn.Module):
                        reverse_matrix)], dim=1).flatten(0, 1)
 
         if reverse is not None:
-            z_pairs, code_pairs = z.view(len(z) // 2, 2, z.shape[1]), codes.view(len(z) // 2, 2)  # [P, 2, hidden], [P, 2]
+            n_pairs = len(z) // 2
+            z_pairs, code_pairs = z.view(n_pairs, 2, z.shape[1]), codes.view(n_pairs, 2)  # [P, 2, hidden], [P, 2]
             if len(self.keys) == 1:
                 return blocks(self.keys[0], z_pairs, features, self.keys[0])
-            out = z.new_zeros(len(z_pairs), 2, self.n_orb**2)
+            out = z.new_zeros(n_pairs, 2, self.n_orb**2)
             for code in (torch.unique(code_pairs[:, 0]).tolist() if len(codes) else []):
                 sel = (code_pairs[:, 0] == code).nonzero().squeeze(1)
                 reverse_key = self.keys[int(code_pairs[sel[0], 1])]  # the species pair (b, a) of (a, b)
