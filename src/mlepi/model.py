@@ -514,12 +514,13 @@ class HedgeNet(nn.Module):
         same_layer = data.layer[io] == data.layer[jo]
         h_proj = {kind: head.project(node) for kind, head in self.H_bond.items()}
 
+        # Edges in pairs (e, rev(e)) when the reverse edges are present: the bond features are computed for e
+        # alone, those of rev(e) are the same channels up to sign (BondFeatures.reverse_mixing).
+        paired = rev is not None
+        first = slice(None, None, 2) if paired else slice(None)
+
         def H_bond(idx, reverse):
             src, dst, radial, sh, codes = inputs(idx, reverse)
-            # Edges in pairs (e, rev(e)) when the reverse edges are present: the bond features are computed for
-            # e alone, those of rev(e) are the same channels up to sign (BondFeatures.reverse_mixing).
-            paired = rev is not None
-            first = slice(None, None, 2) if paired else slice(None)
 
             def kind_blocks(kind, sel=slice(None)):
                 s, d = src[sel], dst[sel]

@@ -211,45 +211,42 @@ class _PairHeads(nn.Module):
         each pair alone; the second's are the same channels up to sign, which ``reverse`` moves into the mixing
         (:meth:`BondFeatures.reverse_mixing`).
         """
-        def blocks(key, zs, fs, reverse_key=None):
-            """With ``reverse_key``, ``zs`` [P, 2, hidden] are pairs (e, reverse of e), the reverses of key
-            ``reverse_key``, and ``fs`` the features of e."""
-            matrix = getattr(self, f"coupling_{key}").to(zs.dtype)
+        sides = 1 if reverse is None else 2
+        rows = len(z) // sides
+        z_rows, code_rows = z.view(rows, sides, z.shape[1]), codes.view(rows, sides)  # [P, S, hidden], [P, S]
+
+        def coupling(key, dtype):
+            """(channel mixings per group, coupling matrix) of ``key``."""
             mixing = [self.mixing[f"{key}_{g}"] for g in range(len(self.groups[key]))]
-            if reverse_key is None:
-                return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
-            if reverse_key == key:  # both sides in one product per group (couple's sides)
+            return mixing, getattr(self, f"coupling_{key}").to(dtype)
+
+        def blocks(code, reverse_code, zs, fs):
+            """Blocks of the rows ``zs`` [P, S, hidden] of coupling ``code``, ``[P * S, n²]``; with two sides the
+            second of each row is the reverse edge, of coupling ``reverse_code`` (species pair (b, a) of (a, b))."""
+            key = self.keys[code]
+            mixing, matrix = coupling(key, zs.dtype)
+            if sides == 2 and reverse_code == code:  # both sides in one product per group (couple's sides)
                 mixing = [torch.cat([w, reverse.reverse_mixing(group[:2], w)], dim=1)
                           for group, w in zip(self.groups[key], mixing)]
-                return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
-            reverse_mixing = [reverse.reverse_mixing(group[:2], self.mixing[f"{reverse_key}_{g}"])
-                              for g, group in enumerate(self.groups[reverse_key])]
-            reverse_matrix = getattr(self, f"coupling_{reverse_key}").to(zs.dtype)
-            return torch.stack([
-                couple(self.heads[key](zs[:, 0]), mixing, fs, self.groups[key], matrix),
-                couple(self.heads[reverse_key](zs[:, 1]), reverse_mixing, fs, self.groups[reverse_key],
-                       reverse_matrix)], dim=1).flatten(0, 1)
+            elif sides == 2:
+                reverse_key = self.keys[reverse_code]
+                reverse_mixing, reverse_matrix = coupling(reverse_key, zs.dtype)
+                reverse_mixing = [reverse.reverse_mixing(group[:2], w)
+                                  for group, w in zip(self.groups[reverse_key], reverse_mixing)]
+                return torch.stack([
+                    couple(self.heads[key](zs[:, 0]), mixing, fs, self.groups[key], matrix),
+                    couple(self.heads[reverse_key](zs[:, 1]), reverse_mixing, fs, self.groups[reverse_key],
+                           reverse_matrix)], dim=1).flatten(0, 1)
+            return couple(self.heads[key](zs), mixing, fs, self.groups[key], matrix)
 
-        if reverse is not None:
-            n_pairs = len(z) // 2
-            z_pairs, code_pairs = z.view(n_pairs, 2, z.shape[1]), codes.view(n_pairs, 2)  # [P, 2, hidden], [P, 2]
-            if len(self.keys) == 1:
-                return blocks(self.keys[0], z_pairs, features, self.keys[0])
-            out = z.new_zeros(n_pairs, 2, self.n_orb**2)
-            for code in (torch.unique(code_pairs[:, 0]).tolist() if len(codes) else []):
-                sel = (code_pairs[:, 0] == code).nonzero().squeeze(1)
-                reverse_key = self.keys[int(code_pairs[sel[0], 1])]  # the species pair (b, a) of (a, b)
-                out[sel] = blocks(self.keys[code], z_pairs[sel], {k: f[sel] for k, f in features.items()},
-                                  reverse_key).view(len(sel), 2, -1)
-            return out.view(len(z), self.n_orb**2)
         if len(self.keys) == 1:  # one species (pair): elemental crystals need no gathers
-            return blocks(self.keys[0], z, features)
-        present = torch.unique(codes).tolist() if len(codes) else []
-        out = z.new_zeros(len(z), self.n_orb**2)
-        for code in present:
-            sel = (codes == code).nonzero().squeeze(1)
-            out[sel] = blocks(self.keys[code], z[sel], {k: f[sel] for k, f in features.items()})
-        return out
+            return blocks(0, 0, z_rows, features)
+        out = z.new_zeros(rows, sides, self.n_orb**2)
+        for code in (torch.unique(code_rows[:, 0]).tolist() if len(codes) else []):
+            sel = (code_rows[:, 0] == code).nonzero().squeeze(1)
+            out[sel] = blocks(code, int(code_rows[sel[0], -1]), z_rows[sel],
+                              {k: f[sel] for k, f in features.items()}).view(len(sel), sides, -1)
+        return out.view(len(z), self.n_orb**2)
 
 
 class BondBlock(nn.Module):
