@@ -14,6 +14,7 @@ from mlepi import bands, swmcc, tb
 from mlepi.frames import FramesFileError, write_frames
 from mlepi.provenance import record
 from mlepi.structure_io import write_structure
+from mlepi.unfold import spectral_function, unfold
 
 SMALL = {"n_k": 9, "n_bootstrap": 8, "n_energy": 101, "seed": 7}
 
@@ -164,6 +165,26 @@ def test_run_on_displaced_samples_writes_everything(cells, tmp_path):
     again = bands.run(paths, prim, sc, SMALL, tmp_path / "again", with_figures=False, workers=2)
     for key in ("vf_1e6_m_s", "vf_err_1e6_m_s", "params_eV"):
         assert again["temperatures"][1][key] == doc["temperatures"][1][key], key
+
+
+def test_sample_from_windowed_unfolding_equals_the_full_solution(cells):
+    """analyse_sample solves only for the states near the band window; against every state unfolded: the same
+    bands, window weights and centre, and A(k, E) without the tails of the far states to < 0.1 % of its peak."""
+    prim, sc = cells
+    cfg = bands.BandsConfig.from_dict(SMALL)
+    geometry, mapping, path, grid = bands.setup(prim, sc, cfg)
+    frame = bt.tb_frame(bt.displaced(sc, 0.02, 0.04, seed=5), "sample")
+    sample = bands.analyse_sample(frame, bt.BASIS_PZ, path, mapping, cfg, grid)
+
+    energies, weights = unfold(frame, bt.BASIS_PZ, path.k_reduced, mapping)  # every state
+    assert np.mean(np.abs(energies - sample.reference) > 2.0) > 0.3  # the window does leave states out
+    center = bands.midgap_by_count(energies[path.index_K], bands.n_valence_electrons(frame.numbers, bt.BASIS_PZ))
+    expected, total = bands.select_bands(energies, weights, center, cfg.band_window_eV, cfg.band_method)
+    reference = 0.5 * (expected[path.index_K, 1] + expected[path.index_K, 2])
+    np.testing.assert_allclose(sample.bands, expected - reference, atol=1e-10)
+    np.testing.assert_allclose(sample.window_weight, total, atol=1e-10)
+    A = spectral_function(energies - reference, weights, grid, cfg.broadening_eV, cfg.broadening_kind)
+    assert np.abs(sample.spectral - A).max() < 1e-3 * A.max()
 
 
 def test_fermi_level_reference_needs_a_stored_fermi_level(cells, tmp_path):

@@ -86,6 +86,25 @@ def test_weights_sum_to_one_over_folding_kpoints(prim, sigma):
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-10)
 
 
+def test_window_gives_the_states_of_the_full_solution_inside_it(prim):
+    """unfold(window=...) solves for the states in the window alone (MRRR subset): the same energies and
+    weights as the full solution's states there, rows padded with zero weight far outside every window."""
+    sc = bt.supercell(prim, THREE, seed=2)
+    frame = bt.tb_frame(bt.displaced(sc, 0.05, 0.08, seed=6), "sample", with_s=True)
+    m = uf.map_supercell(prim, sc)
+    k = _kpoints(n_random=3)
+    e_full, w_full = uf.unfold(frame, bt.BASIS_SPZ, k, m)
+    lo, hi = np.quantile(e_full, [0.4, 0.6])  # a window that holds a different number of states at each k
+    e_win, w_win = uf.unfold(frame, bt.BASIS_SPZ, k, m, window=(lo, hi))
+    inside = (e_full > lo) & (e_full <= hi)
+    assert len(set(inside.sum(axis=1))) > 1 and e_win.shape[1] == inside.sum(axis=1).max() < e_full.shape[1]
+    for e, w, ef, wf, keep in zip(e_win, w_win, e_full, w_full, inside):
+        n = keep.sum()
+        np.testing.assert_allclose(e[:n], ef[keep], atol=1e-10)
+        np.testing.assert_allclose(w[:n], wf[keep], atol=1e-10)
+        assert np.all(e[n:] == uf.DROPPED_ENERGY_EV) and np.all(w[n:] == 0.0)
+
+
 def test_wrapped_displaced_atom_unfolds_the_same(prim):
     """A writer may wrap a displaced atom by a supercell vector: new R labels, same physics."""
     sc = bt.supercell(prim, THREE, seed=1)

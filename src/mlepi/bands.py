@@ -229,21 +229,38 @@ def _analyse_or_reject(job, *, path, mapping, cfg, energy_grid, window_center):
         return {"name": frame.name, "source": source, "reason": str(err)}
 
 
-def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, energy_grid,
-                   source: str = "", window_center: float | None = None) -> SampleBands:
-    """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
-    energies, weights = unfold(frame, basis, path.k_reduced, mapping, degeneracy_tol=cfg.degeneracy_tol_eV,
-                               max_displacement=cfg.max_displacement_A, overlap_min=cfg.overlap_min)
-    iK = path.index_K
+# Beyond the band window and the A(k, E) grid, the unfolding solves for the states within this margin (eV), for
+# the tails of the broadened states just outside the grid; the farther ones add < 0.1 % of a band's peak to
+# A(k, E) on the grid (docs/bands.md).
+SPECTRAL_MARGIN_EV = 0.5
+
+
+def sample_center(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, source: str = "",
+                  window_center: float | None = None) -> float:
+    """Centre (eV) of the band window of one frame: its Fermi level, ``window_center``, or the midgap at K."""
     if cfg.energy_reference == "fermi_level":
         if frame.fermi_level is None:
             raise FramesFileError(f"{source}: frame {frame.name!r} has no fermi_level; use "
                                   "energy_reference = 'k_midpoint'")
-        center = float(frame.fermi_level)
-    elif window_center is not None:
-        center = float(window_center)
-    else:
-        center = midgap_by_count(energies[iK], n_valence_electrons(frame.numbers, basis, source))
+        return float(frame.fermi_level)
+    if window_center is not None:
+        return float(window_center)
+    # Counting electrons needs every state at K: one k point unfolded without a window.
+    energies_K, _ = unfold(frame, basis, path.k_reduced[[path.index_K]], mapping,
+                           max_displacement=cfg.max_displacement_A, overlap_min=cfg.overlap_min,
+                           resolve_degeneracies=False)
+    return midgap_by_count(energies_K[0], n_valence_electrons(frame.numbers, basis, source))
+
+
+def analyse_sample(frame, basis: dict, path: KPath, mapping, cfg: BandsConfig, energy_grid,
+                   source: str = "", window_center: float | None = None) -> SampleBands:
+    """Unfold one frame on the path, read off the four bands and put them on the configured zero."""
+    center = sample_center(frame, basis, path, mapping, cfg, source, window_center)
+    half = max(cfg.band_window_eV, abs(cfg.spectral_emin_eV), abs(cfg.spectral_emax_eV)) + SPECTRAL_MARGIN_EV
+    energies, weights = unfold(frame, basis, path.k_reduced, mapping, degeneracy_tol=cfg.degeneracy_tol_eV,
+                               max_displacement=cfg.max_displacement_A, overlap_min=cfg.overlap_min,
+                               window=(center - half, center + half))
+    iK = path.index_K
     bands, total = select_bands(energies, weights, center, cfg.band_window_eV, cfg.band_method)
     if np.any(np.abs(total - N_BANDS) > 0.5):
         i = int(np.argmax(np.abs(total - N_BANDS)))
