@@ -293,7 +293,8 @@ def test_forces_sum_and_finite_difference(rattled):
 @pytest.mark.slow
 def test_run_primitive_and_supercell_agree(tmp_path):
     """``run`` writes a complete frames file; a 3x1 supercell (k mesh and grid scaled) gives the same
-    energy per atom and Fermi level as the primitive cell, and carries the input's info."""
+    energy per atom and Fermi level as the primitive cell, and carries the input's info. The supercell's
+    frame tiled from the primitive calculation (``tile_to``) is the direct supercell calculation's."""
     # 3x3 contains K: without it the sampled bands have a gap and E_F is anywhere inside it.
     config = {"system": system_cfg(), "dft": dft_cfg(kpts_primitive=[3, 3], scf_energy=1e-6)}
     primitive = structure.build_bilayer()
@@ -325,6 +326,25 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     assert "mlepi dft" in log
     # The SCF steps GPAW logged (its "iter:" lines, less the one non-self-consistent step of the blocks).
     assert prim.info["scf_iterations"] == log.count("|iter:") - 1 > 2
+
+    out = dft.run(tmp_path / "prim.extxyz", config, tmp_path / "tiled.h5", name="pristine",
+                  tile_to=tmp_path / "sc31.extxyz")
+    tiled = FramesFile(out)[0]
+    assert tiled.name == "pristine" and tiled.info["supercell"] == [3, 1] and tiled.info["kind"] == "thermal"
+    assert tiled.info["structure_file"] == str(tmp_path / "sc31.extxyz")
+    assert tiled.info["tiled_from"] == str(tmp_path / "prim.extxyz") and tiled.info["scf_iterations"] > 2
+    np.testing.assert_array_equal(tiled.positions, sc.positions)
+    np.testing.assert_array_equal(tiled.edge_index, sc.edge_index)
+    np.testing.assert_array_equal(tiled.cell_shift, sc.cell_shift)
+    # One numerical path (folded k mesh, same grid spacing): measured 2e-12 eV, 6e-8 eV/Å, S 7e-16, H 1.3e-8 eV.
+    assert tiled.energy == pytest.approx(sc.energy, abs=1e-8)
+    assert tiled.fermi_level == pytest.approx(sc.fermi_level, abs=1e-6)
+    np.testing.assert_allclose(tiled.forces, sc.forces, atol=1e-6)
+    np.testing.assert_allclose(tiled.S, sc.S, atol=1e-12)
+    np.testing.assert_allclose(tiled.H, sc.H, atol=1e-6)
+    with pytest.raises(dft.TilingError, match="needs the primitive cell"):  # before any SCF
+        dft.run(tmp_path / "sc31.extxyz", config, tmp_path / "bad.h5", tile_to=tmp_path / "prim.extxyz")
+    assert not (tmp_path / "bad.h5").exists()
 
 
 @pytest.mark.slow

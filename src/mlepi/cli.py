@@ -65,7 +65,7 @@ def cmd_dft(args):
     from . import dft
 
     dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log,
-            index=args.index)
+            index=args.index, tile_to=args.tile_to)
 
 
 def cmd_phonons(args):
@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="frames file to write (.h5)")
     p.add_argument("--name", help="frame name (default: the structure file's stem)")
     p.add_argument("--log", help="GPAW text log")
+    p.add_argument("--tile-to", metavar="SUPERCELL",
+                   help="undisplaced supercell (.extxyz) of the structure, which is then its primitive cell: "
+                        "compute the primitive cell and write the supercell's frame, tiled from it")
     p.set_defaults(func=cmd_dft)
 
     p = sub.add_parser("phonons", help="force sets -> phonopy force constants -> phonon bands")

@@ -39,6 +39,7 @@ from .blocks import basis_description, block_layout, extract_blocks, real_space_
 from .frames import Frame, write_frames
 from .setups import check_setups
 from .structure_io import read_structure
+from .tiling import TilingError, supercell_map, tile_frame
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,19 @@ def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
 
 
 # ------------------------------------------------------------------------------------------------ run
+def _tiling_target(atoms, supercell, structure_path: Path, tile_to, config: dict):
+    """The supercell of ``--tile-to`` and its frame info, checked before any SCF is spent on the primitive cell."""
+    if tuple(supercell) != (1, 1):
+        raise TilingError(f"{structure_path}: --tile-to needs the primitive cell, got a {list(supercell)} supercell")
+    target = read_structure(tile_to)
+    supercell_map(atoms, target, str(tile_to))
+    multiples = target.info.get("supercell") or infer_supercell(target, config.get("system", {}).get("a"))
+    info = {k: _jsonable(v) for k, v in target.info.items() if k not in _STRUCTURE_BOOKKEEPING}
+    info.update(structure_file=str(tile_to), supercell=list(_jsonable(np.asarray(multiples))),
+                tiled_from=str(structure_path))
+    return target, info
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -333,7 +347,7 @@ def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", t
 
 
 def run(structure_path, config: dict, out_path, name: str | None = None, log_path=None,
-        supercell=None, index: int | None = None) -> Path:
+        supercell=None, index: int | None = None, tile_to=None) -> Path:
     """Stage ``dft``: one structure in, a frames file with one frame (energy, forces, E_F, H/S blocks) out.
 
     Parameters
@@ -356,6 +370,10 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     index : int, optional
         Which structure of a file with several (e.g. the inference samples of a temperature, for the DFT
         cross-check of the band analysis); default: the file must hold exactly one.
+    tile_to : path, optional
+        An undisplaced supercell (extended XYZ) of the structure: the structure is computed as its primitive
+        cell, and the frame written is the supercell's, tiled from it (:mod:`mlepi.tiling`), with the
+        supercell's info and the primitive calculation's diagnostics.
 
     Raises
     ------
@@ -379,6 +397,8 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     info = {k: _jsonable(v) for k, v in atoms.info.items() if k not in _STRUCTURE_BOOKKEEPING}
     info.update(structure_file=str(structure_path), supercell=list(supercell))
 
+    if tile_to is not None:
+        target, target_info = _tiling_target(atoms, supercell, structure_path, tile_to, config)
     if world.rank == 0:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     # Under MPI every rank computes (GPAW's collective work) and rank 0 alone writes the log and the result.
@@ -386,6 +406,9 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         frame, basis, _, timings = compute_frame(atoms, dft_cfg, supercell, name=name, txt=txt, info=info)
         if world.rank != 0:
             return out_path
+        if tile_to is not None:
+            diagnostics = ("scf_iterations", "block_kmesh", "block_tail_max_abs_H")
+            frame = tile_frame(frame, basis, target, name, dict(target_info, **{k: frame.info[k] for k in diagnostics}))
         t0 = time.perf_counter()
         write_frames(out_path, [frame], basis=basis, source="dft", parameters=dft_cfg,
                      provenance=provenance.record(config))

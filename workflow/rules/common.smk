@@ -81,7 +81,15 @@ def dft_input(wildcards):
     if name.startswith("mc_T"):
         T, k = name[len("mc_T"):].rsplit("_s", 1)
         return f"{OUT}/thermal/train_T{T}/s{k}.extxyz"
+    if name == "pristine":  # computed as the primitive cell, tiled to the supercell (dft_tile_input)
+        return rules.structure.output[0]
     return f"{displace_dir()}/{name}.extxyz"
+
+
+def dft_tile_input(wildcards):
+    """The undisplaced supercell that the primitive cell's frame is tiled to (``mlepi dft --tile-to``,
+    mlepi.tiling) for the pristine frame: a 4-atom calculation instead of the whole supercell's. Else none."""
+    return f"{displace_dir()}/pristine.extxyz" if wildcards.config == "pristine" else []
 
 
 def dft_index(wildcards):

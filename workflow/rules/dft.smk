@@ -1,10 +1,12 @@
 # Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples, and
-# the inferred samples of the band analysis' DFT cross-check).
+# the inferred samples of the band analysis' DFT cross-check). The pristine supercell is computed as its
+# primitive cell and tiled (mlepi.tiling).
 
 
 rule dft:
     input:
-        dft_input,
+        structure=dft_input,
+        tile_to=dft_tile_input,
     output:
         f"{OUT}/dft/{{config}}.h5",
     log:
@@ -14,6 +16,7 @@ rule dft:
         f"{OUT}/benchmarks/dft/{{config}}.tsv",
     params:
         index=dft_index,
+        tile=lambda w, input: f"--tile-to {input.tile_to}" if input.tile_to else "",
         cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
     threads: DFT_RANKS * DFT_THREADS  # the cores the job holds (the local scheduler counts these)
     priority: dft_priority
@@ -32,5 +35,5 @@ rule dft:
         # GPAW's dense LCAO linear algebra threads through BLAS: dft_threads per rank. `mlepi` starts GPAW's
         # MPI itself when the launcher started it (mlepi.mpi); rank 0 writes the log and the result.
         "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
-        "{resources.dft_launch}mlepi dft {input} {params.index} --params {params.cfg:q} --name {wildcards.config} "
+        "{resources.dft_launch}mlepi dft {input.structure} {params.index} {params.tile} --params {params.cfg:q} --name {wildcards.config} "
         "--out {output} --log {log.gpaw} > {log.main} 2>&1"
