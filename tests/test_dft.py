@@ -217,6 +217,22 @@ def test_bloch_phase_convention_matches_gpaw_matrices(rattled):
 
 
 @pytest.mark.slow
+def test_blocks_from_the_scf_k_points_equal_a_non_self_consistent_run(rattled):
+    """When the SCF's own k mesh does not alias, the blocks come from its k points (those time reversal took
+    out by conjugation) instead of a fixed_density run on another mesh: the same blocks."""
+    atoms = rattled[0].copy()
+    gpaw = dft.gpaw_calculator(dft.converge(atoms, dft_cfg(kpts_primitive=[7, 7], symmetry="time_reversal")))
+    assert blocks.scf_mesh(gpaw) == (7, 7, 1) and gpaw.dft.ibzwfs.ibz.time_reversal_K.any()
+    own_mesh, other_mesh = {}, {}
+    edge_index, cell_shift, H, S, _ = blocks.extract_blocks(gpaw, atoms, diagnostics=own_mesh)
+    reference = blocks.extract_blocks(gpaw, atoms, kpts_blocks=(6, 6), diagnostics=other_mesh)
+    assert own_mesh["block_kmesh"] == [7, 7, 1] and other_mesh["block_kmesh"] == [6, 6, 1]
+    assert np.array_equal(edge_index, reference[0]) and np.array_equal(cell_shift, reference[1])
+    assert np.abs(H - reference[2]).max() < 1e-6  # eV; the meshes alias the ~1e-7 eV tail differently
+    assert np.abs(S - reference[3]).max() < 1e-8
+
+
+@pytest.mark.slow
 def test_blocks_hermitian_and_complete(rattled):
     """H_ij(R) = H_ji(-R)^T and S likewise, every edge has its partner, on-site blocks are symmetric."""
     _, frame, basis, _, _ = rattled

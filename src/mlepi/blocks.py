@@ -1,8 +1,9 @@
 """The H(R), S(R) atom-pair blocks of a converged GPAW LCAO calculation (docs/data.md layout).
 
-Method (DESIGN section 4, verified in ``tests/test_dft.py``): after the SCF a
-non-self-consistent GPAW run (``fixed_density``) on a full Gamma-centred N1 x N2 x 1 mesh without symmetry
-gives H(k), S(k) in the LCAO basis; GPAW's phase is A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell
+Method (DESIGN section 4, verified in ``tests/test_dft.py``): H(k), S(k) in the LCAO basis on a full
+Gamma-centred N1 x N2 x 1 mesh: the SCF's own k points when they form such a mesh that does not alias (below;
+the k points time reversal took out are the conjugates of their partners), else a non-self-consistent GPAW
+run (``fixed_density``) without symmetry on the smallest mesh that does not alias. GPAW's phase is A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell
 of the second orbital's atom relative to GPAW's wrapped positions, so A(R) = 1/N_k sum_k exp(-2 pi i k.R)
 A(k) is known for R modulo (N1, N2, 1). Each edge (i, j, R) within rc_i + rc_j (ASE neighbour list on the
 frame's own, unwrapped positions) picks the block of its class R mod N. That is exact only if no two edges
@@ -130,13 +131,44 @@ def kspace_matrices(gpaw, kpts, txt=None):
 
     Non-self-consistent (``fixed_density``: the SCF density and potential are kept). ``kpts`` is anything
     GPAW takes: ``{"size": (N1, N2, 1), "gamma": True}`` for a mesh, or an array of reduced k points.
+    """
+    return _ibz_matrices(gpaw.fixed_density(kpts=kpts, symmetry="off", txt=txt).dft)
+
+
+def scf_mesh(gpaw) -> tuple[int, int, int] | None:
+    """The SCF's k mesh (N1, N2, 1) when it is a Γ-centred mesh reduced by time reversal at most, else None.
+
+    Then :func:`scf_kspace_matrices` has H(k) on the whole mesh from the SCF's own k points, without the
+    non-self-consistent run (whose set-up, Poisson solver and potential matrices, is ~3 s of a 36-atom job).
+    """
+    ibz = gpaw.dft.ibzwfs.ibz
+    size = getattr(ibz.bz, "size_c", None)
+    if size is None or len(ibz.symmetries) != 1 or size[2] != 1 or not (ibz.bz.kpt_Kc == 0).all(axis=1).any():
+        return None
+    return (int(size[0]), int(size[1]), 1)
+
+
+def scf_kspace_matrices(gpaw):
+    """H(k) (eV), S(k) ``[n_K, M, M]`` on the SCF's whole k mesh, and its k points ``[n_K, 3]``.
+
+    Only for the meshes of :func:`scf_mesh`. The k points time reversal took out are the conjugates of their
+    partners: A(−k) = A(k)* because A(R) is real.
+    """
+    H_kMM, S_kMM, _ = _ibz_matrices(gpaw.dft)
+    ibz = gpaw.dft.ibzwfs.ibz
+    H_KMM, S_KMM = H_kMM[ibz.bz2ibz_K], S_kMM[ibz.bz2ibz_K]
+    flip = np.asarray(ibz.time_reversal_K, bool)
+    H_KMM[flip], S_KMM[flip] = H_KMM[flip].conj(), S_KMM[flip].conj()
+    return H_KMM, S_KMM, np.array(ibz.bz.kpt_Kc)
+
+
+def _ibz_matrices(dft):
+    """H(k) (eV), S(k) and the k points of a GPAW calculation's irreducible k points.
 
     Under MPI every rank returns all k points: GPAW distributes the k points over its k-point communicator
     and sums H over the domain communicator onto domain rank 0, so each k point is filled in on exactly
     one rank and a sum over all ranks gathers them.
     """
-    fixed = gpaw.fixed_density(kpts=kpts, symmetry="off", txt=txt)
-    dft = fixed.dft
     ibzwfs = dft.ibzwfs
     if ibzwfs.band_comm.size > 1:
         raise RuntimeError("H(R) extraction needs whole LCAO matrices; run GPAW without band parallelization")
@@ -155,15 +187,19 @@ def kspace_matrices(gpaw, kpts, txt=None):
     return H_kMM, S_kMM, k_kc
 
 
-def block_layout(atoms, basis: dict, gpaw_relpos, kpts_blocks=None) -> dict:
-    """Edges (frame positions), their R relative to GPAW's wrapped positions, and the extraction k mesh."""
+def block_layout(atoms, basis: dict, gpaw_relpos, kpts_blocks=None, preferred=None) -> dict:
+    """Edges (frame positions), their R relative to GPAW's wrapped positions, and the extraction k mesh:
+    ``kpts_blocks`` (checked), else ``preferred`` if it does not alias, else the smallest that does not."""
     numbers = atoms.get_atomic_numbers()
     rcut = np.array([basis["rcut"][str(int(z))] for z in numbers])
     counts = np.array([sum(2 * l + 1 for _, l in basis["orbitals"][str(int(z))]) for z in numbers])
     i, j, R = neighbor_edges(atoms, rcut)
     offsets_cell = gpaw_cell_offsets(atoms, gpaw_relpos)
     R_gpaw = R + offsets_cell[j] - offsets_cell[i]  # same physical vector, GPAW's wrapped positions
-    mesh = block_kmesh(atoms, i, j, R_gpaw, kpts_blocks)
+    if kpts_blocks is None and preferred is not None and not len(aliasing_conflicts(i, j, R_gpaw, preferred)):
+        mesh = tuple(preferred)
+    else:
+        mesh = block_kmesh(atoms, i, j, R_gpaw, kpts_blocks)
     return {"i": i, "j": j, "R": R, "R_gpaw": R_gpaw, "mesh": mesh, "counts": counts,
             "offsets": np.concatenate([[0], np.cumsum(counts)])}
 
@@ -229,8 +265,12 @@ def extract_blocks(gpaw, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
     basis : dict, the frames-file basis description
     """
     basis = basis_description(gpaw.dft.setups, atoms)
-    layout = block_layout(atoms, basis, gpaw.dft.relpos_ac, kpts_blocks)
-    H_kMM, S_kMM, k_kc = kspace_matrices(gpaw, {"size": layout["mesh"], "gamma": True}, txt=txt)
+    own = scf_mesh(gpaw)
+    layout = block_layout(atoms, basis, gpaw.dft.relpos_ac, kpts_blocks, preferred=own)
+    if own is not None and tuple(layout["mesh"]) == own:
+        H_kMM, S_kMM, k_kc = scf_kspace_matrices(gpaw)
+    else:
+        H_kMM, S_kMM, k_kc = kspace_matrices(gpaw, {"size": layout["mesh"], "gamma": True}, txt=txt)
     ((H, H_cMM), (S, _)), used = real_space_blocks(layout, k_kc, H_kMM, S_kMM)
     tail = float(np.abs(H_cMM[~used]).max()) if (~used).any() else 0.0
     log.info("blocks: %d edges, k mesh %s, tail beyond rc_i + rc_j %.1e eV", len(layout["i"]),
