@@ -3,12 +3,13 @@
 Method (DESIGN section 4, verified in ``tests/test_dft.py``): H(k), S(k) in the LCAO basis on a full
 Gamma-centred N1 x N2 x 1 mesh: the SCF's own k points when they form such a mesh that does not alias (below;
 the k points time reversal took out are the conjugates of their partners), else a non-self-consistent GPAW
-run (``fixed_density``) without symmetry on the smallest mesh that does not alias. GPAW's phase is A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell
-of the second orbital's atom relative to GPAW's wrapped positions, so A(R) = 1/N_k sum_k exp(-2 pi i k.R)
-A(k) is known for R modulo (N1, N2, 1). Each edge (i, j, R) within rc_i + rc_j (ASE neighbour list on the
-frame's own, unwrapped positions) picks the block of its class R mod N. That is exact only if no two edges
-of one atom pair fall into one class, i.e. the mesh is fine enough for the support of H: the mesh is
-chosen (or a configured one is checked) so that this holds, else :class:`BlockAliasingError`.
+run (``fixed_density``) without symmetry on the smallest mesh that does not alias. GPAW's phase is
+A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell of the second orbital's atom relative to GPAW's wrapped
+positions, so A(R) = 1/N_k sum_k exp(-2 pi i k.R) A(k) is known for R modulo (N1, N2, 1). Each edge
+(i, j, R) within rc_i + rc_j (ASE neighbour list on the frame's own, unwrapped positions) picks the block of
+its class R mod N. That is exact only if no two edges of one atom pair fall into one class, i.e. the mesh is
+fine enough for the support of H: the mesh is chosen (or a configured one is checked) so that this holds,
+else :class:`BlockAliasingError`.
 
 H(R) has a tail beyond rc_i + rc_j: the PAW term sum_a <phi_i|p_a> dH_a <p_a|phi_j> couples orbitals up to
 rc_i + rc_j + 2 r_proj apart (r_proj = 1.14 A for C). Its size (2e-7 eV per element for C sz(dzp)) is

@@ -290,9 +290,10 @@ def unfold(frame: Frame, basis: dict, k_prim_path, mapping: SupercellMap, *, deg
     overlap_min : float
         Canonical orthogonalisation threshold on the eigenvalues of S(K) (:func:`lowdin_eigh`); 0: exact.
     window : (lo, hi), optional
-        Only the states with lo < e <= hi (eV): their energies and weights are those of the full solution, at
-        a third of the cost for a 512-orbital supercell. Rows with fewer states than the widest are padded
-        with energy ``DROPPED_ENERGY_EV`` and weight 0. Default: every state.
+        Only the states with lo < e <= hi (eV): their energies and weights are those of the full solution,
+        for a third of the cost of the Löwdin problem's eigenvectors at 512 orbitals (:func:`lowdin_eigh`).
+        Rows with fewer states than the widest are padded with energy ``DROPPED_ENERGY_EV`` and weight 0.
+        Default: every state.
 
     Returns
     -------
