@@ -17,7 +17,7 @@ def test_tiled_frame_has_the_bands_of_the_directly_built_supercell():
     """Tiling the blocks of a 2x2 supercell onto 3x3 copies gives the 6x6 supercell's H(k), S(k): its bands at
     a general k equal those of the tight-binding model evaluated directly on the 6x6 geometry."""
     small = tb_frame(supercell(bilayer_primitive(), np.diag([2, 2, 1])), "small", with_s=True)
-    tiled = performance.tile_frame(small, 3)
+    tiled = performance.tiled(small, BASIS_SPZ, 3)
     direct = tb_frame(supercell(bilayer_primitive(), np.diag([6, 6, 1])), "direct", with_s=True)
     assert tiled.n_atoms == direct.n_atoms and tiled.cell_shift.shape == direct.cell_shift.shape
     np.testing.assert_allclose(tiled.cell, direct.cell, atol=1e-12)

@@ -13,7 +13,7 @@ runs in its own process, so the peak of one size does not hide that of the next.
 atoms over that near 10^2 is timed again with the two sizes in alternation (:func:`alternating_time_per_atom`).
 
 Band stage at scale: H(k), S(k) of large supercells are tiled exactly from the DFT blocks of the pristine 3x3
-supercell (:func:`tile_frame`), and the states nearest E_F from the sparse shift-invert solver
+supercell (:func:`tiled`), and the states nearest E_F from the sparse shift-invert solver
 (:func:`mlepi.tb.eigenvalues_near`) are checked against dense diagonalisation where that still runs.
 """
 
@@ -296,32 +296,15 @@ def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- band stage
-def tile_frame(frame: Frame, m: int) -> Frame:
-    """The blocks of ``frame`` (a pristine periodic supercell) repeated onto its ``m x m`` in-plane supercell.
+def tiled(frame: Frame, basis: dict, m: int) -> Frame:
+    """``frame`` (a pristine periodic supercell) tiled onto its ``m x m`` in-plane supercell
+    (:func:`mlepi.tiling.tile_frame`, exact for an undisplaced crystal)."""
+    from ase.build import make_supercell
 
-    Exact for an undisplaced crystal: block (i, j, R) of the small cell connects copy p of atom i to copy
-    p + R of atom j. Atom (p1, p2, a) of the large cell has index (p1 * m + p2) * n_atoms + a.
-    """
-    n = frame.n_atoms
-    p = np.array([(p1, p2) for p1 in range(m) for p2 in range(m)])  # [m^2, 2]
-    i, j = frame.edge_index
-    R = frame.cell_shift
-    target = p[:, None, :] + R[None, :, :2]  # [m^2, E, 2] small-cell index of j's copy
-    big_R = np.zeros(target.shape[:2] + (3,), dtype=np.int64)
-    big_R[..., :2] = np.floor_divide(target, m)
-    big_R[..., 2] = R[None, :, 2]
-    copy_j = np.mod(target, m)
-    copy_i = np.broadcast_to(p[:, None, :], target.shape)
-    big_i = (copy_i[..., 0] * m + copy_i[..., 1]) * n + i[None, :]
-    big_j = (copy_j[..., 0] * m + copy_j[..., 1]) * n + j[None, :]
-    positions = (frame.positions[None, :, :] + (p @ frame.cell[:2])[:, None, :]).reshape(-1, 3)
-    cell = frame.cell.copy()
-    cell[:2] *= m
-    return Frame(name=f"{frame.name}_x{m}", numbers=np.tile(frame.numbers, m * m), positions=positions,
-                 cell=cell, pbc=frame.pbc, layer=np.tile(frame.layer, m * m),
-                 edge_index=np.stack([big_i.ravel(), big_j.ravel()]), cell_shift=big_R.reshape(-1, 3),
-                 H=np.tile(frame.H, (m * m, 1, 1)), S=np.tile(frame.S, (m * m, 1, 1)),
-                 fermi_level=frame.fermi_level)
+    from .tiling import tile_frame
+
+    big = make_supercell(frame.to_atoms(), np.diag([m, m, 1]))
+    return tile_frame(frame, basis, big, f"{frame.name}_x{m}")
 
 
 def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: int = 16,
@@ -336,7 +319,7 @@ def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: in
 
     results = []
     for m in multiples:
-        big = tile_frame(frame, int(m))
+        big = tiled(frame, basis, int(m))
         k_big = np.asarray(k, dtype=float) * m
         n_orb = int(tb.orbital_offsets(big.numbers, basis)[-1])
         t0 = time.perf_counter()

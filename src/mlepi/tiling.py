@@ -64,6 +64,7 @@ def tile_frame(frame: Frame, basis: dict, supercell, name: str, info: dict | Non
                           f"{err.args[0][2:]} is not in the primitive frame {frame.name!r} (a pair at the cutoff "
                           "rc_i + rc_j?)") from None
     return Frame.from_atoms(
-        name, supercell, energy=mapping.n_cells * frame.energy, forces=np.asarray(frame.forces)[mu],
+        name, supercell, energy=None if frame.energy is None else mapping.n_cells * frame.energy,
+        forces=None if frame.forces is None else np.asarray(frame.forces)[mu],
         fermi_level=frame.fermi_level, edge_index=np.stack([i, j]).astype(np.int64), cell_shift=R,
         H=np.asarray(frame.H)[source], S=np.asarray(frame.S)[source], info=dict(info or {}))
