@@ -18,6 +18,7 @@ from mlepi import blocks, cli, config, dft, structure, tb
 from mlepi.errors import USER_ERRORS
 from mlepi.frames import FramesFile
 from mlepi.structure_io import read_structure, write_structure
+from mlepi.tiling import TilingError
 
 A = 2.46
 
@@ -358,7 +359,7 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     np.testing.assert_allclose(tiled.forces, sc.forces, atol=1e-6)
     np.testing.assert_allclose(tiled.S, sc.S, atol=1e-12)
     np.testing.assert_allclose(tiled.H, sc.H, atol=1e-6)
-    with pytest.raises(dft.TilingError, match="needs the primitive cell"):  # before any SCF
+    with pytest.raises(TilingError, match="needs the primitive cell"):  # before any SCF
         dft.run(tmp_path / "sc31.extxyz", config, tmp_path / "bad.h5", tile_to=tmp_path / "prim.extxyz")
     assert not (tmp_path / "bad.h5").exists()
 

@@ -140,7 +140,8 @@ def scf_mesh(gpaw) -> tuple[int, int, int] | None:
     """The SCF's k mesh (N1, N2, 1) when it is a Γ-centred mesh reduced by time reversal at most, else None.
 
     Then :func:`scf_kspace_matrices` has H(k) on the whole mesh from the SCF's own k points, without the
-    non-self-consistent run (whose set-up, Poisson solver and potential matrices, is ~3 s of a 36-atom job).
+    non-self-consistent run (whose set-up, Poisson solver and potential matrices, took 1.9 of 2.4 s in a
+    36-atom job).
     """
     ibz = gpaw.dft.ibzwfs.ibz
     size = getattr(ibz.bz, "size_c", None)

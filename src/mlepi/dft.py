@@ -39,7 +39,6 @@ from .blocks import basis_description, block_layout, extract_blocks, real_space_
 from .frames import Frame, write_frames
 from .setups import check_setups
 from .structure_io import read_structure
-from .tiling import TilingError, supercell_map, tile_frame
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +273,8 @@ def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
 # ------------------------------------------------------------------------------------------------ run
 def _tiling_target(atoms, supercell, structure_path: Path, tile_to, config: dict):
     """The supercell of ``--tile-to`` and its frame info, checked before any SCF is spent on the primitive cell."""
+    from .tiling import TilingError, supercell_map  # not at import: every mlepi command imports this module
+
     if tuple(supercell) != (1, 1):
         raise TilingError(f"{structure_path}: --tile-to needs the primitive cell, got a {list(supercell)} supercell")
     target = read_structure(tile_to)
@@ -407,6 +408,8 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         if world.rank != 0:
             return out_path
         if tile_to is not None:
+            from .tiling import tile_frame
+
             diagnostics = ("scf_iterations", "block_kmesh", "block_tail_max_abs_H")
             frame = tile_frame(frame, basis, target, name, dict(target_info, **{k: frame.info[k] for k in diagnostics}))
         t0 = time.perf_counter()

@@ -29,6 +29,7 @@ import numpy as np
 
 from .frames import Frame
 from .memory import keep_freed_memory
+from .tiling import tile_frame
 
 
 def displaced_supercell(primitive, n: int, sigma: float, seed: int):
@@ -300,8 +301,6 @@ def tiled(frame: Frame, basis: dict, m: int) -> Frame:
     """``frame`` (a pristine periodic supercell) tiled onto its ``m x m`` in-plane supercell
     (:func:`mlepi.tiling.tile_frame`, exact for an undisplaced crystal)."""
     from ase.build import make_supercell
-
-    from .tiling import tile_frame
 
     big = make_supercell(frame.to_atoms(), np.diag([m, m, 1]))
     return tile_frame(frame, basis, big, f"{frame.name}_x{m}")

@@ -35,5 +35,5 @@ rule dft:
         # GPAW's dense LCAO linear algebra threads through BLAS: dft_threads per rank. `mlepi` starts GPAW's
         # MPI itself when the launcher started it (mlepi.mpi); rank 0 writes the log and the result.
         "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
-        "{resources.dft_launch}mlepi dft {input.structure} {params.index} {params.tile} --params {params.cfg:q} --name {wildcards.config} "
-        "--out {output} --log {log.gpaw} > {log.main} 2>&1"
+        "{resources.dft_launch}mlepi dft {input.structure} {params.index} {params.tile} --params {params.cfg:q} "
+        "--name {wildcards.config} --out {output} --log {log.gpaw} > {log.main} 2>&1"
