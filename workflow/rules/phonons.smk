@@ -65,9 +65,11 @@ rule thermal_infer:
     benchmark:
         f"{OUT}/benchmarks/thermal_{{purpose}}_T{{T}}.tsv",
     params:
-        cfg=lambda w: stage_params("thermal", drop=("thermal.train_samples", "thermal.temperatures",
-                                                     "thermal.ml_supercells")
-                                   + (("thermal.infer_samples", "thermal.antithetic") if w.purpose == "special" else ())),
+        cfg=lambda w: stage_params(
+            "thermal",
+            drop=("thermal.train_samples", "thermal.temperatures", "thermal.ml_supercells")
+            + (("thermal.infer_samples", "thermal.antithetic") if w.purpose == "special" else ()),
+        ),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],
