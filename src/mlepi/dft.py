@@ -410,8 +410,8 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         if tile_to is not None:
             from .tiling import tile_frame
 
-            diagnostics = ("scf_iterations", "block_kmesh", "block_tail_max_abs_H")
-            frame = tile_frame(frame, basis, target, name, dict(target_info, **{k: frame.info[k] for k in diagnostics}))
+            diagnostics = {k: v for k, v in frame.info.items() if k not in info}  # what compute_frame added
+            frame = tile_frame(frame, basis, target, name, dict(target_info, **diagnostics))
         t0 = time.perf_counter()
         write_frames(out_path, [frame], basis=basis, source="dft", parameters=dft_cfg,
                      provenance=provenance.record(config))
