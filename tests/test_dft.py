@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlepi import blocks, cli, config, dft, structure, tb
+from mlepi import blocks, cli, config, dft, neighbors, structure, tb
 from mlepi.errors import USER_ERRORS
 from mlepi.frames import FramesFile
 from mlepi.structure_io import read_structure, write_structure
@@ -126,11 +126,17 @@ def test_supercell_scaling_of_k_mesh_and_grid():
     assert dft.infer_supercell(twisted, A)[0] == pytest.approx(np.sqrt(7))
 
 
+def edges(atoms, rc):
+    """Block edges (i, j, R) of ``atoms`` for per-atom radii ``rc`` (pairs within rc_i + rc_j, on-site included)."""
+    (i, j), R = neighbors.neighbor_edges(atoms.positions, atoms.cell[:], atoms.pbc, rc, self_edges=True)
+    return i, j, R
+
+
 def test_block_kmesh_detects_aliasing():
     """The extraction mesh must separate every lattice vector in the support of H (rc_i + rc_j)."""
     atoms = structure.build_bilayer()
     rc = np.full(len(atoms), 3.53)  # about C sz(dzp)
-    i, j, R = blocks.neighbor_edges(atoms, rc)
+    i, j, R = edges(atoms, rc)
     mesh = blocks.block_kmesh(atoms, i, j, R)
     assert mesh[2] == 1 and len(blocks.aliasing_conflicts(i, j, R, mesh)) == 0
     # The support has diameter 2 * 7.06 A: 6 x 2.46 A is the first mesh that holds it.
@@ -139,10 +145,10 @@ def test_block_kmesh_detects_aliasing():
         blocks.block_kmesh(atoms, i, j, R, requested=(3, 3))
     thin = structure.build_bilayer(vacuum=3.0)
     with pytest.raises(blocks.BlockAliasingError, match="vacuum"):
-        blocks.block_kmesh(thin, *blocks.neighbor_edges(thin, rc))
+        blocks.block_kmesh(thin, *edges(thin, rc))
     # A 3x3 supercell needs only 2x2 k points.
     big = atoms.repeat((3, 3, 1))
-    assert blocks.block_kmesh(big, *blocks.neighbor_edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
+    assert blocks.block_kmesh(big, *edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
 
 
 def test_orbital_labels_from_gpaw_basis():
@@ -249,7 +255,7 @@ def test_blocks_hermitian_and_complete(rattled):
     rc = basis["rcut"]["6"]
     d = np.linalg.norm(frame.positions[j] + frame.cell_shift @ frame.cell - frame.positions[i], axis=1)
     assert d.max() < 2 * rc
-    assert len(i) == len(blocks.neighbor_edges(frame.to_atoms(), np.full(frame.n_atoms, rc))[0])
+    assert len(i) == len(edges(frame.to_atoms(), np.full(frame.n_atoms, rc))[0])
 
 
 @pytest.mark.slow

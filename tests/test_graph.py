@@ -8,7 +8,8 @@ import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.frames import Frame
-from mlepi.graph import INTER, INTRA, block_edges, edge_type, frame_to_data, message_edges
+from mlepi.graph import INTER, INTRA, edge_type, frame_to_data, message_edges
+from mlepi.neighbors import block_edges
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
 
 from mlepi import completion, infer, tb
 from mlepi.frames import FramesFile
-from mlepi.graph import block_edges
 from mlepi.model import HedgeNet
+from mlepi.neighbors import block_edges
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ from bilayer_tb import BASIS_SPZ, bilayer_primitive, supercell, tb_frame
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi import performance, tb
-from mlepi.graph import block_edges
 from mlepi.model import HedgeNet
+from mlepi.neighbors import block_edges
 
 
 def test_tiled_frame_has_the_bands_of_the_directly_built_supercell():

@@ -6,10 +6,10 @@ the k points time reversal took out are the conjugates of their partners), else 
 run (``fixed_density``) without symmetry on the smallest mesh that does not alias. GPAW's phase is
 A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell of the second orbital's atom relative to GPAW's wrapped
 positions, so A(R) = 1/N_k sum_k exp(-2 pi i k.R) A(k) is known for R modulo (N1, N2, 1). Each edge
-(i, j, R) within rc_i + rc_j (ASE neighbour list on the frame's own, unwrapped positions) picks the block of
-its class R mod N. That is exact only if no two edges of one atom pair fall into one class, i.e. the mesh is
-fine enough for the support of H: the mesh is chosen (or a configured one is checked) so that this holds,
-else :class:`BlockAliasingError`.
+(i, j, R) within rc_i + rc_j (:func:`mlepi.neighbors.block_edges` on the frame's own, unwrapped positions)
+picks the block of its class R mod N. That is exact only if no two edges of one atom pair fall into one
+class, i.e. the mesh is fine enough for the support of H: the mesh is chosen (or a configured one is
+checked) so that this holds, else :class:`BlockAliasingError`.
 
 H(R) has a tail beyond rc_i + rc_j: the PAW term sum_a <phi_i|p_a> dH_a <p_a|phi_j> couples orbitals up to
 rc_i + rc_j + 2 r_proj apart (r_proj = 1.14 A for C). Its size (2e-7 eV per element for C sz(dzp)) is
@@ -28,6 +28,7 @@ import numpy as np
 from ase.units import Bohr, Ha
 
 from . import neighbors
+from .frames import orbital_counts
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def basis_description(setups, atoms) -> dict:
         names.add(str(setup.basis.name))
     name = ",".join(sorted(names))  # one name unless elements were given different basis sets
     return {"name": name, "orbitals": orbitals, "rcut": rcut, "valence": valence}
-
-
-def neighbor_edges(atoms, rcut: np.ndarray):
-    """Edges (i, j, R) with |x_j + R @ cell - x_i| < rc_i + rc_j, on-site (i, i, 0) included.
-
-    Returns ``i [E]``, ``j [E]``, ``R [E, 3]`` sorted by (i, j, R); R refers to the positions of ``atoms``.
-    """
-    (i, j), R = neighbors.neighbor_edges(atoms.positions, atoms.cell[:], atoms.pbc, rcut, self_edges=True)
-    return i, j, R
 
 
 def aliasing_conflicts(i, j, R, mesh) -> np.ndarray:
@@ -193,9 +185,8 @@ def block_layout(atoms, basis: dict, gpaw_relpos, kpts_blocks=None, preferred=No
     """Edges (frame positions), their R relative to GPAW's wrapped positions, and the extraction k mesh:
     ``kpts_blocks`` (checked), else ``preferred`` if it does not alias, else the smallest that does not."""
     numbers = atoms.get_atomic_numbers()
-    rcut = np.array([basis["rcut"][str(int(z))] for z in numbers])
-    counts = np.array([sum(2 * l + 1 for _, l in basis["orbitals"][str(int(z))]) for z in numbers])
-    i, j, R = neighbor_edges(atoms, rcut)
+    counts = orbital_counts(numbers, basis)
+    (i, j), R = neighbors.block_edges(numbers, atoms.positions, atoms.cell[:], atoms.pbc, basis)
     offsets_cell = gpaw_cell_offsets(atoms, gpaw_relpos)
     R_gpaw = R + offsets_cell[j] - offsets_cell[i]  # same physical vector, GPAW's wrapped positions
     if kpts_blocks is None and preferred is not None and not len(aliasing_conflicts(i, j, R_gpaw, preferred)):

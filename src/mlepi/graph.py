@@ -23,27 +23,9 @@ import torch
 from torch_geometric.data import Data
 
 from .frames import Frame, orbital_counts
-from .neighbors import neighbor_edges
+from .neighbors import block_edges, neighbor_edges
 
 INTRA, INTER = 0, 1  # edge types; more may follow, these two stay
-
-
-def basis_radii(numbers, basis: dict) -> np.ndarray:
-    """Basis cutoff radius rc (Angstrom) of each atom, ``[n_atoms]``, from ``basis['rcut']``."""
-    rcut = {int(z): float(r) for z, r in basis["rcut"].items()}
-    try:
-        return np.array([rcut[int(z)] for z in numbers])
-    except KeyError as err:
-        raise ValueError(f"basis {basis.get('name')!r} has no cutoff radius for Z={err.args[0]}") from None
-
-
-def block_edges(numbers, positions, cell, pbc, basis: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The H/S block edges of ``docs/data.md``: all (i, j, R) with |d| < rc_i + rc_j, on-site included.
-
-    Returns ``edge_index`` [2, n_edges] and ``cell_shift`` [n_edges, 3] as :func:`neighbor_edges`; both (i, j, R)
-    and (j, i, -R) are present.
-    """
-    return neighbor_edges(positions, cell, pbc, basis_radii(numbers, basis), self_edges=True)
 
 
 def edge_type(layer, edge_index) -> np.ndarray:

@@ -23,9 +23,10 @@ import torch
 from . import mpi
 from .completion import complete
 from .frames import Frame, write_frames
-from .graph import block_edges, frame_to_data
+from .graph import frame_to_data
 from .memory import keep_freed_memory
 from .model import HedgeNet
+from .neighbors import block_edges
 from .provenance import record
 from .structure_io import read_structures
 from .torch_io import resolve_device

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blocks import neighbor_edges
 from .frames import Frame
+from .neighbors import block_edges
 from .structure_io import StructureFileError
 from .unfold import map_supercell
 
@@ -40,8 +40,8 @@ def primitive_edge_of(mapping, i, j, R) -> np.ndarray:
 def tile_frame(frame: Frame, basis: dict, supercell, name: str, info: dict | None = None) -> Frame:
     """The frame of the undisplaced ``supercell`` (ase.Atoms with ``layer``) from its primitive cell's ``frame``.
 
-    ``basis``: the frames-file basis of ``frame`` (its ``rcut`` decides the supercell edges, as in
-    :func:`mlepi.blocks.extract_blocks`). ``info`` becomes the new frame's info.
+    ``basis``: the frames-file basis of ``frame`` (its ``rcut`` decides the supercell edges:
+    :func:`mlepi.neighbors.block_edges`, as for every frame). ``info`` becomes the new frame's info.
 
     Raises
     ------
@@ -50,8 +50,7 @@ def tile_frame(frame: Frame, basis: dict, supercell, name: str, info: dict | Non
         within 1e-6 Å), or an edge of the supercell has no edge in the primitive frame.
     """
     mapping = supercell_map(frame, supercell, name)
-    rcut = np.array([basis["rcut"][str(int(z))] for z in supercell.get_atomic_numbers()])
-    i, j, R = neighbor_edges(supercell, rcut)
+    (i, j), R = block_edges(supercell.numbers, supercell.positions, supercell.cell[:], supercell.pbc, basis)
     mu = mapping.primitive_index
     L = primitive_edge_of(mapping, i, j, R)
     index = {(int(a), int(b), *map(int, shift)): e
