@@ -1,7 +1,7 @@
 """Stage ``infer`` and command ``predict``: HedgeNet predictions for structures, written as a frames file.
 
 For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the block edges of
-:func:`mlepi.graph.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
+:func:`mlepi.neighbors.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
 bands: :func:`mlepi.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
 electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
 on. Both default to what the model stores (:func:`mlepi.completion.occupation_settings`): the DFT width, and a
