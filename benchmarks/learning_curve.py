@@ -14,7 +14,7 @@ The k of the default run reuses its dataset and model.
 Every set trains with the default config (same model, epochs, seed, validation fraction). Every model is
 evaluated by ``mlepi accuracy --test-frames`` on the band analysis' DFT cross-check samples
 (``dft/check_*.h5``: thermal samples from the sampler's inference stream, in no training set). A power law
-fitted to the test errors against the number of training frames (:func:`mlepi.accuracy.data_scaling`, over
+fitted to the test errors against the number of training frames (:func:`mlepi.evaluation.accuracy.data_scaling`, over
 the sets with thermal samples, k > 0) says how many frames the goals would take at this training budget.
 """
 
@@ -32,10 +32,10 @@ import yaml
 from ase.io import read
 from default_run import arguments, require
 
-from mlepi import provenance
-from mlepi.accuracy import data_scaling
+from mlepi.formats import provenance
+from mlepi.evaluation.accuracy import data_scaling
 from mlepi.figures import plot_data_scaling
-from mlepi.renormalization import STATIC_TOLERANCE  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice
+from mlepi.electrons.renormalization import STATIC_TOLERANCE  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice
 
 MLEPI = str(Path(sys.executable).parent / "mlepi")
 GOALS = {"h_mae_meV": 1.0, "h_mae_intra_meV": 1.0, "h_mae_inter_meV": 1.0, "eig_mae_aligned_meV": 5.0,

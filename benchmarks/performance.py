@@ -4,7 +4,7 @@
     python benchmarks/workflow.py                # optional: the workflow's own wall time and memory
     python benchmarks/performance.py             # writes benchmarks/results/performance.{json,png}
 
-The measurement is ``mlepi performance`` (:mod:`mlepi.performance`, method in docs/performance.md) with the
+The measurement is ``mlepi performance`` (:mod:`mlepi.evaluation.performance`, method in docs/performance.md) with the
 ``performance`` section of the config; ``snakemake performance`` runs the same into results/<system>/. This
 script only points it at the default run's files and merges in ``benchmarks/results/workflow.json``.
 """

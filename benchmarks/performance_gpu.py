@@ -25,7 +25,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mlepi.performance import run_gpu
+    from mlepi.evaluation.performance import run_gpu
 
     if not torch.cuda.is_available():
         raise SystemExit("error: torch sees no GPU here; benchmarks/performance.py measures the CPU")

@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mlepi.provenance import atomic_path, record, write_json  # noqa: E402
+from mlepi.formats.provenance import atomic_path, record, write_json  # noqa: E402
 
 
 def tree_rss(process: psutil.Process) -> int:

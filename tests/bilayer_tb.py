@@ -18,7 +18,7 @@ from ase import Atoms
 from ase.build import make_supercell
 from ase.neighborlist import neighbor_list
 
-from mlepi.frames import Frame
+from mlepi.formats.frames import Frame
 
 A = 2.46  # Å
 D_INT = 3.35  # Å

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mlepi.frames import Frame, write_frames
-from mlepi.neighbors import block_edges, neighbor_edges
+from mlepi.formats.frames import Frame, write_frames
+from mlepi.geometry.neighbors import block_edges, neighbor_edges
 
 TOY_BASIS = {"name": "toy-sp", "orbitals": {"6": [["2s", 0], ["2p", 1]]}, "rcut": {"6": 2.2},
              "valence": {"6": 4}}

@@ -1,9 +1,9 @@
-"""The data-scaling fit of the learning-curve benchmark (mlepi.accuracy.data_scaling)."""
+"""The data-scaling fit of the learning-curve benchmark (mlepi.evaluation.accuracy.data_scaling)."""
 
 import numpy as np
 import pytest
 
-from mlepi.accuracy import data_scaling
+from mlepi.evaluation.accuracy import data_scaling
 
 
 def test_power_law_is_recovered_and_extrapolated_to_the_goal():

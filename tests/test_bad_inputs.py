@@ -17,10 +17,11 @@ from bilayer_tb import bilayer_primitive
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, write_dataset
 from workflow_helpers import ROOT, snakemake
 
-from mlepi import cli, config, displace
-from mlepi.frames import FramesFile, write_frames
-from mlepi.model import HedgeNet
-from mlepi.structure_io import write_structure
+from mlepi import cli, config
+from mlepi.vibrations import displace
+from mlepi.formats.frames import FramesFile, write_frames
+from mlepi.ml.model import HedgeNet
+from mlepi.formats.structures import write_structure
 
 
 def run_cli(argv):

@@ -1,4 +1,4 @@
-"""Stage ``bands`` (mlepi.bands): config, geometry, band selection and whole runs on synthetic samples
+"""Stage ``bands`` (mlepi.electrons.bands): config, geometry, band selection and whole runs on synthetic samples
 (Slater–Koster bilayer frames, undisplaced and randomly displaced 3×3 supercells)."""
 
 import csv
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import bilayer_tb as bt
-from mlepi import bands, swmcc, tb
-from mlepi.frames import FramesFileError, write_frames
-from mlepi.provenance import record
-from mlepi.structure_io import write_structure
-from mlepi.unfold import spectral_function, unfold
+from mlepi.electrons import bands, swmcc, tb
+from mlepi.formats.frames import FramesFileError, write_frames
+from mlepi.formats.provenance import record
+from mlepi.formats.structures import write_structure
+from mlepi.electrons.unfold import spectral_function, unfold
 
 SMALL = {"n_k": 9, "n_bootstrap": 8, "n_energy": 101, "seed": 7}
 

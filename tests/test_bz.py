@@ -1,11 +1,11 @@
-"""Brillouin-zone geometry (mlepi.bz): the band path of the parity stage's DFT/HedgeNet band structure (the
+"""Brillouin-zone geometry (mlepi.geometry.bz): the band path of the parity stage's DFT/HedgeNet band structure (the
 stage itself runs in ``test_workflow``)."""
 
 import numpy as np
 import pytest
 from ase.build import graphene
 
-from mlepi.bz import hexagonal_path
+from mlepi.geometry.bz import hexagonal_path
 
 
 @pytest.mark.parametrize("vacuum", [10.0, 20.0])

@@ -1,4 +1,4 @@
-"""HedgeNet as an ASE calculator (mlepi.calculator): the energy and forces of the model's own forward pass,
+"""HedgeNet as an ASE calculator (mlepi.ml.calculator): the energy and forces of the model's own forward pass,
 forces that are the numerical gradient of the energy, phonopy's finite-difference force constants equal to the
 autograd Hessian of the energy, and an NVE run that conserves the total energy."""
 
@@ -13,12 +13,12 @@ from ase.md.verlet import VelocityVerlet
 from bilayer_tb import bilayer_primitive
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi.calculator import HedgeNetCalculator
-from mlepi.displace import to_ase, to_phonopy
-from mlepi.frames import Frame
-from mlepi.graph import frame_to_data
-from mlepi.infer import predict_frames
-from mlepi.model import HedgeNet
+from mlepi.ml.calculator import HedgeNetCalculator
+from mlepi.vibrations.displace import to_ase, to_phonopy
+from mlepi.formats.frames import Frame
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.infer import predict_frames
+from mlepi.ml.model import HedgeNet
 
 torch.set_num_threads(1)
 

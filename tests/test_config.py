@@ -87,7 +87,7 @@ def test_config_yaml_documents_every_key():
 
 
 def test_bands_dataclass_agrees_with_schema():
-    """The bands section is defined by mlepi.bands.BandsConfig; the YAML schema must say the same."""
-    from mlepi.bands import config_schema
+    """The bands section is defined by mlepi.electrons.bands.BandsConfig; the YAML schema must say the same."""
+    from mlepi.electrons.bands import config_schema
 
     assert config.schema()["properties"]["bands"]["properties"] == config_schema()["properties"]

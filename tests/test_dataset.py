@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from bilayer_tb import BASIS_PZ, tb_frame
-from mlepi import cli, compare, dataset, provenance
-from mlepi.frames import FramesFile, FramesFileError, write_frames
-from mlepi.structure import build_bilayer
+from mlepi import cli
+from mlepi.evaluation import metrics as compare
+from mlepi.formats import dataset, provenance
+from mlepi.formats.frames import FramesFile, FramesFileError, write_frames
+from mlepi.geometry.layers import build_bilayer
 
 
 def frame(name="f", shift=0.0, energy=-10.0):

@@ -1,4 +1,4 @@
-"""DeepH export (mlepi.deeph, `mlepi export-deeph`): read back, the blocks rebuild the same H(k) eigenvalues,
+"""DeepH export (mlepi.formats.deeph, `mlepi export-deeph`): read back, the blocks rebuild the same H(k) eigenvalues,
 and the orbitals come out in DeepH's order, checked against the Slater-Koster form of a bond along x."""
 
 import json
@@ -8,8 +8,10 @@ import pytest
 import scipy.linalg
 from hedgenet_synthetic import TOY_BASIS, synthetic_frames
 
-from mlepi import cli, deeph, tb
-from mlepi.frames import write_frames
+from mlepi import cli
+from mlepi.electrons import tb
+from mlepi.formats import deeph
+from mlepi.formats.frames import write_frames
 
 K_POINTS = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.5, 0.0, 0.0], [0.11, 0.23, 0.0]])
 

@@ -11,9 +11,11 @@ from bilayer_tb import bilayer_primitive
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, synthetic_frames
 from test_thermal import spring_force_constants
 
-from mlepi import config, dataset, displace, provenance, thermal
-from mlepi.frames import write_frames
-from mlepi.structure_io import read_structure, read_structures, write_structure
+from mlepi import config
+from mlepi.formats import dataset, provenance
+from mlepi.vibrations import displace, thermal
+from mlepi.formats.frames import write_frames
+from mlepi.formats.structures import read_structure, read_structures, write_structure
 
 
 def same_files(a, b):

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlepi import blocks, cli, config, dft, neighbors, structure, tb
+from mlepi import cli, config
+from mlepi.dft import matrices as blocks, scf as dft
+from mlepi.electrons import tb
+from mlepi.geometry import layers as structure, neighbors
 from mlepi.errors import USER_ERRORS
-from mlepi.frames import FramesFile
-from mlepi.structure_io import read_structure, write_structure
-from mlepi.tiling import TilingError
+from mlepi.formats.frames import FramesFile
+from mlepi.formats.structures import read_structure, write_structure
+from mlepi.geometry.tiling import TilingError
 
 A = 2.46
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer, write_dataset
 
-from mlepi import performance, train
-from mlepi.infer import predict_frames
-from mlepi.model import HedgeNet
+from mlepi.evaluation import performance
+from mlepi.ml import train
+from mlepi.ml.infer import predict_frames
+from mlepi.ml.model import HedgeNet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no GPU")
 

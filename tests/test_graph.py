@@ -1,4 +1,4 @@
-"""Neighbour lists, block edges and the frame -> graph conversion (mlepi.graph)."""
+"""Neighbour lists, block edges and the frame -> graph conversion (mlepi.ml.graph)."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi.frames import Frame
-from mlepi.graph import INTER, INTRA, edge_type, frame_to_data, message_edges
-from mlepi.neighbors import block_edges
+from mlepi.formats.frames import Frame
+from mlepi.ml.graph import INTER, INTRA, edge_type, frame_to_data, message_edges
+from mlepi.geometry.neighbors import block_edges
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Stage infer / command predict (mlepi.infer): model frames with blocks, Fermi level and carried info."""
+"""Stage infer / command predict (mlepi.ml.infer): model frames with blocks, Fermi level and carried info."""
 
 import ase.io
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
 
-from mlepi import completion, infer, tb
-from mlepi.frames import FramesFile
-from mlepi.model import HedgeNet
-from mlepi.neighbors import block_edges
+from mlepi.electrons import tb
+from mlepi.ml import completion, infer
+from mlepi.formats.frames import FramesFile
+from mlepi.ml.model import HedgeNet
+from mlepi.geometry.neighbors import block_edges
 
 torch.set_num_threads(1)
 
@@ -103,7 +104,7 @@ def test_batched_prediction_equals_one_structure_at_a_time(model_path):
 
 def test_a_device_torch_cannot_use_is_a_user_error(model_path, tmp_path, capsys):
     from mlepi.cli import main
-    from mlepi.torch_io import resolve_device
+    from mlepi.formats.torch_files import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

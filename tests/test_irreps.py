@@ -1,10 +1,10 @@
-"""``mlepi.irreps``: real harmonics (GPAW's for l <= 2), their rotations and Clebsch-Gordan couplings."""
+"""``mlepi.ml.irreps``: real harmonics (GPAW's for l <= 2), their rotations and Clebsch-Gordan couplings."""
 
 import numpy as np
 import pytest
 
-from mlepi import irreps
-from mlepi.wigner import random_rotation
+from mlepi.ml import irreps
+from mlepi.ml.wigner import random_rotation
 
 
 def sphere_quadrature(order: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def test_wigner_d_is_an_orthogonal_representation_of_o3(L):
 @pytest.mark.parametrize("l1, l2", [(0, 0), (0, 2), (1, 1), (1, 2), (2, 2), (1, 3)])
 def test_clebsch_gordan_intertwines_rotations_and_is_an_isometry(l1, l2):
     """(D^l1 ⊗ D^l2) C = C D^L for rotations; for the inversion, the sign (−1)^(l1+l2+L): couplings with l1 + l2 + L
-    odd turn polar into axial quantities (mlepi.readout's parity rule)."""
+    odd turn polar into axial quantities (mlepi.ml.block_readout's parity rule)."""
     rotation = random_rotation(5)
     for L in range(abs(l1 - l2), l1 + l2 + 1):
         c = irreps.clebsch_gordan(l1, l2, L)

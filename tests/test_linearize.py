@@ -1,4 +1,4 @@
-"""First-order part of predicted Hamiltonians (mlepi.linearize): the autograd derivative against a finite
+"""First-order part of predicted Hamiltonians (mlepi.ml.linearize): the autograd derivative against a finite
 difference of the same model, the order of the remainder, antithetic symmetry, and the stage end to end."""
 
 import subprocess
@@ -9,10 +9,10 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi.frames import Frame, FramesFile, FramesFileError, write_frames
-from mlepi.infer import predict_frames
-from mlepi.linearize import hamiltonian_at, linear_hamiltonian, linearize_frames
-from mlepi.model import HedgeNet
+from mlepi.formats.frames import Frame, FramesFile, FramesFileError, write_frames
+from mlepi.ml.infer import predict_frames
+from mlepi.ml.linearize import hamiltonian_at, linear_hamiltonian, linearize_frames
+from mlepi.ml.model import HedgeNet
 
 torch.set_num_threads(1)
 
@@ -102,7 +102,7 @@ def test_a_wrapped_or_foreign_frame_is_refused(model, reference):
 def test_stage_end_to_end(model, reference, tmp_path):
     from ase.io import write
 
-    from mlepi.structure_io import read_structure
+    from mlepi.formats.structures import read_structure
 
     model.save(tmp_path / "model.pt")
     write(tmp_path / "pristine.extxyz", reference)

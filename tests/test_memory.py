@@ -1,4 +1,4 @@
-"""``mlepi.memory.keep_freed_memory``: freed memory stays in the process for the next prediction."""
+"""``mlepi.ml.memory.keep_freed_memory``: freed memory stays in the process for the next prediction."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 SCRIPT = """
 import sys
 import numpy as np
-from mlepi.memory import keep_freed_memory
+from mlepi.ml.memory import keep_freed_memory
 
 def rss_mib():
     with open("/proc/self/status") as f:

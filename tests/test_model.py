@@ -1,13 +1,13 @@
-"""Physics HedgeNet must respect by construction (mlepi.model): symmetries, forces, Hermiticity, the split."""
+"""Physics HedgeNet must respect by construction (mlepi.ml.model): symmetries, forces, Hermiticity, the split."""
 
 import numpy as np
 import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi.frames import Frame
-from mlepi.graph import frame_to_data
-from mlepi.model import HedgeNet, reverse_edges
+from mlepi.formats.frames import Frame
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.model import HedgeNet, reverse_edges
 
 torch.set_num_threads(1)
 
@@ -88,9 +88,9 @@ def test_lattice_translation_and_rewrapping_leave_outputs_unchanged():
 @pytest.mark.parametrize("improper", [False, True], ids=["rotation", "reflection"])
 def test_rotations_and_reflections_transform_every_output(improper):
     """O(3) covariance by construction: E invariant, F rotates as a vector, every H and S block as its orbitals,
-    H'_ij = U_i H_ij U_j^T (mlepi.wigner), for a general rotation and for a reflection (R = I - 2 v v^T) of the
+    H'_ij = U_i H_ij U_j^T (mlepi.ml.wigner), for a general rotation and for a reflection (R = I - 2 v v^T) of the
     whole structure, cell included; with s, p, d shells and two species, so every coupling path is exercised."""
-    from mlepi import wigner
+    from mlepi.ml import wigner
 
     model, atoms = make_model(basis=SPD_BASIS), structure()
     ref = predict(model, atoms)
@@ -217,12 +217,12 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
     """Edge chunks bound the readout's memory at 10^4 atoms; ``overlap=False`` skips S; neither changes H."""
-    import mlepi.model
+    import mlepi.ml.model
 
     model, atoms = make_model(), structure()
     ref = predict(model, atoms)
-    monkeypatch.setattr(mlepi.model, "PAIR_CHUNK", 7)  # many chunks, the last one partial
-    monkeypatch.setattr(mlepi.model, "EDGE_CHUNK", 5)  # the on-site moments too
+    monkeypatch.setattr(mlepi.ml.model, "PAIR_CHUNK", 7)  # many chunks, the last one partial
+    monkeypatch.setattr(mlepi.ml.model, "EDGE_CHUNK", 5)  # the on-site moments too
     chunked = predict(model, atoms)
     for key, block in ref["H"].items():
         np.testing.assert_allclose(chunked["H"][key], block, atol=1e-12)
@@ -239,12 +239,12 @@ def test_reverse_edges_share_their_bond_features_exactly(monkeypatch, basis):
     edge instead (the path taken when a reverse edge is missing), every block is the same. With s, p, d shells
     and two species, C-H and H-C pairs (different couplings) and both parities of every degree are covered; one
     species takes the elemental path."""
-    import mlepi.model
+    import mlepi.ml.model
 
     model = make_model(basis)
     atoms = structure(hydrogens=() if basis is TOY_BASIS else (3, 9))
     paired = predict(model, atoms)
-    monkeypatch.setattr(mlepi.model, "reverse_edges", lambda *args: None)
+    monkeypatch.setattr(mlepi.ml.model, "reverse_edges", lambda *args: None)
     direct = predict(model, atoms)
     for key, block in direct["H"].items():
         np.testing.assert_allclose(paired["H"][key], block, rtol=0, atol=1e-12)
@@ -255,7 +255,7 @@ def test_coupled_basis_reaches_every_block_component():
     """Off-site blocks: over all shell pairs of two atoms, the paths (l_a, l_b, L) span every block element (the
     coupling matrix is orthogonal), so covariance costs no expressiveness; without axial features (S, on-site)
     exactly the components odd under inversion relative to their orbitals are left out."""
-    from mlepi.readout import Coupling, orbital_shells
+    from mlepi.ml.block_readout import Coupling, orbital_shells
 
     c, h = (orbital_shells(SPD_BASIS["orbitals"][z]) for z in ("6", "1"))
     full = Coupling(c, h, 10, axial=True)
@@ -275,7 +275,7 @@ def test_second_neighbour_blocks_can_tell_the_sublattices_apart(element):
     in sign between the A and B sublattices: the antisymmetric part of the p-p block (±0.26 eV in the bilayer's
     DFT data; axial) and the s-p element perpendicular to the bond in the plane (±0.13 eV; polar). By symmetry a
     site's dipole and in-plane quadrupole vanish; only its octupole carries them (the products [Y_3(n) ⊗ M_3]_1
-    and [Y_2(n) ⊗ M_3]_1 of mlepi.readout.product_terms). So: nonzero, and of opposite sign on the two
+    and [Y_2(n) ⊗ M_3]_1 of mlepi.ml.block_readout.product_terms). So: nonzero, and of opposite sign on the two
     sublattices for one bond vector."""
     model, atoms = make_model(basis=TOY_BASIS), bilayer(2, rattle=0.0)
     out = predict(model, atoms)

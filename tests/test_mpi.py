@@ -1,4 +1,4 @@
-"""``mlepi dft`` on several MPI ranks (``mlepi.mpi`` and the ``dft`` rule's launch).
+"""``mlepi dft`` on several MPI ranks (``mlepi.dft.mpi`` and the ``dft`` rule's launch).
 
 The reference of the parallel run is the same calculation on one rank: GPAW's k-point and domain
 decompositions must not change the energy, the forces or a single H(R), S(R) element beyond rounding.
@@ -15,9 +15,11 @@ import pytest
 import yaml
 from workflow_helpers import TINY, snakemake, subprocess_env
 
-from mlepi import config, dft, mpi, structure
-from mlepi.frames import FramesFile
-from mlepi.structure_io import write_structure
+from mlepi import config
+from mlepi.dft import mpi, scf as dft
+from mlepi.geometry import layers as structure
+from mlepi.formats.frames import FramesFile
+from mlepi.formats.structures import write_structure
 
 MPIEXEC = shutil.which("mpiexec")
 
@@ -104,7 +106,7 @@ def test_four_ranks_equal_one_rank(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     gpaw_log = (tmp_path / "ranks4.gpaw.txt").read_text()
     assert "kpt:    2" in gpaw_log and "domain: 2" in gpaw_log, gpaw_log[:3000]
-    assert result.stderr.count("mlepi.dft INFO dft rattled") == 1, "ranks other than 0 should not log"
+    assert result.stderr.count("mlepi.dft.scf INFO dft rattled") == 1, "ranks other than 0 should not log"
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["ranks4.h5", "serial.h5"]
 
     a, b = FramesFile(serial)[0], FramesFile(out)[0]
@@ -141,9 +143,12 @@ WORKER_UNDER_MPIEXEC = """
 import numpy as np
 
 if __name__ == "__main__":
-    from mlepi import mpi
+    from mlepi.dft import mpi
     mpi.prepare()  # as mlepi.cli does: GPAW starts MPI in this launched process
-    from mlepi import config, dft, infer, structure
+    from mlepi import config
+    from mlepi.dft import scf as dft
+    from mlepi.geometry import layers as structure
+    from mlepi.ml import infer
 
     atoms = structure.build_bilayer("AB")
     cfg = config.section_defaults("dft")

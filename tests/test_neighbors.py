@@ -1,11 +1,11 @@
-"""Periodic neighbour lists (mlepi.neighbors), checked pair for pair against ASE's cell list."""
+"""Periodic neighbour lists (mlepi.geometry.neighbors), checked pair for pair against ASE's cell list."""
 
 import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 from hedgenet_synthetic import bilayer
 
-from mlepi.neighbors import neighbor_edges
+from mlepi.geometry.neighbors import neighbor_edges
 
 
 def as_set(edge_index, shift):

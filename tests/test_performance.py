@@ -1,4 +1,4 @@
-"""The performance benchmark's own machinery (mlepi.performance): tiling, solver comparison, timing, fit."""
+"""The performance benchmark's own machinery (mlepi.evaluation.performance): tiling, solver comparison, timing, fit."""
 
 from pathlib import Path
 
@@ -8,9 +8,10 @@ import torch
 from bilayer_tb import BASIS_SPZ, bilayer_primitive, supercell, tb_frame
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi import performance, tb
-from mlepi.model import HedgeNet
-from mlepi.neighbors import block_edges
+from mlepi.electrons import tb
+from mlepi.evaluation import performance
+from mlepi.ml.model import HedgeNet
+from mlepi.geometry.neighbors import block_edges
 
 
 def test_tiled_frame_has_the_bands_of_the_directly_built_supercell():

@@ -8,11 +8,13 @@ must remove. The soft inter-layer springs are 20 times weaker than the egg-box s
 import numpy as np
 import pytest
 
-from mlepi import config, displace, phonons, provenance
-from mlepi.frames import Frame, write_frames
-from mlepi.structure import build_bilayer
-from mlepi.structure_io import read_structure, write_structure
-from mlepi.thermal import HarmonicSampler, omega_to_THz
+from mlepi import config
+from mlepi.formats import provenance
+from mlepi.vibrations import displace, phonons
+from mlepi.formats.frames import Frame, write_frames
+from mlepi.geometry.layers import build_bilayer
+from mlepi.formats.structures import read_structure, write_structure
+from mlepi.vibrations.thermal import HarmonicSampler, omega_to_THz
 
 from test_thermal import spring_force_constants
 
@@ -60,7 +62,7 @@ def test_force_constants_recovered(phonon_run):
     tmp, pristine, fc, _, _ = phonon_run
     phonon = phonopy.load(tmp / "out" / "phonopy_params.yaml", log_level=0)
     sampler_dft = HarmonicSampler(fc, pristine.get_masses())
-    from mlepi.thermal import sampler_from_phonopy
+    from mlepi.vibrations.thermal import sampler_from_phonopy
 
     sampler_ph = sampler_from_phonopy(tmp / "out" / "phonopy_params.yaml", 0.3)
     assert np.allclose(np.sort(omega_to_THz(sampler_ph.omega)), np.sort(omega_to_THz(sampler_dft.omega)),

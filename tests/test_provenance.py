@@ -1,4 +1,4 @@
-"""Provenance records in every kind of output, read back by `mlepi inspect` (mlepi.provenance)."""
+"""Provenance records in every kind of output, read back by `mlepi inspect` (mlepi.formats.provenance)."""
 
 import json
 import os
@@ -11,10 +11,10 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi import provenance
-from mlepi.frames import Frame, write_frames
-from mlepi.model import HedgeNet
-from mlepi.structure_io import read_structure, write_structure
+from mlepi.formats import provenance
+from mlepi.formats.frames import Frame, write_frames
+from mlepi.ml.model import HedgeNet
+from mlepi.formats.structures import read_structure, write_structure
 
 MLEPI = str(Path(sys.executable).parent / "mlepi")
 # A command line as Snakemake passes it: JSON with quotes, and a backslash for good measure.

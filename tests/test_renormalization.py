@@ -1,4 +1,4 @@
-"""Stage ``renormalization`` (mlepi.renormalization) on the Slater–Koster bilayer: full against linearized H
+"""Stage ``renormalization`` (mlepi.electrons.renormalization) on the Slater–Koster bilayer: full against linearized H
 (the linearization by a finite difference of the analytic model, an independent route from the model's
 autograd), static lattice, special displacement and the DFT cross-check table."""
 
@@ -9,10 +9,10 @@ import bilayer_tb as bt
 import numpy as np
 import pytest
 
-from mlepi import bands, renormalization
-from mlepi.frames import write_frames
-from mlepi.provenance import record
-from mlepi.structure_io import write_structure
+from mlepi.electrons import bands, renormalization
+from mlepi.formats.frames import write_frames
+from mlepi.formats.provenance import record
+from mlepi.formats.structures import write_structure
 
 SMALL = {"n_k": 7, "n_bootstrap": 16, "n_energy": 51, "seed": 3}
 T = 300.0

@@ -1,4 +1,4 @@
-"""Force constants of larger supercells interpolated from a smaller one's (mlepi.supercells): exact on the
+"""Force constants of larger supercells interpolated from a smaller one's (mlepi.ml.supercell_bands): exact on the
 same supercell, translation invariant, and a 6x6 spectrum that holds every 3x3 frequency (its q points are a
 subset); and the random stream of the larger-supercell samples."""
 
@@ -7,10 +7,10 @@ import pytest
 from phonopy import Phonopy
 from test_thermal import spring_force_constants
 
-from mlepi.displace import supercell_layers, to_ase, to_phonopy
-from mlepi.structure import build_bilayer
-from mlepi.supercells import interpolated_force_constants
-from mlepi.thermal import HarmonicSampler, sample_rng
+from mlepi.vibrations.displace import supercell_layers, to_ase, to_phonopy
+from mlepi.geometry.layers import build_bilayer
+from mlepi.ml.supercell_bands import interpolated_force_constants
+from mlepi.vibrations.thermal import HarmonicSampler, sample_rng
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""The SWMcC model of AB bilayer graphene (mlepi.swmcc): analytic limits, fits, the slope cross-check."""
+"""The SWMcC model of AB bilayer graphene (mlepi.electrons.swmcc): analytic limits, fits, the slope cross-check."""
 
 import numpy as np
 import pytest
 
-from mlepi import swmcc
+from mlepi.electrons import swmcc
 
 MK = swmcc.MCCANN_KOSHINO
 A = 2.46

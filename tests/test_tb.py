@@ -1,10 +1,10 @@
-"""Bloch sums and the generalized eigenproblem (mlepi.tb): the sparse shift-invert route against dense."""
+"""Bloch sums and the generalized eigenproblem (mlepi.electrons.tb): the sparse shift-invert route against dense."""
 
 import numpy as np
 import pytest
 from bilayer_tb import BASIS_SPZ, bilayer_primitive, displaced, supercell, tb_frame
 
-from mlepi import tb
+from mlepi.electrons import tb
 
 
 @pytest.mark.parametrize("k", [[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.13, 0.29, 0.0]])

@@ -12,9 +12,9 @@ from ase.neighborlist import neighbor_list
 from phonopy import Phonopy
 from scipy import constants
 
-from mlepi.displace import to_phonopy
-from mlepi.structure import build_bilayer
-from mlepi.thermal import (
+from mlepi.vibrations.displace import to_phonopy
+from mlepi.geometry.layers import build_bilayer
+from mlepi.vibrations.thermal import (
     HBAR,
     HarmonicSampler,
     UnstableModeError,

@@ -1,4 +1,4 @@
-"""Stage train (mlepi.train): learning, metrics, checkpoints and resume, early stopping, torchrun."""
+"""Stage train (mlepi.ml.train): learning, metrics, checkpoints and resume, early stopping, torchrun."""
 
 import csv
 import json
@@ -12,9 +12,9 @@ import pytest
 import torch
 from hedgenet_synthetic import TOY_BASIS, bilayer, synthetic_frames, write_dataset
 
-from mlepi import train
-from mlepi.graph import frame_to_data
-from mlepi.model import HedgeNet
+from mlepi.ml import train
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.model import HedgeNet
 
 torch.set_num_threads(1)
 
@@ -47,7 +47,7 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_split_keeps_antithetic_pairs_together():
-    from mlepi.frames import Frame
+    from mlepi.formats.frames import Frame
 
     def thermal(k):
         return Frame(name=f"mc_T300_s{k:03d}", numbers=np.array([6]), positions=np.zeros((1, 3)),
@@ -170,8 +170,8 @@ def test_one_step_on_two_ranks_equals_one_step_on_one_rank_with_the_whole_batch(
 
 def test_checkpoint_fingerprint_sees_the_data_not_only_its_names():
     """Recomputed DFT with other numbers under the same frame names and config must not resume a checkpoint."""
-    from mlepi.frames import Frame
-    from mlepi.train import content_hash
+    from mlepi.formats.frames import Frame
+    from mlepi.ml.train import content_hash
 
     atoms = bilayer(2, rattle=0.05)
     frames = [Frame.from_atoms(f"f{k}", atoms, energy=-1.0 * k, forces=np.zeros((len(atoms), 3))) for k in range(2)]

@@ -1,4 +1,4 @@
-"""Unfolding of supercell LCAO states onto the primitive zone (mlepi.unfold), on a p_z (and s + p_z)
+"""Unfolding of supercell LCAO states onto the primitive zone (mlepi.electrons.unfold), on a p_z (and s + p_z)
 Slater–Koster bilayer with a non-trivial overlap: the supercell is built from the same distance rule as
 the primitive cell, so the primitive bands are an independent reference."""
 
@@ -7,8 +7,8 @@ import pytest
 import scipy.linalg
 
 import bilayer_tb as bt
-from mlepi import tb
-from mlepi import unfold as uf
+from mlepi.electrons import tb
+from mlepi.electrons import unfold as uf
 
 SQRT3 = np.array([[2, 1, 0], [-1, 1, 0], [0, 0, 1]])  # √3 × √3 R30°, N = 3
 THREE = np.diag([3, 3, 1])  # N = 9; K folds onto the supercell Γ
@@ -175,7 +175,7 @@ def test_spectral_function_integrates_to_weights(kind):
 def test_overlap_cutoff_removes_a_spurious_state_from_a_near_null_direction():
     """An H error along a near-null direction of S moves a generalized eigenvalue by error / s_min (a spurious
     state anywhere, e.g. near E_F); canonical orthogonalisation takes that direction out, and nothing else."""
-    from mlepi.unfold import DROPPED_ENERGY_EV, lowdin_eigh
+    from mlepi.electrons.unfold import DROPPED_ENERGY_EV, lowdin_eigh
 
     rng = np.random.default_rng(0)
     n = 12

@@ -1,9 +1,12 @@
-"""``mlepi.wigner``: rotations of GPAW's real orbitals and of H, S blocks, checked against GPAW itself."""
+"""``mlepi.ml.wigner``: rotations of GPAW's real orbitals and of H, S blocks, checked against GPAW itself."""
 
 import numpy as np
 import pytest
 
-from mlepi import config, dft, structure, wigner
+from mlepi import config
+from mlepi.dft import scf as dft
+from mlepi.geometry import layers as structure
+from mlepi.ml import wigner
 
 
 def test_p_orbitals_rotate_as_the_vector_y_z_x():

@@ -15,8 +15,10 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
-from mlepi import config, deeph, provenance, tb
-from mlepi.frames import FramesFile
+from mlepi import config
+from mlepi.electrons import tb
+from mlepi.formats import deeph, provenance
+from mlepi.formats.frames import FramesFile
 
 
 @pytest.mark.slow

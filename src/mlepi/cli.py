@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from . import config as config_mod
+from mlepi import config as config_mod
 
 # Sections each stage reads; the Snakemake rules pass exactly these (workflow/rules/common.smk).
 STAGE_SECTIONS = {
@@ -49,34 +49,34 @@ def _stage_config(args, stage: str) -> dict:
 
 
 def cmd_structure(args):
-    from . import structure
+    from mlepi.geometry import layers as structure
 
     structure.run(_stage_config(args, "structure"), args.out, log_path=args.log)
 
 
 def cmd_displace(args):
-    from . import displace
+    from mlepi.vibrations import displace
 
     paths = displace.run(args.structure, _stage_config(args, "displace"), args.out_dir)
     print(f"wrote {len(paths)} supercells to {args.out_dir}")
 
 
 def cmd_dft(args):
-    from . import dft
+    from mlepi.dft import scf as dft
 
     dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log,
             index=args.index, tile_to=args.tile_to)
 
 
 def cmd_phonons(args):
-    from . import phonons
+    from mlepi.vibrations import phonons
 
     summary = phonons.run(args.disp, args.pristine, args.fd, _stage_config(args, "phonons"), args.out_dir)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
 def cmd_phonons_ml(args):
-    from . import phonons
+    from mlepi.vibrations import phonons
 
     summary = phonons.run_ml(args.model, args.disp, args.pristine, args.dft_phonons,
                              _stage_config(args, "phonons_ml"), args.out_dir)
@@ -84,7 +84,7 @@ def cmd_phonons_ml(args):
 
 
 def cmd_thermal(args):
-    from . import thermal
+    from mlepi.vibrations import thermal
 
     paths = thermal.run(args.phonopy, args.pristine, _stage_config(args, "thermal"), args.temperature,
                         args.purpose, args.out)
@@ -92,34 +92,34 @@ def cmd_thermal(args):
 
 
 def cmd_dataset(args):
-    from . import dataset
+    from mlepi.formats import dataset
 
     n = dataset.run(args.frames, args.out, extxyz_path=args.extxyz)
     print(f"wrote {n} frames to {args.out}")
 
 
 def cmd_train(args):
-    from . import train
+    from mlepi.ml import train
 
     cfg = _stage_config(args, "train")
     train.run(args.dataset, cfg, args.out_dir, resume=not args.restart)
 
 
 def cmd_infer(args):
-    from . import infer
+    from mlepi.ml import infer
 
     infer.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device, workers=args.workers,
               dtype=None if args.dtype == "model" else args.dtype)
 
 
 def cmd_linearize(args):
-    from . import linearize
+    from mlepi.ml import linearize
 
     linearize.run(args.model, args.frames, args.pristine, args.out)
 
 
 def cmd_renormalization(args):
-    from . import renormalization
+    from mlepi.electrons import renormalization
 
     doc = renormalization.run(_stage_config(args, "renormalization")["bands"], args.primitive, args.supercell,
                               args.bands, args.bands_linear, args.static_ml, args.static_dft, args.out_dir,
@@ -135,7 +135,7 @@ def cmd_renormalization(args):
 
 
 def cmd_supercell_bands(args):
-    from . import supercells
+    from mlepi.ml import supercell_bands as supercells
 
     cfg = _stage_config(args, "supercell_bands")
     doc = supercells.run(args.model, args.phonopy, args.primitive, args.reference, args.n,
@@ -145,7 +145,7 @@ def cmd_supercell_bands(args):
 
 
 def cmd_supercell_convergence(args):
-    from . import supercells
+    from mlepi.ml import supercell_bands as supercells
 
     if len(args.sizes) != len(args.bands):
         raise config_mod.ConfigError(f"--sizes has {len(args.sizes)} values but --bands {len(args.bands)} files")
@@ -154,14 +154,14 @@ def cmd_supercell_convergence(args):
 
 
 def cmd_parity(args):
-    from . import parity
+    from mlepi.evaluation import parity
 
     summary = parity.run(args.model, args.dataset, args.out_dir, primitive=args.primitive)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
 def cmd_bands(args):
-    from . import bands
+    from mlepi.electrons import bands
 
     if len(args.temperatures) != len(args.frames):
         raise config_mod.ConfigError(f"--temperatures has {len(args.temperatures)} values but --frames "
@@ -169,7 +169,7 @@ def cmd_bands(args):
     frames = dict(zip(args.temperatures, args.frames))
     center = None
     if args.reference is not None:
-        from .frames import FramesFile
+        from mlepi.formats.frames import FramesFile
 
         center = FramesFile(args.reference)[0].fermi_level
     bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir,
@@ -177,14 +177,14 @@ def cmd_bands(args):
 
 
 def cmd_compare(args):
-    from . import compare
+    from mlepi.evaluation import metrics as compare
 
     result = compare.compare(args.a, args.b)
     print(json.dumps(result, indent=2) if args.json else compare.format_table(result))
 
 
 def cmd_performance(args):
-    from . import performance
+    from mlepi.evaluation import performance
 
     cfg = _stage_config(args, "performance")["performance"]
     r = performance.run(args.model, args.primitive, args.pristine, args.out, args.figure, sizes=cfg["sizes"],
@@ -196,7 +196,7 @@ def cmd_performance(args):
 
 
 def cmd_accuracy(args):
-    from . import accuracy
+    from mlepi.evaluation import accuracy
 
     r = accuracy.run(args.model, args.dataset, args.out, ablation_path=args.ablation,
                      phonons_ml_path=args.phonons_ml, test_paths=args.test_frames, primitive=args.primitive,
@@ -220,14 +220,14 @@ def cmd_accuracy(args):
 
 
 def cmd_export_deeph(args):
-    from . import deeph
+    from mlepi.formats import deeph
 
     folders = deeph.export(args.frames, args.out_dir)
     print(f"wrote {len(folders)} DeepH folder(s) to {args.out_dir}")
 
 
 def cmd_inspect(args):
-    from . import provenance
+    from mlepi.formats import provenance
 
     for path in args.files:
         found = provenance.read(path)
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="For every frame of an `mlepi infer` output, the same frame with H replaced "
                                    "by its linearization around the pristine supercell (S kept exact): the "
                                    "input of the band analysis of first-order electron-phonon interactions "
-                                   "(mlepi.linearize, docs/bands.md).")
+                                   "(mlepi.ml.linearize, docs/bands.md).")
     p.add_argument("model", help="trained model (model.pt) that predicted the frames")
     p.add_argument("frames", help="frames file of `mlepi infer` (.h5), positions as the thermal stage wrote them")
     p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) the samples came from")
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "special-displacement points; DFT cross-check at K",
                        description="Compare the band analyses of the full and the linearized HedgeNet H, add the "
                                    "static lattice (HedgeNet, DFT), the special displacements and GPAW on some "
-                                   "inferred samples (mlepi.renormalization, docs/bands.md).")
+                                   "inferred samples (mlepi.electrons.renormalization, docs/bands.md).")
     _add_config(p)
     p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
     p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supercell_bands", help="HedgeNet thermal samples of an n x n supercell and their band analysis",
                        description="Force constants of the n x n supercell interpolated from the DFT phonons, "
                                    "thermal samples, HedgeNet H with GPAW's exact S, and the band analysis of "
-                                   "`mlepi bands` (mlepi.supercells, docs/bands.md).")
+                                   "`mlepi bands` (mlepi.ml.supercell_bands, docs/bands.md).")
     _add_config(p)
     p.add_argument("model", help="trained model (model.pt)")
     p.add_argument("--n", required=True, type=int, help="in-plane size of the n x n supercell")
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("accuracy", help="held-out errors of a model (and of its ablation) against DFT (benchmark)",
                        description="H (intra/inter), force and eigenvalue errors on the model's validation "
                                    "frames, phonon frequency errors, the one-edge-type ablation, learning "
-                                   "curves (mlepi.accuracy).")
+                                   "curves (mlepi.evaluation.accuracy).")
     p.add_argument("model", help="trained model (model.pt); its metrics.csv beside it gives the learning curve")
     p.add_argument("dataset", help="the dataset it was trained on (.h5)")
     p.add_argument("--ablation", help="model.pt of the same training with model.heterogeneous: false")
@@ -456,13 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from . import mpi
+    from mlepi.dft import mpi
 
     mpi.prepare()  # before anything imports GPAW (ase.io does): `mpiexec -n N mlepi dft` needs it
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level if mpi.launched_rank() == 0 else logging.WARNING,  # one log, not N
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from .errors import USER_ERRORS
+    from mlepi.errors import USER_ERRORS
 
     try:
         args.func(args)

@@ -5,16 +5,16 @@ bug and keeps its traceback.
 """
 
 # Not from .bands: every command imports this module, and .bands costs 0.8 s (scipy.optimize, matplotlib).
-from .bands_config import BandsError
-from .blocks import BlockAliasingError
-from .config import ConfigError
-from .dft import SCFConvergenceError
-from .frames import FramesFileError
-from .phonons import PhononError
-from .provenance import ProvenanceError
-from .structure_io import StructureFileError
-from .thermal import UnstableModeError
-from .torch_io import DeviceError, TorchFileError
+from mlepi.config.bands import BandsError
+from mlepi.dft.matrices import BlockAliasingError
+from mlepi.config import ConfigError
+from mlepi.dft.scf import SCFConvergenceError
+from mlepi.formats.frames import FramesFileError
+from mlepi.vibrations.phonons import PhononError
+from mlepi.formats.provenance import ProvenanceError
+from mlepi.formats.structures import StructureFileError
+from mlepi.vibrations.thermal import UnstableModeError
+from mlepi.formats.torch_files import DeviceError, TorchFileError
 
 USER_ERRORS = (BandsError, BlockAliasingError, ConfigError, DeviceError, FramesFileError, PhononError,
                ProvenanceError, SCFConvergenceError, StructureFileError, TorchFileError, UnstableModeError,

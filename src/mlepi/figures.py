@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from .provenance import atomic_path
+from mlepi.formats.provenance import atomic_path
 
 
 def _save(fig: Figure, path) -> None:
@@ -90,7 +90,7 @@ def plot_convergence(convergence: Mapping[float, dict], path, *, vf_err: Mapping
     """v_F and the K-point band energies against the number of Monte Carlo samples, per temperature.
 
     ``convergence[T]`` holds lists ``n_samples``, ``vf_1e6_m_s``, ``bands_K_eV`` ``[n, 4]`` and
-    ``bands_K_err_eV`` ``[n, 4]`` (as written by :func:`mlepi.bands.convergence`); ``vf_err[T]`` (10^6 m/s),
+    ``bands_K_err_eV`` ``[n, 4]`` (as written by :func:`mlepi.electrons.bands.convergence`); ``vf_err[T]`` (10^6 m/s),
     the bootstrap error of the final value, is drawn as a band around it. The right panel shows each band
     energy at K relative to its value from all samples, so the four bands share one scale. ``independent[T]``
     (same layout): the same from one member of each antithetic pair, drawn dashed without markers.
@@ -158,7 +158,7 @@ def plot_parity(forces_ref, forces_ml, h_ref, h_ml, inter, summary: dict, path) 
 
 def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weight: float = 0.05,
                         window: float = 3.0) -> None:
-    """Unfolded bands, DFT against HedgeNet, one panel per frame (:func:`mlepi.parity.band_structures`).
+    """Unfolded bands, DFT against HedgeNet, one panel per frame (:func:`mlepi.evaluation.parity.band_structures`).
 
     Each supercell state is a dot at its primitive k with an area proportional to its unfolded weight;
     states with weight below ``min_weight`` are left out. Energies relative to the DFT Fermi level (eV).
@@ -191,7 +191,7 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
 
 def plot_performance(result: dict, path) -> None:
     """Log-log cost of HedgeNet inference, GPAW and the band-stage eigensolvers against the number of atoms,
-    with the fitted inference exponent, and peak memory of inference (``mlepi.performance``)."""
+    with the fitted inference exponent, and peak memory of inference (``mlepi.evaluation.performance``)."""
     fig = Figure(figsize=(10.5, 4.0), layout="constrained")
     ax_t, ax_m = fig.subplots(1, 2)
     scaling = result["scaling"]
@@ -230,7 +230,7 @@ def plot_performance(result: dict, path) -> None:
 def plot_performance_gpu(result: dict, cpu: dict | None, path) -> None:
     """HedgeNet inference on the GPU against the number of atoms (network, neighbour lists on the CPU, total),
     beside the CPU's total when ``cpu`` (``performance.json``) is given; and the cost per structure when many
-    structures share one batch (:func:`mlepi.performance.run_gpu`)."""
+    structures share one batch (:func:`mlepi.evaluation.performance.run_gpu`)."""
     fig = Figure(figsize=(10.5, 4.0), layout="constrained")
     ax_t, ax_b = fig.subplots(1, 2)
     scaling = result["scaling"]
@@ -320,7 +320,7 @@ def plot_data_scaling(document: dict, path) -> None:
 
 def plot_vf_orders(document: dict, path) -> None:
     """v_F(T) from the full and the linearized H (bootstrap errors), the special displacement, and the static
-    lattice of HedgeNet and DFT (``renormalization.json`` of :mod:`mlepi.renormalization`)."""
+    lattice of HedgeNet and DFT (``renormalization.json`` of :mod:`mlepi.electrons.renormalization`)."""
     fig = Figure(figsize=(8.5, 3.4), layout="constrained")
     ax_v, ax_k = fig.subplots(1, 2)
     rows = document["temperatures"]

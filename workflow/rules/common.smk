@@ -2,12 +2,12 @@
 import json
 
 from mlepi import config as mlepi_config
-from mlepi import mpi as mlepi_mpi
+from mlepi.dft import mpi as mlepi_mpi
 from mlepi.cli import STAGE_SECTIONS
 
 
 # Fills defaults and rejects unknown or repeated keys and bad values, naming the field and file, before any
-# job starts (schema: src/mlepi/schemas/).
+# job starts (schema: src/mlepi/config/config.schema.yaml).
 mlepi_config.validate_workflow(config, workflow.configfiles)
 
 OUT = f"results/{config['system']['name']}"
@@ -88,7 +88,7 @@ def dft_input(wildcards):
 
 def dft_tile_input(wildcards):
     """The undisplaced supercell that the primitive cell's frame is tiled to (``mlepi dft --tile-to``,
-    mlepi.tiling) for the pristine frame: a 4-atom calculation instead of the whole supercell's. Else none."""
+    mlepi.geometry.tiling) for the pristine frame: a 4-atom calculation instead of the whole supercell's. Else none."""
     return f"{displace_dir()}/pristine.extxyz" if wildcards.config == "pristine" else []
 
 

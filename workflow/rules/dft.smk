@@ -1,6 +1,6 @@
 # Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples, and
 # the inferred samples of the band analysis' DFT cross-check). The pristine supercell is computed as its
-# primitive cell and tiled (mlepi.tiling).
+# primitive cell and tiled (mlepi.geometry.tiling).
 
 
 rule dft:
@@ -33,7 +33,7 @@ rule dft:
         "../../envs/dft.yaml"
     shell:
         # GPAW's dense LCAO linear algebra threads through BLAS: dft_threads per rank. `mlepi` starts GPAW's
-        # MPI itself when the launcher started it (mlepi.mpi); rank 0 writes the log and the result.
+        # MPI itself when the launcher started it (mlepi.dft.mpi); rank 0 writes the log and the result.
         "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
         "{resources.dft_launch}mlepi dft {input.structure} {params.index} {params.tile} --params {params.cfg:q} "
         "--name {wildcards.config} --out {output} --log {log.gpaw} > {log.main} 2>&1"

@@ -1,4 +1,4 @@
-"""Configuration: one JSON Schema (``schemas/config.schema.yaml``) defines every key, its type, unit,
+"""Configuration: one JSON Schema (``config.schema.yaml``) defines every key, its type, unit,
 default and bounds. Snakemake validates the config with it at parse time (``workflow/rules/common.smk``),
 and every ``mlepi`` command validates again what it is given, with the same code, so the two views cannot
 drift apart. Unknown keys are errors; missing keys take the schema default.
@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(str(resources.files("mlepi") / "schemas" / "config.schema.yaml"))
+SCHEMA_PATH = Path(str(resources.files("mlepi.config") / "config.schema.yaml"))
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,7 @@
 """The ``bands`` config section as a frozen dataclass: each key once, with unit, bounds and meaning.
 
 The JSON Schema of the section is generated from it (:func:`config_schema`); ``tests/test_config.py``
-checks that the project schema (``schemas/config.schema.yaml``) says the same.
+checks that the project schema (``config.schema.yaml``) says the same.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the k points time reversal took out are the conjugates of their partners), else 
 run (``fixed_density``) without symmetry on the smallest mesh that does not alias. GPAW's phase is
 A(k) = sum_R exp(+2 pi i k.R) A(R), with R the cell of the second orbital's atom relative to GPAW's wrapped
 positions, so A(R) = 1/N_k sum_k exp(-2 pi i k.R) A(k) is known for R modulo (N1, N2, 1). Each edge
-(i, j, R) within rc_i + rc_j (:func:`mlepi.neighbors.block_edges` on the frame's own, unwrapped positions)
+(i, j, R) within rc_i + rc_j (:func:`mlepi.geometry.neighbors.block_edges` on the frame's own, unwrapped positions)
 picks the block of its class R mod N. That is exact only if no two edges of one atom pair fall into one
 class, i.e. the mesh is fine enough for the support of H: the mesh is chosen (or a configured one is
 checked) so that this holds, else :class:`BlockAliasingError`.
@@ -27,8 +27,8 @@ import math
 import numpy as np
 from ase.units import Bohr, Ha
 
-from . import neighbors
-from .frames import orbital_counts
+from mlepi.geometry import neighbors
+from mlepi.formats.frames import orbital_counts
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def extract_blocks(gpaw, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
     Parameters
     ----------
     gpaw : GPAW calculator
-        Converged (``mlepi.dft.gpaw_calculator`` finds it inside a SumCalculator with D3).
+        Converged (``mlepi.dft.scf.gpaw_calculator`` finds it inside a SumCalculator with D3).
     atoms : ase.Atoms
         The structure GPAW computed, with the positions the frame will store (may be unwrapped).
     kpts_blocks : (N1, N2) or None

@@ -105,6 +105,6 @@ def gpaw_world():
         raise RuntimeError(
             f"started as one of {ranks} ranks but GPAW's world has {world.size}: the ranks would each compute "
             "alone. Under srun, give the tasks PMI (srun --mpi=pmix, or pmi2: set resources.mpi_launcher); "
-            "otherwise GPAW was imported before mlepi.mpi.prepare() set GPAW_MPI_BACKEND=cgpaw (call it first, "
+            "otherwise GPAW was imported before mlepi.dft.mpi.prepare() set GPAW_MPI_BACKEND=cgpaw (call it first, "
             "as `mlepi` does).")
     return world

@@ -13,13 +13,13 @@ Settings that must stay consistent between the primitive cell and its supercells
 * no k-point symmetry reduction (``symmetry: false``): with it, GPAW's energy of the symmetric primitive
   cell differed by 1.6e-4 eV/atom from the same cell without it; without it, the primitive cell and its
   2x1 supercell agree to 1e-12 eV/atom, and pristine and displaced supercells share one numerical path.
-  (The relaxation in :mod:`mlepi.structure` always uses the symmetry: it only needs the geometry.)
+  (The relaxation in :mod:`mlepi.geometry.layers` always uses the symmetry: it only needs the geometry.)
 
 Supercell multiples of a user structure are the in-plane cell lengths over the primitive lattice constant
 ``system.a`` (:func:`infer_supercell`), unless the structure's info has ``supercell`` or the caller
 passes them.
 
-The H(R), S(R) blocks of a converged calculation come from :mod:`mlepi.blocks`.
+The H(R), S(R) blocks of a converged calculation come from :mod:`mlepi.dft.matrices`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mpi, provenance
-from .blocks import basis_description, block_layout, extract_blocks, real_space_blocks
-from .frames import Frame, write_frames
-from .setups import check_setups
-from .structure_io import read_structure
+from mlepi.dft import mpi
+from mlepi.formats import provenance
+from mlepi.dft.matrices import basis_description, block_layout, extract_blocks, real_space_blocks
+from mlepi.formats.frames import Frame, write_frames
+from mlepi.dft.setups import check_setups
+from mlepi.formats.structures import read_structure
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
 # ------------------------------------------------------------------------------------------------ run
 def _tiling_target(atoms, supercell, structure_path: Path, tile_to, config: dict):
     """The supercell of ``--tile-to`` and its frame info, checked before any SCF is spent on the primitive cell."""
-    from .tiling import TilingError, supercell_map  # not at import: every mlepi command imports this module
+    from mlepi.geometry.tiling import TilingError, supercell_map  # not at import: every mlepi command imports this module
 
     if tuple(supercell) != (1, 1):
         raise TilingError(f"{structure_path}: --tile-to needs the primitive cell, got a {list(supercell)} supercell")
@@ -296,7 +297,7 @@ def _jsonable(value):
 
 def compute_frame(atoms, dft_cfg: dict, supercell=(1, 1), name: str = "frame", txt=None,
                   info: dict | None = None):
-    """SCF, forces, Fermi level and blocks of one structure as a :class:`mlepi.frames.Frame`.
+    """SCF, forces, Fermi level and blocks of one structure as a :class:`mlepi.formats.frames.Frame`.
 
     Parameters
     ----------
@@ -354,7 +355,7 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
     Parameters
     ----------
     structure_path : path
-        One-frame extended XYZ (``layer`` array optional, see :mod:`mlepi.structure_io`). Its info
+        One-frame extended XYZ (``layer`` array optional, see :mod:`mlepi.formats.structures`). Its info
         (``temperature_K``, ``seed``, ``sample_index``, ``kind``, ...) is carried into ``Frame.info``, except
         schema and provenance.
     config : dict
@@ -373,14 +374,14 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         cross-check of the band analysis); default: the file must hold exactly one.
     tile_to : path, optional
         An undisplaced supercell (extended XYZ) of the structure: the structure is computed as its primitive
-        cell, and the frame written is the supercell's, tiled from it (:mod:`mlepi.tiling`), with the
+        cell, and the frame written is the supercell's, tiled from it (:mod:`mlepi.geometry.tiling`), with the
         supercell's info and the primitive calculation's diagnostics.
 
     Raises
     ------
     SCFConvergenceError
         SCF failed after the retry; nothing is written.
-    mlepi.structure_io.StructureFileError
+    mlepi.formats.structures.StructureFileError
         The structure file is missing, unreadable or holds more than one structure.
     """
     world = mpi.gpaw_world()
@@ -408,7 +409,7 @@ def run(structure_path, config: dict, out_path, name: str | None = None, log_pat
         if world.rank != 0:
             return out_path
         if tile_to is not None:
-            from .tiling import tile_frame
+            from mlepi.geometry.tiling import tile_frame
 
             diagnostics = {k: v for k, v in frame.info.items() if k not in info}  # what compute_frame added
             frame = tile_frame(frame, basis, target, name, dict(target_info, **diagnostics))

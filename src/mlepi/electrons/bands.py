@@ -3,7 +3,7 @@
 For every temperature, every displaced supercell (a frame with H, S blocks, DFT or HedgeNet) is unfolded
 onto a short path through K (K→Γ and K→M, |k − K| ≤ ``k_range_1_A``); the four π bands near E_F are read
 off the unfolded weights, put on a common energy zero, averaged over samples (standard errors), and fitted
-by the SWMcC model (:mod:`mlepi.swmcc`) → γ0, γ1, γ3, γ4, Δ' and v_F = √3 a γ0 / 2ħ, with a seeded
+by the SWMcC model (:mod:`mlepi.electrons.swmcc`) → γ0, γ1, γ3, γ4, Δ' and v_F = √3 a γ0 / 2ħ, with a seeded
 bootstrap over samples for the errors and the outer-band slope as an independent check. Choices and
 formulas: ``docs/bands.md``.
 
@@ -25,11 +25,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import figures, swmcc
-from .bands_config import BandsConfig, BandsError, WindowWeightError, config_schema  # noqa: F401 (re-exported)
-from .frames import FramesFile, FramesFileError
-from .provenance import atomic_path, record, write_csv, write_json
-from .unfold import map_supercell, spectral_function, unfold
+from mlepi import figures
+from mlepi.electrons import swmcc
+from mlepi.config.bands import BandsConfig, BandsError, WindowWeightError, config_schema  # noqa: F401 (re-exported)
+from mlepi.formats.frames import FramesFile, FramesFileError
+from mlepi.formats.provenance import atomic_path, record, write_csv, write_json
+from mlepi.electrons.unfold import map_supercell, spectral_function, unfold
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,7 @@ def csv_row(result: dict) -> dict:
 def _read_structure(structure):
     if hasattr(structure, "get_positions"):
         return structure
-    from .structure_io import read_structure
+    from mlepi.formats.structures import read_structure
 
     return read_structure(structure)
 
@@ -451,7 +452,7 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
         Temperature (K) → frames file(s) (``docs/data.md``); every frame with H, S blocks is one thermal
         sample of the supercell, its atoms in the order of ``supercell``.
     primitive : path or ase.Atoms
-        The 4-atom AB bilayer primitive cell (extended XYZ, ``mlepi.structure_io``; the ``structure``
+        The 4-atom AB bilayer primitive cell (extended XYZ, ``mlepi.formats.structures``; the ``structure``
         stage's ``primitive.extxyz``).
     supercell : path or ase.Atoms
         The undisplaced reference supercell the samples were displaced from, atoms in the order of the

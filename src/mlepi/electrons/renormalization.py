@@ -2,7 +2,7 @@
 
 Inputs are the two band analyses of the same HedgeNet samples (``mlepi bands``): with the full predicted H(u)
 and with its linearization H(0) + (dH/du).u (``mlepi linearize``), plus single structures analysed here with
-the same unfolding, band reading and SWMcC fit (:mod:`mlepi.bands`):
+the same unfolding, band reading and SWMcC fit (:mod:`mlepi.electrons.bands`):
 
 - **static lattice**: the pristine supercell, DFT and HedgeNet. The reference of every renormalization, and
   the check that the model's static v_F agrees with DFT's (the issue asks for 1 %).
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import figures
-from .bands import (
+from mlepi import figures
+from mlepi.electrons.bands import (
     N_BANDS,
     BandsConfig,
     BandsError,
@@ -46,8 +46,8 @@ from .bands import (
     setup,
     temperature_rng,
 )
-from .frames import FramesFile, FramesFileError
-from .provenance import record, write_csv, write_json
+from mlepi.formats.frames import FramesFile, FramesFileError
+from mlepi.formats.provenance import record, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ def read_bands_summary(path) -> dict:
         raise BandsError(f"{path}: not a readable bands.json ({err}); rerun `mlepi bands`") from None
     if document.get("schema") != "mlepi.bands" or not all(
             "sample_bands_eV" in r for r in document.get("temperatures", [])):
-        raise BandsError(f"{path}: not a bands.json with per-sample bands (schema mlepi.bands); rerun `mlepi bands`")
+        raise BandsError(f"{path}: not a bands.json with per-sample bands (schema mlepi.electrons.bands); rerun `mlepi bands`")
     return document
 
 
 class Analysis:
-    """The unfolding, band reading and fit of :mod:`mlepi.bands`, for single structures."""
+    """The unfolding, band reading and fit of :mod:`mlepi.electrons.bands`, for single structures."""
 
     def __init__(self, primitive, supercell, cfg: BandsConfig):
         self.cfg = cfg

@@ -1,6 +1,6 @@
 """Bloch sums of H(R), S(R) blocks and the generalized eigenproblem H(k) c = e S(k) c.
 
-Works on any :class:`mlepi.frames.Frame` with blocks, whatever wrote it (GPAW or HedgeNet).
+Works on any :class:`mlepi.formats.frames.Frame` with blocks, whatever wrote it (GPAW or HedgeNet).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from .frames import Frame, orbital_counts
+from mlepi.formats.frames import Frame, orbital_counts
 
 
 def orbital_offsets(numbers, basis: dict) -> np.ndarray:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .frames import Frame
-from .tb import bloch_sum, orbital_offsets
+from mlepi.formats.frames import Frame
+from mlepi.electrons.tb import bloch_sum, orbital_offsets
 
 
 class UnfoldError(ValueError):
@@ -78,7 +78,7 @@ def map_supercell(primitive, supercell, tol: float = 1e-3) -> SupercellMap:
 
     Parameters
     ----------
-    primitive, supercell : ase.Atoms (or :class:`mlepi.frames.Frame`)
+    primitive, supercell : ase.Atoms (or :class:`mlepi.formats.frames.Frame`)
         The primitive cell and the undisplaced reference supercell, in the atom order of the frames.
     tol : float
         Largest distance (Å) of a supercell atom from its primitive image.

@@ -30,16 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import provenance
-from .compare import EIG_WINDOW_EV, nearest_eigenvalue_mae, point_eigenvalues
-from .frames import FramesFile, FramesFileError
+from mlepi.formats import provenance
+from mlepi.evaluation.metrics import EIG_WINDOW_EV, nearest_eigenvalue_mae, point_eigenvalues
+from mlepi.formats.frames import FramesFile, FramesFileError
 
 
 def evaluate(model_path, dataset, frames=None) -> dict:
     """Held-out errors of one model (see the module docstring) on its validation frames, or on ``frames``."""
-    from .completion import blocks_on_edges
-    from .model import HedgeNet
-    from .parity import held_out_errors
+    from mlepi.ml.completion import blocks_on_edges
+    from mlepi.ml.model import HedgeNet
+    from mlepi.evaluation.parity import held_out_errors
 
     model = HedgeNet.load(model_path)
     summary, dft_frames, predicted, _ = held_out_errors(model, dataset, model_path, frames)
@@ -87,11 +87,11 @@ def static_vf(model_path, dataset: FramesFile, primitive, bands_cfg: dict | None
     the band analysis of the ``renormalization`` stage (its static lattice): the physical quantity the blocks
     are for. It sums every hopping of the supercell with its Bloch phase, so it sees systematic errors that
     an element-wise MAE averages away (benchmarks/NOTES.md §17)."""
-    from .bands_config import BandsConfig
-    from .completion import blocks_on_edges
-    from .infer import predict_frames
-    from .model import HedgeNet
-    from .renormalization import Analysis
+    from mlepi.config.bands import BandsConfig
+    from mlepi.ml.completion import blocks_on_edges
+    from mlepi.ml.infer import predict_frames
+    from mlepi.ml.model import HedgeNet
+    from mlepi.electrons.renormalization import Analysis
 
     if "pristine" not in dataset.names:
         raise FramesFileError(f"{dataset.path}: no frame named 'pristine' (the undisplaced supercell) for the "
@@ -113,7 +113,7 @@ def run(model_path, dataset_path, out_path, *, ablation_path=None, phonons_ml_pa
     (``out_path`` with suffix ``.png``, from the ``metrics.csv`` next to each model). With ``test_paths``
     (frames files), the same errors on their frames go under ``test``; with ``primitive`` (path or Atoms), the
     static-lattice v_F of both models (:func:`static_vf`, ``bands_cfg``: the bands config section)."""
-    from .figures import plot_learning_curves
+    from mlepi.figures import plot_learning_curves
 
     dataset = FramesFile(dataset_path)
     tests = read_test_frames(test_paths, dataset)  # refused before any work

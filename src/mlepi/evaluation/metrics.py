@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bz import hexagonal_points
-from .frames import Frame, FramesFile, FramesFileError, orbital_counts
-from .tb import eigenvalues
+from mlepi.geometry.bz import hexagonal_points
+from mlepi.formats.frames import Frame, FramesFile, FramesFileError, orbital_counts
+from mlepi.electrons.tb import eigenvalues
 
 EIG_WINDOW_EV = 1.0
 

@@ -7,7 +7,7 @@ and drawn in ``parity.png``.
 
 It also measures how far the model is from exact rotation covariance (issue 3's requirement): each held-out
 structure is predicted again after a seeded random rotation of the whole structure, cell included, and the
-result is compared with the first prediction rotated by :mod:`mlepi.wigner` (H blocks) and by R (forces):
+result is compared with the first prediction rotated by :mod:`mlepi.ml.wigner` (H blocks) and by R (forces):
 ``h_rotation_mae_meV``, ``force_rotation_mae_meV_per_A``. An exactly covariant model gives rounding error;
 GPAW itself is covariant to ~2e-5 eV (``tests/test_wigner.py``).
 
@@ -23,16 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import provenance, wigner
-from .bz import hexagonal_path
-from .compare import EIG_WINDOW_EV, _edge_keys, block_mae, nearest_eigenvalue_mae
-from .frames import Frame, FramesFile, FramesFileError, orbital_counts
-from .graph import INTER, edge_type
+from mlepi.formats import provenance
+from mlepi.ml import wigner
+from mlepi.geometry.bz import hexagonal_path
+from mlepi.evaluation.metrics import EIG_WINDOW_EV, _edge_keys, block_mae, nearest_eigenvalue_mae
+from mlepi.formats.frames import Frame, FramesFile, FramesFileError, orbital_counts
+from mlepi.ml.graph import INTER, edge_type
 
 BAND_PATH = ("G", "M", "K", "G")
 BAND_PATH_POINTS = 60
 BAND_WINDOW_EV = 3.0  # half width of the plotted energy window around the DFT Fermi level
-ROTATION_SEED = 0  # the random rotation of the covariance check (mlepi.wigner.random_rotation)
+ROTATION_SEED = 0  # the random rotation of the covariance check (mlepi.ml.wigner.random_rotation)
 
 
 def _h_pairs(dft, model, basis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,8 +59,8 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
     Fermi level is the energy zero. Each HedgeNet frame takes the S of its DFT frame (GPAW's exact overlap
     for the same positions, which inference would compute again), so only the error of H shows.
     """
-    from .completion import blocks_on_edges
-    from .unfold import map_supercell, unfold
+    from mlepi.ml.completion import blocks_on_edges
+    from mlepi.electrons.unfold import map_supercell, unfold
 
     mapping = map_supercell(primitive, reference)
     kpts, dist, ticks = hexagonal_path(np.array(primitive.cell), BAND_PATH, BAND_PATH_POINTS)
@@ -80,7 +81,7 @@ def rotation_covariance(model, atoms_list, predicted: list[Frame], basis: dict, 
     forces (meV/Å), for the seeded random rotation R; ``predicted`` are the model's frames of ``atoms_list``."""
     from dataclasses import replace
 
-    from .infer import predict_frames
+    from mlepi.ml.infer import predict_frames
 
     rotation = wigner.random_rotation(seed)
     names = [f.name for f in predicted]
@@ -100,7 +101,7 @@ def held_out_errors(model, dataset: FramesFile, model_path="model", frames=None)
     set in ``dataset``'s basis): the error summary (forces, H overall, intra- and inter-layer), the DFT and
     predicted frames, and the parity arrays (forces DFT/model, H DFT/model, inter-layer flag). The predicted
     frames carry the model's own S (S is not compared)."""
-    from .infer import predict_frames
+    from mlepi.ml.infer import predict_frames
 
     if frames is None:
         names = model.metadata.get("validation_frames") or []
@@ -136,9 +137,9 @@ def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
 
     With ``primitive`` (path or ase.Atoms of the primitive cell), also ``bands_ml_vs_dft.png``.
     """
-    from .figures import plot_parity
-    from .infer import predict_frames
-    from .model import HedgeNet
+    from mlepi.figures import plot_parity
+    from mlepi.ml.infer import predict_frames
+    from mlepi.ml.model import HedgeNet
 
     model = HedgeNet.load(model_path)
     dataset = FramesFile(dataset_path)
@@ -146,8 +147,8 @@ def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
     summary["provenance"] = provenance.record(None, model=str(model_path), dataset=str(dataset_path))
     out_dir = Path(out_dir)
     if primitive is not None:
-        from .figures import plot_band_structure
-        from .structure_io import read_structure
+        from mlepi.figures import plot_band_structure
+        from mlepi.formats.structures import read_structure
 
         if isinstance(primitive, (str, Path)):
             primitive = read_structure(primitive)

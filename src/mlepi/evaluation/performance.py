@@ -2,11 +2,11 @@
 
 Timed per structure, best of ``repeats`` after one warm-up:
 
-- ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.neighbors`) and the graph;
+- ``neighbours_s``: the H/S block edges and the message-passing edges (:mod:`mlepi.geometry.neighbors`) and the graph;
 - ``model_s``: one HedgeNet forward pass with forces (autograd) and every H block, in the precision
   ``mlepi infer`` uses (the model's training precision) unless stated. S is not predicted: the workflow takes
-  GPAW's exact S (:func:`mlepi.completion.exact_overlap`), whose cost is reported apart;
-- GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.compute_frame`), and the H(R)/S(R) extraction.
+  GPAW's exact S (:func:`mlepi.ml.completion.exact_overlap`), whose cost is reported apart;
+- GPAW: the SCF and forces of ``mlepi dft`` (:func:`mlepi.dft.scf.compute_frame`), and the H(R)/S(R) extraction.
 
 Peak memory is the resident set of a fresh process that imports, builds and predicts one structure: every size
 runs in its own process, so the peak of one size does not hide that of the next. The time per atom near 10^4
@@ -14,7 +14,7 @@ atoms over that near 10^2 is timed again with the two sizes in alternation (:fun
 
 Band stage at scale: H(k), S(k) of large supercells are tiled exactly from the DFT blocks of the pristine 3x3
 supercell (:func:`tiled`), and the states nearest E_F from the sparse shift-invert solver
-(:func:`mlepi.tb.eigenvalues_near`) are checked against dense diagonalisation where that still runs.
+(:func:`mlepi.electrons.tb.eigenvalues_near`) are checked against dense diagonalisation where that still runs.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .frames import Frame
-from .memory import keep_freed_memory
-from .tiling import tile_frame
+from mlepi.formats.frames import Frame
+from mlepi.ml.memory import keep_freed_memory
+from mlepi.geometry.tiling import tile_frame
 
 
 def displaced_supercell(primitive, n: int, sigma: float, seed: int):
@@ -54,11 +54,11 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 
 def _inference_steps(model, structures: list, *, dtype: str, device: str):
     """(graph, predict, model): building the batched graph of ``structures`` and one forward pass with forces and
-    H on it, as ``mlepi infer`` does (:func:`mlepi.infer.predict_frames`); on a GPU both wait for the device."""
+    H on it, as ``mlepi infer`` does (:func:`mlepi.ml.infer.predict_frames`); on a GPU both wait for the device."""
     import torch
     from torch_geometric.data import Batch
 
-    from .infer import structure_graph
+    from mlepi.ml.infer import structure_graph
 
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     gpu = torch.device(device).type == "cuda"
@@ -84,7 +84,7 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     """Seconds for the graph and for one forward pass (forces and H) of ``model`` on ``atoms``.
 
     ``atoms`` is one structure or a list of them, predicted together in one batch as ``mlepi infer`` does
-    (:func:`mlepi.infer.predict_frames`); ``n_structures`` says how many. On a GPU the graph is built on the
+    (:func:`mlepi.ml.infer.predict_frames`); ``n_structures`` says how many. On a GPU the graph is built on the
     CPU and moved (its time includes the copy), and every timing waits for the device to finish;
     ``peak_gpu_MiB`` is the largest allocation of the forward pass.
     """
@@ -148,7 +148,7 @@ def batched_throughput(model, primitive, n: int, counts, *, sigma: float = 0.05,
                        dtype: str = "float32", device: str = "cpu", repeats: int = 3) -> list:
     """:func:`time_inference` of ``count`` different displaced ``n x n`` supercells in one batch, for each of
     ``counts``, with ``per_structure_s`` = total over count: the cost of one thermal sample when ``mlepi
-    infer`` predicts many together (its batches hold up to :data:`mlepi.infer.BATCH_ATOMS` atoms)."""
+    infer`` predicts many together (its batches hold up to :data:`mlepi.ml.infer.BATCH_ATOMS` atoms)."""
     rows = []
     for count in counts:
         structures = [displaced_supercell(primitive, n, sigma, seed + k) for k in range(int(count))]
@@ -170,8 +170,8 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
     """One size in a fresh process: timings plus its peak resident memory, and the baseline after imports."""
     import torch  # noqa: F401  (part of the baseline)
 
-    from .model import HedgeNet
-    from .structure_io import read_structure
+    from mlepi.ml.model import HedgeNet
+    from mlepi.formats.structures import read_structure
 
     keep_freed_memory()  # as in mlepi infer: the warm-up's memory is reused by the timed calls
     baseline = _status_mib("VmRSS")
@@ -184,8 +184,8 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
 
 def _alternating_job(model_path, primitive_path, sizes, sigma, seed, dtype) -> dict:
     """:func:`alternating_time_per_atom` of ``n x n`` supercells for n in ``sizes`` (run it in a fresh process)."""
-    from .model import HedgeNet
-    from .structure_io import read_structure
+    from mlepi.ml.model import HedgeNet
+    from mlepi.formats.structures import read_structure
 
     keep_freed_memory()
     primitive = read_structure(primitive_path)
@@ -214,8 +214,8 @@ def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05,
 
 def batch_counts(n_atoms: int) -> list:
     """How many structures of ``n_atoms`` to time together: one, a few, as many as one batch of ``mlepi infer``
-    holds (:data:`mlepi.infer.BATCH_ATOMS`), and four times that (does a GPU want larger batches?)."""
-    from .infer import BATCH_ATOMS
+    holds (:data:`mlepi.ml.infer.BATCH_ATOMS`), and four times that (does a GPU want larger batches?)."""
+    from mlepi.ml.infer import BATCH_ATOMS
 
     full = max(1, BATCH_ATOMS // n_atoms)
     return sorted({1, min(8, full), full, 4 * full})
@@ -229,8 +229,8 @@ def gpu_measurements(model_path, primitive_path, sizes, n: int, *, sigma: float 
     measurement without a GPU, for tests.)"""
     import torch
 
-    from .model import HedgeNet
-    from .structure_io import read_structure
+    from mlepi.ml.model import HedgeNet
+    from mlepi.formats.structures import read_structure
 
     model = HedgeNet.load(model_path)
     dtype = str(model.dtype).removeprefix("torch.")
@@ -256,8 +256,8 @@ def run_gpu(model_path, primitive_path, out_path, figure_path, *, sizes, sigma: 
     first ``dft_sizes`` supercell gives the speedups (GPAW on that machine, HedgeNet on this GPU: the
     result says both), and its CPU scaling is drawn beside the GPU's.
     """
-    from .figures import plot_performance_gpu
-    from .provenance import record, write_json
+    from mlepi.figures import plot_performance_gpu
+    from mlepi.formats.provenance import record, write_json
 
     cpu = json.loads(Path(cpu_results_path).read_text()) if cpu_results_path is not None else None
     dft = cpu["dft"][0] if cpu is not None else None
@@ -286,7 +286,7 @@ def fit_power_law(n_atoms, seconds, min_atoms: float = 0) -> float:
 
 def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
     """Seconds of ``mlepi dft``'s work on ``atoms``: SCF + forces, and the H(R)/S(R) extraction."""
-    from .dft import compute_frame
+    from mlepi.dft.scf import compute_frame
 
     atoms = atoms.copy()
     t0 = time.perf_counter()
@@ -299,7 +299,7 @@ def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
 # ------------------------------------------------------------------------------------------- band stage
 def tiled(frame: Frame, basis: dict, m: int) -> Frame:
     """``frame`` (a pristine periodic supercell) tiled onto its ``m x m`` in-plane supercell
-    (:func:`mlepi.tiling.tile_frame`, exact for an undisplaced crystal)."""
+    (:func:`mlepi.geometry.tiling.tile_frame`, exact for an undisplaced crystal)."""
     from ase.build import make_supercell
 
     big = make_supercell(frame.to_atoms(), np.diag([m, m, 1]))
@@ -314,7 +314,7 @@ def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: in
     same Bloch phase per small cell), so every size solves the same physical problem. Dense runs only up to
     ``dense_max_orbitals``; where both run, ``max_abs_diff_eV`` compares their states near E_F.
     """
-    from . import tb
+    from mlepi.electrons import tb
 
     results = []
     for m in multiples:
@@ -368,7 +368,7 @@ def _scaling_summary(rows: list) -> dict:
 
 def _read_workflow_benchmark(path) -> dict:
     """The JSON of ``benchmarks/workflow.py``, checked for the keys ``run`` merges in."""
-    from .config import ConfigError
+    from mlepi.config import ConfigError
 
     try:
         workflow = json.loads(Path(path).read_text())
@@ -396,15 +396,15 @@ def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, siz
     import torch
     from tqdm import tqdm
 
-    from .completion import exact_overlap
-    from .figures import plot_performance
-    from .frames import FramesFile
-    from .infer import structure_graph
-    from .model import HedgeNet
-    from .provenance import record, write_json
-    from .structure_io import read_structure
+    from mlepi.ml.completion import exact_overlap
+    from mlepi.figures import plot_performance
+    from mlepi.formats.frames import FramesFile
+    from mlepi.ml.infer import structure_graph
+    from mlepi.ml.model import HedgeNet
+    from mlepi.formats.provenance import record, write_json
+    from mlepi.formats.structures import read_structure
 
-    keep_freed_memory()  # for GPAW and HedgeNet alike in this process (mlepi.memory)
+    keep_freed_memory()  # for GPAW and HedgeNet alike in this process (mlepi.ml.memory)
     # Every input is read before the first timing, so a bad one fails in seconds, not after the benchmark.
     primitive = read_structure(primitive_path)
     model = HedgeNet.load(model_path)

@@ -13,8 +13,8 @@ from pathlib import Path
 import ase.io
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from . import provenance
-from .frames import FramesFile, FramesFileError, write_frames
+from mlepi.formats import provenance
+from mlepi.formats.frames import FramesFile, FramesFileError, write_frames
 
 
 def collect(paths) -> tuple[list, dict, dict]:

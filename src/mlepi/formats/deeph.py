@@ -28,8 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .frames import Frame, FramesFile
-from .provenance import atomic_path
+from mlepi.formats.frames import Frame, FramesFile
+from mlepi.formats.provenance import atomic_path
 
 # Position in GPAW's order of each DeepH (OpenMX) orbital, per l.
 GPAW_INDEX_OF_DEEPH = {0: [0], 1: [2, 0, 1], 2: [2, 4, 0, 3, 1]}

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .provenance import atomic_path
+from mlepi.formats.provenance import atomic_path
 
 SCHEMA = "mlepi.frames"
 SCHEMA_VERSION = 1
@@ -75,7 +75,7 @@ class Frame:
         """Frame from an ``ase.Atoms`` that carries ``arrays['layer']``; results as keyword arguments."""
         if "layer" not in atoms.arrays:
             raise FramesFileError(f"structure {name!r} has no per-atom 'layer' array; assign layers first "
-                                  "(mlepi.structure.assign_layers)")
+                                  "(mlepi.geometry.layers.assign_layers)")
         return cls(name=name, positions=atoms.get_positions(), cell=np.array(atoms.cell),
                    numbers=atoms.get_atomic_numbers(), layer=atoms.arrays["layer"].astype(int),
                    pbc=np.array(atoms.pbc), **results)

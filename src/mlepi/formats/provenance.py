@@ -158,7 +158,7 @@ def _from_extxyz(path):
 
 
 def _from_torch(path):
-    from .torch_io import read_torch_file
+    from mlepi.formats.torch_files import read_torch_file
 
     state = read_torch_file(path, None, "a model or checkpoint written by mlepi")
     return str(state.get("schema", "torch file")), state.get("metadata", {}).get("provenance")

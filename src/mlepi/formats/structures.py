@@ -14,7 +14,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from .provenance import atomic_path
+from mlepi.formats.provenance import atomic_path
 
 SCHEMA = "mlepi.structure"
 SCHEMA_VERSION = 1
@@ -50,7 +50,7 @@ def write_structure(path, atoms, **info) -> None:
 
 def read_structures(path) -> list:
     """All frames of an extended-XYZ file; frames without a ``layer`` array get one by z clustering."""
-    from .structure import assign_layers
+    from mlepi.geometry.layers import assign_layers
 
     path = Path(path)
     if not path.exists():

@@ -18,7 +18,7 @@ The relaxation keeps the cell fixed (the in-plane lattice constant is a paramete
 vacuum is not physical) and moves the atoms under the crystal symmetry of the start structure, so for
 AB and AA bilayers only the interlayer distance relaxes. The relaxed structure is what the phonon stage
 displaces: its residual forces are below ``dft.relax_fmax`` (the phonon stage also subtracts the residual
-forces of the pristine supercell, see :mod:`mlepi.displace`).
+forces of the pristine supercell, see :mod:`mlepi.vibrations.displace`).
 
 Basis: the interlayer distance needs at least a double-zeta basis. With ``sz(dzp)`` (and ``szp(dzp)``)
 plain PBE binds the bilayer by ~0.2 eV per cell through basis-set superposition error and PBE + D3
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import provenance
+from mlepi.formats import provenance
 
 # Initial Hessian guess of BFGS (eV/A^2). ASE's 70 suits covalent bonds; the interlayer coordinate is two
 # orders of magnitude softer, and 70 made the first steps tiny (7 steps instead of 4 for the AB bilayer).
@@ -152,10 +152,10 @@ def interlayer_distance(atoms) -> float:
 def relax(atoms, dft_cfg: dict, log_path=None):
     """Relax atomic positions at fixed cell with the DFT settings of the ``dft`` section.
 
-    BFGS on the PBE(+D3) forces (``mlepi.dft.make_calculator``), with the crystal symmetry of the start
+    BFGS on the PBE(+D3) forces (``mlepi.dft.scf.make_calculator``), with the crystal symmetry of the start
     structure kept (``ase.constraints.FixSymmetry``, symprec 1e-4 Angstrom) so that the result stays
     exactly symmetric for phonopy. An SCF that fails is retried once with the conservative mixer
-    (``mlepi.dft.with_scf_retry``), then :class:`mlepi.dft.SCFConvergenceError` is raised.
+    (``mlepi.dft.scf.with_scf_retry``), then :class:`mlepi.dft.scf.SCFConvergenceError` is raised.
 
     Parameters
     ----------
@@ -182,7 +182,7 @@ def relax(atoms, dft_cfg: dict, log_path=None):
     from ase.constraints import FixSymmetry
     from ase.optimize import BFGS
 
-    from . import dft
+    from mlepi.dft import scf as dft
 
     atoms = atoms.copy()
     if "layer" not in atoms.arrays:
@@ -227,18 +227,18 @@ def run(config: dict, out_path, log_path=None) -> Path:
     Parameters
     ----------
     config : dict
-        ``{"system": {...}, "dft": {...}}``, validated, defaults filled (keys in ``mlepi.dft`` and the
+        ``{"system": {...}, "dft": {...}}``, validated, defaults filled (keys in ``mlepi.dft.scf`` and the
         config schema). Uses system ``stacking``, ``a``, ``interlayer_distance``, ``vacuum`` and the DFT
         settings.
     out_path : path
-        Output extended XYZ (``mlepi.structure_io``, written atomically): positions, cell, ``layer`` per
+        Output extended XYZ (``mlepi.formats.structures``, written atomically): positions, cell, ``layer`` per
         atom; info ``schema``, ``schema_version``, ``kind='relaxed'``, ``name``, ``stacking``,
         ``interlayer_distance`` (relaxed, Angstrom),
         ``max_force`` (eV/Angstrom), ``dft_free_energy`` (eV, incl. D3), ``provenance`` (JSON).
     log_path : path, optional
         Log of the stage: GPAW text output, BFGS steps and timings. Default: ``out_path`` with ``.log``.
     """
-    from .structure_io import write_structure
+    from mlepi.formats.structures import write_structure
 
     system, dft_cfg = config["system"], config["dft"]
     out_path = Path(out_path)

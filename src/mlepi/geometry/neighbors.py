@@ -1,6 +1,6 @@
 """Periodic neighbour lists: every ordered pair (i, j, R) closer than a cutoff, in O(N log N).
 
-Used for the H/S block edges (``mlepi.dft``, ``mlepi.graph``) and the message-passing edges (``mlepi.graph``).
+Used for the H/S block edges (``mlepi.dft.scf``, ``mlepi.ml.graph``) and the message-passing edges (``mlepi.ml.graph``).
 Numpy and scipy only, so the DFT stage does not import torch.
 
 A k-d tree over the periodic images near the cell replaces ASE's cell list: 20x faster for the 36-atom

@@ -1,7 +1,7 @@
 """The DFT frame of an undisplaced supercell, tiled from its primitive cell's frame.
 
 An undisplaced n1 x n2 supercell is the primitive crystal: with the k mesh and real-space grid that
-:mod:`mlepi.dft` scales with the supercell (``kpts_primitive // n``, ``grid_points_primitive * n``), its GPAW
+:mod:`mlepi.dft.scf` scales with the supercell (``kpts_primitive // n``, ``grid_points_primitive * n``), its GPAW
 calculation is the primitive cell's, folded. Its energy is N times the primitive energy, each atom carries its
 primitive image's force, and each supercell edge (s, t, R) has the block of the primitive edge between the
 images of s and t that spans the same vector. So ``mlepi dft --tile-to`` computes the pristine supercell on
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frames import Frame
-from .neighbors import block_edges
-from .structure_io import StructureFileError
-from .unfold import map_supercell
+from mlepi.formats.frames import Frame
+from mlepi.geometry.neighbors import block_edges
+from mlepi.formats.structures import StructureFileError
+from mlepi.electrons.unfold import map_supercell
 
 
 class TilingError(StructureFileError):
@@ -24,7 +24,7 @@ class TilingError(StructureFileError):
 
 
 def supercell_map(primitive, supercell, name: str):
-    """:func:`mlepi.unfold.map_supercell` within 1e-6 Å, or a :class:`TilingError` that names ``name``."""
+    """:func:`mlepi.electrons.unfold.map_supercell` within 1e-6 Å, or a :class:`TilingError` that names ``name``."""
     try:
         return map_supercell(primitive, supercell, tol=1e-6)
     except ValueError as err:
@@ -41,12 +41,12 @@ def tile_frame(frame: Frame, basis: dict, supercell, name: str, info: dict | Non
     """The frame of the undisplaced ``supercell`` (ase.Atoms with ``layer``) from its primitive cell's ``frame``.
 
     ``basis``: the frames-file basis of ``frame`` (its ``rcut`` decides the supercell edges:
-    :func:`mlepi.neighbors.block_edges`, as for every frame). ``info`` becomes the new frame's info.
+    :func:`mlepi.geometry.neighbors.block_edges`, as for every frame). ``info`` becomes the new frame's info.
 
     Raises
     ------
     TilingError
-        If the supercell's atoms are not lattice translates of the frame's (:func:`mlepi.unfold.map_supercell`,
+        If the supercell's atoms are not lattice translates of the frame's (:func:`mlepi.electrons.unfold.map_supercell`,
         within 1e-6 Å), or an edge of the supercell has no edge in the primitive frame.
     """
     mapping = supercell_map(frame, supercell, name)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import irreps
+from mlepi.ml import irreps
 
 POLAR, AXIAL = "polar", "axial"
 RANK = 8  # rank of the per-edge weights α_pc of path p and feature channel c (:func:`couple`)

@@ -1,14 +1,14 @@
 """HedgeNet as an ASE calculator: energy (eV) and forces (eV/Å), so that phonopy, an ASE optimizer or an MD
 run drives the trained model directly.
 
-    from mlepi.calculator import HedgeNetCalculator
+    from mlepi.ml.calculator import HedgeNetCalculator
     atoms.calc = HedgeNetCalculator("results/blg_ab/train/model.pt")
     atoms.get_forces()
 
 The forces are minus the autograd gradient of the same energy (conservative by construction). Hamiltonian
 blocks are not computed here (``mlepi predict`` writes them). Message-passing edges distinguish intra- and
 inter-layer pairs, so every atom needs a layer index: the atoms' ``layer`` array when it has one, else the
-z clustering of :func:`mlepi.structure.assign_layers` on the first structure the calculator sees, kept for
+z clustering of :func:`mlepi.geometry.layers.assign_layers` on the first structure the calculator sees, kept for
 every later step (an MD run must not relabel atoms as they move).
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from .frames import Frame
-from .graph import frame_to_data
-from .model import HedgeNet
-from .structure import assign_layers
+from mlepi.formats.frames import Frame
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.model import HedgeNet
+from mlepi.geometry.layers import assign_layers
 
 class HedgeNetCalculator(Calculator):
     """ASE calculator of a trained HedgeNet.

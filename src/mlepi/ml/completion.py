@@ -1,6 +1,6 @@
 """What a model frame needs besides the network: GPAW's exact S and the Fermi level of its predicted bands.
 
-Per structure and independent of torch, so that :func:`mlepi.infer.predict_frames` can run them in worker
+Per structure and independent of torch, so that :func:`mlepi.ml.infer.predict_frames` can run them in worker
 processes that start in a second (importing torch and PyG takes four). They cost ~0.7 s for a 36-atom
 structure, against ~30 ms for the network on a CPU and a few ms on a GPU.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from ase.dft.kpoints import monkhorst_pack
 
-from . import tb
-from .frames import Frame
+from mlepi.electrons import tb
+from mlepi.formats.frames import Frame
 
 
 def kpoint_mesh(size, gamma: bool = True) -> np.ndarray:
@@ -74,7 +74,7 @@ def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
     dz(dzp) sample), so a learned S with errors of ~1e-4 is not positive definite; the exact one costs
     seconds per structure.
     """
-    from .dft import overlap_blocks
+    from mlepi.dft.scf import overlap_blocks
 
     edge_index, cell_shift, S, _ = overlap_blocks(frame.to_atoms(), dft_parameters)
     return blocks_on_edges(edge_index, cell_shift, S, frame, "GPAW overlap")
@@ -82,7 +82,7 @@ def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
 
 def complete(frame: Frame, settings: dict) -> Frame:
     """``frame`` with S (GPAW's exact integrals, or the model's S already in it) and the Fermi level, as
-    :func:`mlepi.infer.predict_frames` ``settings`` say (keys: metadata, basis, exact_overlap, fermi_level, kpts,
+    :func:`mlepi.ml.infer.predict_frames` ``settings`` say (keys: metadata, basis, exact_overlap, fermi_level, kpts,
     gamma, width)."""
     metadata = settings["metadata"]
     if settings["exact_overlap"]:

@@ -8,7 +8,7 @@ Two edge sets live on every graph:
 - **block edges** ``block_edge_index`` with ``block_cell_shift``: the H/S blocks of ``docs/data.md``, every
   ordered (i, j, R) with |x_j + R cell - x_i| < rc_i + rc_j, the on-site (i, i, 0) included.
 
-Neighbour lists come from :func:`mlepi.neighbors.neighbor_edges` (k-d tree, O(N log N)); R is relative to the
+Neighbour lists come from :func:`mlepi.geometry.neighbors.neighbor_edges` (k-d tree, O(N log N)); R is relative to the
 positions as given, so un-wrapped positions are fine. Edges are sorted by (i, j, R) so the graph of a frame is the same
 on every machine.
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from .frames import Frame, orbital_counts
-from .neighbors import block_edges, neighbor_edges
+from mlepi.formats.frames import Frame, orbital_counts
+from mlepi.geometry.neighbors import block_edges, neighbor_edges
 
 INTRA, INTER = 0, 1  # edge types; more may follow, these two stay
 

@@ -1,10 +1,10 @@
 """Stage ``infer`` and command ``predict``: HedgeNet predictions for structures, written as a frames file.
 
 For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the block edges of
-:func:`mlepi.neighbors.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
-bands: :func:`mlepi.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
+:func:`mlepi.geometry.neighbors.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
+bands: :func:`mlepi.electrons.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
 electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
-on. Both default to what the model stores (:func:`mlepi.completion.occupation_settings`): the DFT width, and a
+on. Both default to what the model stores (:func:`mlepi.ml.completion.occupation_settings`): the DFT width, and a
 k mesh that scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple`` in plane,
 one k point along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments override them.
 """
@@ -20,16 +20,16 @@ import os
 import numpy as np
 import torch
 
-from . import mpi
-from .completion import complete
-from .frames import Frame, write_frames
-from .graph import frame_to_data
-from .memory import keep_freed_memory
-from .model import HedgeNet
-from .neighbors import block_edges
-from .provenance import record
-from .structure_io import read_structures
-from .torch_io import resolve_device
+from mlepi.dft import mpi
+from mlepi.ml.completion import complete
+from mlepi.formats.frames import Frame, write_frames
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.memory import keep_freed_memory
+from mlepi.ml.model import HedgeNet
+from mlepi.geometry.neighbors import block_edges
+from mlepi.formats.provenance import record
+from mlepi.formats.structures import read_structures
+from mlepi.formats.torch_files import resolve_device
 
 
 def _info(atoms_info: dict) -> dict:
@@ -60,11 +60,11 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     model : a trained HedgeNet (``HedgeNet.load``).
     atoms_list, names : structures and their unique frame names.
     kpts : k mesh size (3 ints) for the Fermi level; default from the model
-        (:func:`mlepi.completion.occupation_settings`).
+        (:func:`mlepi.ml.completion.occupation_settings`).
     gamma : Gamma-centred mesh; default from the model (True if unstated).
     width : Fermi-Dirac width (eV); default from the model's DFT parameters.
     fermi_level : compute the Fermi level (costs one generalized eigenproblem per k point).
-    overlap : 'gpaw' (default): S from GPAW's basis integrals (exact, :func:`mlepi.completion.exact_overlap`);
+    overlap : 'gpaw' (default): S from GPAW's basis integrals (exact, :func:`mlepi.ml.completion.exact_overlap`);
         'model': the model's two-centre S head (no GPAW needed, but not accurate enough for nearly singular
         overlaps).
     device, dtype : where and in which precision to evaluate. Default: the precision the weights were trained in
@@ -116,12 +116,12 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
 
 @contextlib.contextmanager
 def worker_pool(workers: int):
-    """A pool of ``workers`` processes for :func:`mlepi.completion.complete` (GPAW, LAPACK).
+    """A pool of ``workers`` processes for :func:`mlepi.ml.completion.complete` (GPAW, LAPACK).
 
     One BLAS thread per worker: with two each, two workers on two cores were slower than one process (17.2
     against 15.0 s for 12 samples; 12.1 s with one each, benchmarks/NOTES.md §14); the variables reach only the
     workers started here, this process loaded its BLAS long ago. Spawn, not fork: a forked child of a process
-    that holds a CUDA context or threads can hang. GPAW stays serial in the workers (:func:`mlepi.mpi.serial_worker`):
+    that holds a CUDA context or threads can hang. GPAW stays serial in the workers (:func:`mlepi.dft.mpi.serial_worker`):
     under srun or mpiexec they would otherwise start MPI as their parent's rank, and die.
     """
     with _environment(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"), \
@@ -180,13 +180,13 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     out_path : frames file to write (``source='hedgenet'``).
     kpts, width : k mesh size and Fermi-Dirac width (eV) for the Fermi level; default from the model.
     overlap : 'gpaw' (exact, default) or 'model' (see :func:`predict_frames`).
-    device : 'auto' (the GPU when torch sees one), 'cpu' or 'cuda' (:func:`mlepi.torch_io.resolve_device`).
+    device : 'auto' (the GPU when torch sees one), 'cpu' or 'cuda' (:func:`mlepi.formats.torch_files.resolve_device`).
     dtype : 'float32' or 'float64'; default the model's own precision (see :func:`predict_frames`).
     workers : processes for the exact S and the Fermi level (see :func:`predict_frames`).
     """
     from tqdm import tqdm
 
-    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.memory)
+    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
     device = resolve_device(device)
     model = HedgeNet.load(model_path, map_location=device)
     atoms_list = read_structures(structures_path)

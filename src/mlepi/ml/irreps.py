@@ -1,6 +1,6 @@
 """Real spherical harmonics up to degree 4 and their Clebsch-Gordan couplings, in GPAW's orbital convention.
 
-What HedgeNet's equivariant block readout (:mod:`mlepi.readout`) is built from, with numpy and torch only (no
+What HedgeNet's equivariant block readout (:mod:`mlepi.ml.block_readout`) is built from, with numpy and torch only (no
 GPAW at run time: the GPU machines cannot install it).
 
 - **Harmonics.** Y_L(n) for L = 0..4 as homogeneous polynomials of the unit vector n, orthonormal on the sphere

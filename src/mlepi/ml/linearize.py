@@ -28,12 +28,12 @@ import copy
 import numpy as np
 import torch
 
-from .frames import Frame, FramesFile, FramesFileError, write_frames
-from .graph import frame_to_data
-from .memory import keep_freed_memory
-from .model import HedgeNet
-from .provenance import record
-from .structure_io import read_structure
+from mlepi.formats.frames import Frame, FramesFile, FramesFileError, write_frames
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.memory import keep_freed_memory
+from mlepi.ml.model import HedgeNet
+from mlepi.formats.provenance import record
+from mlepi.formats.structures import read_structure
 
 MAX_DISPLACEMENT_A = 1.0  # a larger |u| means a wrapped atom or the wrong reference
 
@@ -119,7 +119,7 @@ def run(model_path, frames_path, pristine_path, out_path) -> None:
     """Linearize every frame of an ``infer`` output around the pristine supercell; write a frames file."""
     from tqdm import tqdm
 
-    keep_freed_memory()  # one Jacobian-vector product per frame: reuse the memory of the last (mlepi.memory)
+    keep_freed_memory()  # one Jacobian-vector product per frame: reuse the memory of the last (mlepi.ml.memory)
     model = HedgeNet.load(model_path).double()
     frames_file = FramesFile(frames_path)
     if frames_file.basis["orbitals"] != model.basis["orbitals"]:

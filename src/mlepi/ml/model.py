@@ -12,11 +12,11 @@ Architecture
 - **Energy and forces.** E = sum_i [E0(Z_i) + s * e(h_i)], with per-species reference energies E0 and a scale
   s set from the training data (then learned / fixed, see :meth:`HedgeNet.set_standardisation`). Forces are
   -dE/dx by autograd, so force constants are second derivatives of one energy, consistent by construction.
-- **Hamiltonian blocks** (:mod:`mlepi.readout`). Every block is written in the coupled basis of its two
+- **Hamiltonian blocks** (:mod:`mlepi.ml.block_readout`). Every block is written in the coupled basis of its two
   orbital shells (Clebsch-Gordan couplings to degree L) with coefficients = invariant weights times equivariant
   features: the bond direction's harmonics Y_L(n), the two atoms' neighbourhood moments M_L (Σ_k over
   message-passing neighbours of a learned radial/feature weight times Y_L(n_ik)), and products of the two,
-  [Y_k(n) ⊗ M_K]_L, polar or axial as parity asks (:class:`mlepi.readout.BondFeatures`). The weights come from
+  [Y_k(n) ⊗ M_K]_L, polar or axial as parity asks (:class:`mlepi.ml.block_readout.BondFeatures`). The weights come from
   an MLP of (h_i, h_j, the moments' norms, Y_L(n)·M_L, bond length). On-site blocks: the per-species mean (its
   rotation-invariant part) plus a correction from h_i and i's moments; off-site blocks vanish at rc_i + rc_j
   (envelope). Intra-layer and inter-layer bonds have separate off-site heads and separate moments when
@@ -36,7 +36,7 @@ By construction (tests in ``tests/test_model.py``):
   into another periodic image (blocks follow their (i, j, R) label);
 - O(3) covariance: under any rotation or reflection R of the whole structure the energy is invariant, forces
   rotate as vectors and every H and S block as its orbitals, H'_ij = U_i H_ij U_j^T (U: GPAW's real-harmonic
-  Wigner matrices, :mod:`mlepi.wigner`), to rounding;
+  Wigner matrices, :mod:`mlepi.ml.wigner`), to rounding;
 - forces = -dE/dx exactly (autograd), smooth (C2) in positions within the graph;
 - Hermiticity H_ij(R) = H_ji(-R)^T and S_ij(R) = S_ji(-R)^T exactly: every off-site block is
   1/2 [g(i, j, r) + g(j, i, -r)^T] and every on-site block is symmetrised;
@@ -53,12 +53,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import section_defaults
-from .frames import orbital_counts
-from .graph import INTER, INTRA
-from .irreps import L_MAX
-from .provenance import atomic_path
-from .readout import (
+from mlepi.config import section_defaults
+from mlepi.formats.frames import orbital_counts
+from mlepi.ml.graph import INTER, INTRA
+from mlepi.ml.irreps import L_MAX
+from mlepi.formats.provenance import atomic_path
+from mlepi.ml.block_readout import (
     POLAR,
     BondBlock,
     BondFeatures,
@@ -69,10 +69,10 @@ from .readout import (
     by_degree,
     orbital_shells,
 )
-from .torch_io import TorchFileError, read_torch_file
+from mlepi.formats.torch_files import TorchFileError, read_torch_file
 
 MODEL_SCHEMA = "mlepi.hedgenet"
-MODEL_SCHEMA_VERSION = 3  # 2: O(3)-equivariant block readout (mlepi.readout); 3: polar octupole products, H decay
+MODEL_SCHEMA_VERSION = 3  # 2: O(3)-equivariant block readout (mlepi.ml.block_readout); 3: polar octupole products, H decay
 DECAY_DEGREE = 3  # polynomial degree in r of log |H| of off-site blocks (HedgeNet.H_decay)
 
 MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
@@ -228,7 +228,7 @@ class HedgeNet(nn.Module):
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
-        # Equivariant block readouts (mlepi.readout): blocks of two l_max shells couple to degrees up to 2 l_max;
+        # Equivariant block readouts (mlepi.ml.block_readout): blocks of two l_max shells couple to degrees up to 2 l_max;
         # harmonics and moments go one degree higher, for a three-fold site's octupole (BondFeatures). Moments
         # per edge kind; couplings per species pair (off-site, with axial paths) and per species (on-site, polar
         # only; S, polar only: the Slater-Koster form).
@@ -444,7 +444,7 @@ class HedgeNet(nn.Module):
         return groups
 
     def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env, overlap: bool) -> dict:
-        """H (and S) on the block edges (module docstrings here and of :mod:`mlepi.readout`)."""
+        """H (and S) on the block edges (module docstrings here and of :mod:`mlepi.ml.block_readout`)."""
         block_index = data.block_edge_index  # [2, B]
         # Blocks depend on positions directly only when the caller tracks pos (dH/du for electron-phonon
         # couplings); otherwise the bond geometry is detached, which spares the training backward pass the

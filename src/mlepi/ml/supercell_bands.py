@@ -7,11 +7,11 @@ cheap, so the band renormalization can be converged with supercell size without 
 1. force constants of the n x n supercell from the DFT phonons: phonopy's dynamical matrices of the DFT
    supercell's force constants at the q points commensurate with n x n (exact at the q points the DFT supercell
    holds, Fourier-interpolated elsewhere), transformed back to real space (``DynmatToForceConstants``);
-2. thermal samples at every temperature (:class:`mlepi.thermal.HarmonicSampler`, the thermal config's seed,
-   count, antithetic pairs and soft-mode policy; :func:`mlepi.thermal.sample_rng` with purpose ``supercell``
+2. thermal samples at every temperature (:class:`mlepi.vibrations.thermal.HarmonicSampler`, the thermal config's seed,
+   count, antithetic pairs and soft-mode policy; :func:`mlepi.vibrations.thermal.sample_rng` with purpose ``supercell``
    and n, so the stream depends on n as well);
-3. HedgeNet H with GPAW's exact S (:func:`mlepi.infer.predict_frames`);
-4. the band analysis of :mod:`mlepi.bands` on the n x n pristine supercell, band window centred on the DFT
+3. HedgeNet H with GPAW's exact S (:func:`mlepi.ml.infer.predict_frames`);
+4. the band analysis of :mod:`mlepi.electrons.bands` on the n x n pristine supercell, band window centred on the DFT
    Fermi level of the workflow's pristine supercell.
 
 ``supercell_convergence`` puts v_F(T) and the band energies at K of every size (the workflow's own analysis
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bands, figures, provenance
-from .frames import FramesFile, write_frames
-from .memory import keep_freed_memory
-from .thermal import HarmonicSampler, sample_rng, sample_structures
+from mlepi import figures
+from mlepi.electrons import bands
+from mlepi.formats import provenance
+from mlepi.formats.frames import FramesFile, write_frames
+from mlepi.ml.memory import keep_freed_memory
+from mlepi.vibrations.thermal import HarmonicSampler, sample_rng, sample_structures
 
 
 def interpolated_force_constants(phonon, n: int):
@@ -50,19 +52,19 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
 
     ``config``: the ``thermal`` and ``bands`` sections. ``reference_path``: DFT frames file of the workflow's
     pristine supercell (its Fermi level centres the band window). Writes ``pristine.extxyz``,
-    ``T<T>.h5`` (HedgeNet frames) and the outputs of :func:`mlepi.bands.run`; returns its ``bands.json``.
+    ``T<T>.h5`` (HedgeNet frames) and the outputs of :func:`mlepi.electrons.bands.run`; returns its ``bands.json``.
     """
     from tqdm import tqdm
 
-    from .displace import supercell_layers, to_ase
-    from .infer import predict_frames
-    from .model import HedgeNet
-    from .phonons import read_phonopy
-    from .structure_io import read_structure, write_structure
+    from mlepi.vibrations.displace import supercell_layers, to_ase
+    from mlepi.ml.infer import predict_frames
+    from mlepi.ml.model import HedgeNet
+    from mlepi.vibrations.phonons import read_phonopy
+    from mlepi.formats.structures import read_structure, write_structure
 
     out_dir = Path(out_dir)
     thermal_cfg = config["thermal"]
-    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.memory)
+    keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
     model = HedgeNet.load(model_path)
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)

@@ -44,12 +44,12 @@ from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-from .config import section_defaults
-from .frames import FramesFile
-from .graph import INTER, INTRA, frame_to_data
-from .model import MODEL_DEFAULTS, HedgeNet, resolve_config
-from .provenance import atomic_path, config_hash, record
-from .torch_io import read_torch_file, resolve_device
+from mlepi.config import section_defaults
+from mlepi.formats.frames import FramesFile
+from mlepi.ml.graph import INTER, INTRA, frame_to_data
+from mlepi.ml.model import MODEL_DEFAULTS, HedgeNet, resolve_config
+from mlepi.formats.provenance import atomic_path, config_hash, record
+from mlepi.formats.torch_files import read_torch_file, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def decay_fit(graphs, model: HedgeNet, h_scale: float) -> tuple[np.ndarray, np.n
     ``model.DECAY_DEGREE`` (lower with fewer distinct lengths) fitted by least squares to log(RMS / h_scale) of
     the off-site H blocks against bond length, and the range of lengths it was fitted on (Å). A kind without
     blocks keeps zeros (scale h_scale everywhere)."""
-    from .model import DECAY_DEGREE
+    from mlepi.ml.model import DECAY_DEGREE
 
     lengths, logs, kind_of = [], [], []
     for g in graphs:

@@ -3,7 +3,7 @@
 GPAW's orbitals are radial functions times its real spherical harmonics Y_lm (``gpaw.sphere.spherical_harmonics``;
 l = 1 in the order y, z, x; l = 2 as xy, yz, 3z²−r², zx, x²−y²; docs/data.md). For each l they span a space
 that rotations map onto itself: Y_l(R n) = D^l(R) Y_l(n) for every unit vector n, with D^l(R) orthogonal
-(:func:`mlepi.irreps.wigner_d`; the same holds for reflections, the harmonics being polynomials).
+(:func:`mlepi.ml.irreps.wigner_d`; the same holds for reflections, the harmonics being polynomials).
 
 Rotating a whole structure, r -> R r (positions and cell), turns every orbital of the old structure into a
 combination of the new structure's orbitals on the rotated atoms, so each block of H and S transforms as
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .irreps import random_rotation, wigner_d  # noqa: F401  (part of this module's interface)
+from mlepi.ml.irreps import random_rotation, wigner_d  # noqa: F401  (part of this module's interface)
 
 
 def orbital_rotation(orbitals, rotation: np.ndarray) -> np.ndarray:

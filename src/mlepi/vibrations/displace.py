@@ -4,7 +4,7 @@ Writes into ``out_dir``:
 
 - ``phonopy_disp.yaml`` — phonopy's own displacement dataset (open it with phonopy);
 - ``pristine.extxyz`` — the undisplaced supercell, whose DFT forces are the residual forces subtracted from
-  every displaced supercell's forces in :mod:`mlepi.phonons` (the structure is also relaxed beforehand);
+  every displaced supercell's forces in :mod:`mlepi.vibrations.phonons` (the structure is also relaxed beforehand);
 - ``fd_000.extxyz``, ``fd_001.extxyz``, ... — one displaced supercell each, in phonopy's order.
 
 Each structure carries the per-atom ``layer`` array (inherited from the unit cell through phonopy's
@@ -20,8 +20,8 @@ from ase import Atoms
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
-from . import provenance
-from .structure_io import read_structure, write_structure
+from mlepi.formats import provenance
+from mlepi.formats.structures import read_structure, write_structure
 
 
 def to_phonopy(atoms: Atoms) -> PhonopyAtoms:

@@ -25,9 +25,9 @@ import phonopy
 from scipy.constants import c as SPEED_OF_LIGHT_M_S
 from phonopy.file_IO import write_FORCE_SETS
 
-from . import provenance
-from .bz import hexagonal_points
-from .frames import FramesFile
+from mlepi.formats import provenance
+from mlepi.geometry.bz import hexagonal_points
+from mlepi.formats.frames import FramesFile
 
 THZ_TO_CM = 1e12 / (SPEED_OF_LIGHT_M_S * 100)  # 1 THz in cm^-1
 
@@ -175,10 +175,10 @@ def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, 
     """
     import torch
 
-    from .displace import to_ase
-    from .infer import predict_frames
-    from .model import HedgeNet
-    from .structure_io import read_structure
+    from mlepi.vibrations.displace import to_ase
+    from mlepi.ml.infer import predict_frames
+    from mlepi.ml.model import HedgeNet
+    from mlepi.formats.structures import read_structure
 
     out_dir = Path(out_dir)
     phonon = read_phonopy(disp_yaml, produce_fc=False)

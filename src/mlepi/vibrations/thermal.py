@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
-from . import provenance
-from .structure_io import read_structure, write_structures
+from mlepi.formats import provenance
+from mlepi.formats.structures import read_structure, write_structures
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
-PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4}  # supercell: mlepi.supercells
+PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4}  # supercell: mlepi.ml.supercell_bands
 log = logging.getLogger(__name__)
 
 
@@ -169,7 +169,7 @@ def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
 
 def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
     """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
-    from .phonons import PhononError, read_phonopy
+    from mlepi.vibrations.phonons import PhononError, read_phonopy
 
     phonon = read_phonopy(params_path)
     fc = phonon.force_constants
