@@ -5,8 +5,8 @@
 
 Trains the ablation (the same network with one edge type, ``model.heterogeneous: false``, same data, epochs,
 seed and split) into ``benchmarks/results/ablation/`` (resumes if it is there), then runs ``mlepi accuracy``
-(:mod:`mlepi.evaluation.accuracy`) on the default run's model and the ablation: on the model's validation frames and, under
-``test``, on the band analysis' DFT cross-check samples (``dft/check_*.h5``).
+(:mod:`mlepi.evaluation.accuracy`) on the default run's model and the ablation: on the model's validation frames
+and, under ``test``, on the band analysis' DFT cross-check samples (``dft/check_*.h5``).
 """
 
 from __future__ import annotations

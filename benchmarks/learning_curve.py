@@ -32,10 +32,12 @@ import yaml
 from ase.io import read
 from default_run import arguments, require
 
-from mlepi.formats import provenance
+from mlepi.electrons.renormalization import (
+    STATIC_TOLERANCE,  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice
+)
 from mlepi.evaluation.accuracy import data_scaling
 from mlepi.figures import plot_data_scaling
-from mlepi.electrons.renormalization import STATIC_TOLERANCE  # |v_F(HedgeNet) / v_F(DFT) - 1| of the static lattice
+from mlepi.formats import provenance
 
 MLEPI = str(Path(sys.executable).parent / "mlepi")
 GOALS = {"h_mae_meV": 1.0, "h_mae_intra_meV": 1.0, "h_mae_inter_meV": 1.0, "eig_mae_aligned_meV": 5.0,

@@ -13,15 +13,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+
+from mlepi import cli, config
+from mlepi.formats.frames import FramesFile, write_frames
+from mlepi.formats.structures import write_structure
+from mlepi.ml.model import HedgeNet
+from mlepi.vibrations import displace
+
 from bilayer_tb import bilayer_primitive
 from hedgenet_synthetic import TOY_BASIS, TOY_DFT, write_dataset
 from workflow_helpers import ROOT, snakemake
-
-from mlepi import cli, config
-from mlepi.vibrations import displace
-from mlepi.formats.frames import FramesFile, write_frames
-from mlepi.ml.model import HedgeNet
-from mlepi.formats.structures import write_structure
 
 
 def run_cli(argv):
@@ -134,7 +135,7 @@ def good(tmp_path_factory):
     """One valid file of every kind a stage reads."""
     d = tmp_path_factory.mktemp("good")
     write_structure(d / "primitive.extxyz", bilayer_primitive())
-    displace.run(d / "primitive.extxyz", config.validate({"system": {"supercell": [2, 2]}}), d / "displace")
+    displace.run(d / "primitive.extxyz", d / "displace", config.validate({"system": {"supercell": [2, 2]}}))
     write_dataset(d / "frames.h5", 2)
     torch.manual_seed(0)
     HedgeNet.from_config({"hidden": 8, "n_rbf": 4, "num_interactions": 1}, TOY_BASIS).save(
@@ -246,9 +247,9 @@ READERS = [
     ("compare", "compare {frames} {bad}", ".h5", FRAMES_KINDS),
     ("train", "train --dataset {bad} --out-dir {out}", ".h5", FRAMES_KINDS),
     ("parity", "parity {model} {bad} --out-dir {out}", ".h5", FRAMES_KINDS),
-    ("bands", "bands --primitive {primitive} --supercell {supercell} --temperatures 0 --frames {bad} "
+    ("bands", "bands --primitive {primitive} --supercell {supercell} --frames {bad} "
               "--out-dir {out}", ".h5", FRAMES_KINDS),
-    ("bands", "bands --primitive {primitive} --supercell {supercell} --temperatures 0 --frames {frames} "
+    ("bands", "bands --primitive {primitive} --supercell {supercell} --frames {frames} "
               "--reference {bad} --out-dir {out}", ".h5", FRAMES_KINDS),
     ("phonons", "phonons --disp {disp} --pristine {bad} --fd {frames} --out-dir {out}", ".h5", FRAMES_KINDS),
     # (tiny sizes, in case a bad file ever slipped through: the benchmark would run)
@@ -265,7 +266,7 @@ READERS = [
     ("displace", "displace --structure {bad} --out-dir {out}", ".extxyz", STRUCTURE_KINDS),
     ("linearize", "linearize {model} {frames} --pristine {bad} --out {out}/l.h5", ".extxyz", STRUCTURE_KINDS),
     ("dft", "dft {bad} --out {out}/f.h5", ".extxyz", STRUCTURE_KINDS),
-    ("bands", "bands --primitive {bad} --supercell {supercell} --temperatures 0 --frames {frames} "
+    ("bands", "bands --primitive {bad} --supercell {supercell} --frames {frames} "
               "--out-dir {out}", ".extxyz", STRUCTURE_KINDS),
     ("thermal", "thermal --phonopy {bad} --pristine {supercell} --temperature 300 --purpose infer "
                 "--out {out}/s.extxyz", ".yaml", {**PHONOPY_KINDS,

@@ -5,18 +5,20 @@ import csv
 import json
 
 import h5py
-import jsonschema
 import numpy as np
 import pytest
 
-import bilayer_tb as bt
+from mlepi.config.bands import BandsConfig
 from mlepi.electrons import bands, swmcc, tb
+from mlepi.electrons.unfold import spectral_function, unfold
 from mlepi.formats.frames import FramesFileError, write_frames
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import write_structure
-from mlepi.electrons.unfold import spectral_function, unfold
+
+import bilayer_tb as bt
 
 SMALL = {"n_k": 9, "n_bootstrap": 8, "n_energy": 101, "seed": 7}
+CONFIG = {"bands": SMALL}  # what bands.run takes: config sections
 
 
 @pytest.fixture(scope="module")
@@ -31,35 +33,6 @@ def _frames_file(path, atoms_list, T, **frame_kwargs):
     write_frames(path, frames, basis=bt.BASIS_PZ, source="dft", parameters={"model": "Slater-Koster p_z"},
                  provenance=record())
     return path
-
-
-# ---------------------------------------------------------------------------------------------- config
-
-
-def test_config_defaults_bounds_and_unknown_keys():
-    assert bands.BandsConfig.from_dict(None) == bands.BandsConfig()
-    assert bands.BandsConfig.from_dict({"k_range_1_A": 0.2}).k_range_1_A == 0.2
-    assert isinstance(bands.BandsConfig.from_dict({"broadening_eV": 1}).broadening_eV, float)
-    with pytest.raises(bands.BandsError, match="unknown bands config keys"):
-        bands.BandsConfig.from_dict({"kmax": 0.1})
-    with pytest.raises(bands.BandsError, match="below its bound"):
-        bands.BandsConfig.from_dict({"broadening_eV": 0.0})
-    with pytest.raises(bands.BandsError, match="one of"):
-        bands.BandsConfig.from_dict({"band_method": "peak"})
-    with pytest.raises(bands.BandsError, match="must be int"):
-        bands.BandsConfig.from_dict({"n_k": 10.5})
-
-
-def test_schema_is_generated_from_the_dataclass():
-    schema = bands.config_schema()
-    defaults = {k: v["default"] for k, v in schema["properties"].items()}
-    assert bands.BandsConfig.from_dict(defaults) == bands.BandsConfig()
-    jsonschema.validate(defaults, schema)
-    for bad in ({"n_k": 2}, {"band_method": "peak"}, {"broadening_eV": 0.0}, {"other": 1}):
-        with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate(bad, schema)
-        with pytest.raises(bands.BandsError):
-            bands.BandsConfig.from_dict(bad)
 
 
 # ------------------------------------------------------------------------------------ geometry, path
@@ -109,8 +82,8 @@ def test_run_on_undisplaced_samples_reproduces_primitive_fit(cells, tmp_path):
     path_file = _frames_file(tmp_path / "T0.h5", [sc, sc], 0.0)
     write_structure(tmp_path / "primitive.extxyz", prim, kind="relaxed")  # the stage reads files
     write_structure(tmp_path / "pristine.extxyz", sc, kind="pristine")
-    doc = bands.run({0.0: [path_file]}, tmp_path / "primitive.extxyz", tmp_path / "pristine.extxyz", SMALL,
-                    tmp_path / "out", with_figures=False)
+    doc = bands.run([path_file], tmp_path / "primitive.extxyz", tmp_path / "pristine.extxyz", tmp_path / "out",
+                    CONFIG, with_figures=False)
     geometry = bands.bilayer_geometry(prim)
     path = bands.k_path(geometry, 0.1, SMALL["n_k"])
     e_prim = tb.eigenvalues(bt.tb_frame(prim, "prim"), bt.BASIS_PZ, path.k_reduced)
@@ -136,7 +109,7 @@ def test_run_on_displaced_samples_writes_everything(cells, tmp_path):
         samples = [bt.displaced(sc, sigma, 2 * sigma, seed=int(T) + i) for i in range(3)]
         paths[T] = _frames_file(tmp_path / f"T{T:g}.h5", samples, T)
     out = tmp_path / "out"
-    doc = bands.run(paths, prim, sc, SMALL, out)
+    doc = bands.run(list(paths.values()), prim, sc, out, CONFIG)
 
     for name in ("vf.csv", "bands.json", "spectral.h5", "spectral_function.png", "vf.png", "convergence.png"):
         assert (out / name).stat().st_size > 0, name
@@ -162,7 +135,7 @@ def test_run_on_displaced_samples_writes_everything(cells, tmp_path):
         assert np.all(A >= 0)
 
     # Seeded bootstrap: reproducible; samples unfolded by two worker processes: the same numbers.
-    again = bands.run(paths, prim, sc, SMALL, tmp_path / "again", with_figures=False, workers=2)
+    again = bands.run(list(paths.values()), prim, sc, tmp_path / "again", CONFIG, with_figures=False, workers=2)
     for key in ("vf_1e6_m_s", "vf_err_1e6_m_s", "params_eV"):
         assert again["temperatures"][1][key] == doc["temperatures"][1][key], key
 
@@ -171,7 +144,7 @@ def test_sample_from_windowed_unfolding_equals_the_full_solution(cells):
     """analyse_sample solves only for the states near the band window; against every state unfolded: the same
     bands, window weights and centre, and A(k, E) without the tails of the far states to < 0.1 % of its peak."""
     prim, sc = cells
-    cfg = bands.BandsConfig.from_dict(SMALL)
+    cfg = BandsConfig.from_section(SMALL)
     geometry, mapping, path, grid = bands.setup(prim, sc, cfg)
     frame = bt.tb_frame(bt.displaced(sc, 0.02, 0.04, seed=5), "sample")
     sample = bands.analyse_sample(frame, bt.BASIS_PZ, path, mapping, cfg, grid)
@@ -191,22 +164,22 @@ def test_fermi_level_reference_needs_a_stored_fermi_level(cells, tmp_path):
     prim, sc = cells
     path_file = _frames_file(tmp_path / "T0.h5", [sc], 0.0)
     with pytest.raises(FramesFileError, match="no fermi_level"):
-        bands.run({0.0: path_file}, prim, sc, {**SMALL, "energy_reference": "fermi_level"}, tmp_path / "o",
+        bands.run(path_file, prim, sc, tmp_path / "o", {"bands": {**SMALL, "energy_reference": "fermi_level"}},
                   with_figures=False)
 
 
 def test_fermi_level_reference_matches_midpoint_for_a_neutral_undisplaced_cell(cells, tmp_path):
     """With E_F stored (here the band-touching energy of the undisplaced cell), both zeros agree."""
     prim, sc = cells
-    frame = bt.tb_frame(sc, "s0")
+    frame = bt.tb_frame(sc, "s0", temperature_K=0.0)
     e_K = tb.eigenvalues(frame, bt.BASIS_PZ, [[0, 0, 0]])[0]  # K folds onto the supercell Γ
     frame.fermi_level = 0.5 * (e_K[17] + e_K[18])  # 36 p_z electrons: 18 filled states
     write_frames(tmp_path / "T0.h5", [frame], basis=bt.BASIS_PZ, source="dft", parameters={},
                  provenance=record())
     config = {**SMALL, "n_bootstrap": 0}
-    by_ef = bands.run({0.0: tmp_path / "T0.h5"}, prim, sc, {**config, "energy_reference": "fermi_level"},
-                      tmp_path / "ef", with_figures=False)
-    by_mid = bands.run({0.0: tmp_path / "T0.h5"}, prim, sc, config, tmp_path / "mid", with_figures=False)
+    by_ef = bands.run(tmp_path / "T0.h5", prim, sc, tmp_path / "ef",
+                      {"bands": {**config, "energy_reference": "fermi_level"}}, with_figures=False)
+    by_mid = bands.run(tmp_path / "T0.h5", prim, sc, tmp_path / "mid", {"bands": config}, with_figures=False)
     np.testing.assert_allclose(by_ef["temperatures"][0]["bands_mean_eV"],
                                by_mid["temperatures"][0]["bands_mean_eV"], atol=1e-9)
 
@@ -220,10 +193,27 @@ def test_samples_without_a_clean_band_window_are_left_out_up_to_the_limit(cells,
     path_file = tmp_path / "T0.h5"
     write_frames(path_file, frames, basis=bt.BASIS_PZ, source="dft", parameters={"model": "Slater-Koster p_z"},
                  provenance=record())
-    doc = bands.run({0.0: path_file}, prim, sc, SMALL, tmp_path / "out", with_figures=False, workers=2)
+    doc = bands.run(path_file, prim, sc, tmp_path / "out", CONFIG, with_figures=False, workers=2)
     result = doc["temperatures"][0]
     assert result["n_samples"] == 3 and [r["name"] for r in result["rejected_samples"]] == ["sample2"]
     assert "unfolded weight" in result["rejected_samples"][0]["reason"]
     with pytest.raises(bands.BandsError, match="max_rejected_fraction"):
-        bands.run({0.0: path_file}, prim, sc, {**SMALL, "max_rejected_fraction": 0.2}, tmp_path / "o2",
+        bands.run(path_file, prim, sc, tmp_path / "o2", {"bands": {**SMALL, "max_rejected_fraction": 0.2}},
                   with_figures=False)
+
+
+def test_temperatures_come_from_the_frames(cells, tmp_path):
+    """Samples are grouped by the temperature each frame records, in whatever files they come: one file with two
+    temperatures gives two analyses, ascending; a frame that records none is refused, naming file and frame."""
+    prim, sc = cells
+    frames = [bt.tb_frame(bt.displaced(sc, 0.005, 0.01, seed=i), f"s{i}", temperature_K=T, sample_index=i)
+              for i, T in enumerate((300.0, 100.0, 300.0, 100.0))]
+    write_frames(tmp_path / "mixed.h5", frames, basis=bt.BASIS_PZ, source="dft", parameters={}, provenance=record())
+    doc = bands.run(tmp_path / "mixed.h5", prim, sc, tmp_path / "out", {"bands": {**SMALL, "n_bootstrap": 0}},
+                    with_figures=False)
+    assert [(r["T_K"], r["n_samples"]) for r in doc["temperatures"]] == [(100.0, 2), (300.0, 2)]
+    assert doc["temperatures"][0]["frames_files"] == [str(tmp_path / "mixed.h5")]
+    write_frames(tmp_path / "bare.h5", [bt.tb_frame(sc, "bare")], basis=bt.BASIS_PZ, source="dft", parameters={},
+                 provenance=record())
+    with pytest.raises(bands.BandsError, match="bare.h5: frame 'bare' records no temperature"):
+        bands.run(tmp_path / "bare.h5", prim, sc, tmp_path / "o", CONFIG, with_figures=False)

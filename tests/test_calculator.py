@@ -10,15 +10,16 @@ from ase import units
 from ase.calculators.fd import calculate_numerical_forces
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
-from bilayer_tb import bilayer_primitive
-from hedgenet_synthetic import TOY_BASIS, bilayer
 
-from mlepi.ml.calculator import HedgeNetCalculator
-from mlepi.vibrations.displace import to_ase, to_phonopy
 from mlepi.formats.frames import Frame
+from mlepi.ml.calculator import HedgeNetCalculator
 from mlepi.ml.graph import frame_to_data
 from mlepi.ml.infer import predict_frames
 from mlepi.ml.model import HedgeNet
+from mlepi.vibrations.displace import to_ase, to_phonopy
+
+from bilayer_tb import bilayer_primitive
+from hedgenet_synthetic import TOY_BASIS, bilayer
 
 torch.set_num_threads(1)
 

@@ -1,14 +1,16 @@
 """Config schema: defaults, bounds, unknown keys, and that the shipped configs validate."""
 
-import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mlepi import config
-from mlepi.cli import STAGE_SECTIONS
+from mlepi.cli import STAGE_MODULES
+from mlepi.config.bands import BandsConfig
+from mlepi.vibrations import thermal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
 def test_shipped_configs_validate(name):
     cfg = config.load(ROOT / "config" / name)
-    assert set(STAGE_SECTIONS["dft"]) <= set(cfg)
+    assert set(config.stage_keys("dft")) <= set(cfg)
 
 
 def test_every_schema_key_has_description_and_default():
@@ -64,14 +66,41 @@ def test_load_reports_file_problems(tmp_path):
         config.load(broken)
 
 
-def test_stage_params_round_trip_and_drop():
+def test_every_key_names_the_stages_that_read_it():
+    """The schema's x-stages is the one table of which keys each stage reads: every key has one, and every stage
+    it names is a command of the CLI (the thermal stage by purpose) or the Snakefile itself."""
+    known = {*STAGE_MODULES, *thermal.STAGES.values(), "workflow"} - {"thermal"}
+    for section, props in config.schema()["properties"].items():
+        for key, prop in props["properties"].items():
+            stages = prop.get(config.STAGES_KEYWORD)
+            assert stages and set(stages) <= known, f"{section}.{key}: x-stages {stages}"
+            for stage in stages:
+                assert key in config.stage_keys(stage)[section]
+
+
+def test_stage_config_holds_exactly_the_keys_the_stage_reads():
     cfg = config.load(ROOT / "config" / "config.yaml")
-    text = config.stage_params(cfg, ["thermal"], drop=("thermal.infer_samples",))
-    assert "infer_samples" not in json.loads(text)["thermal"]
-    back = config.from_params(text, ["thermal"])
-    assert back["thermal"]["seed"] == cfg["thermal"]["seed"]
-    with pytest.raises(config.ConfigError, match="unexpected sections"):
-        config.from_params(json.dumps({"dft": {}}), ["thermal"])
+    for stage in ("dft", "thermal_train", "thermal_special", "bands", "train"):
+        keys = config.stage_keys(stage)
+        mine = config.stage_config(stage, cfg)
+        assert {s: list(v) for s, v in mine.items()} == keys
+        # what a rule passes is what the stage keeps, and it survives the command line
+        assert config.stage_config(stage, config.parse_params(config.stage_params(cfg, stage))) == mine
+    assert "infer_samples" not in config.stage_config("thermal_train", cfg)["thermal"]
+    assert "relax_fmax" not in config.stage_config("dft", cfg)["dft"]
+    # missing keys take the defaults; a misspelt key is an error even where the stage would not read it
+    assert config.stage_config("dft", {})["system"]["a"] == 2.46
+    with pytest.raises(config.ConfigError, match="field 'dft'"):
+        config.stage_config("dft", {"dft": {"relax_fmx": 0.01}})
+    with pytest.raises(config.ConfigError, match="unknown sections"):
+        config.stage_config("dft", {"dtf": {}})
+    with pytest.raises(config.ConfigError, match="not valid JSON"):
+        config.parse_params("{")
+
+
+def test_relations_between_keys():
+    with pytest.raises(config.ConfigError, match="field 'bands.slope_q_min_1_A' = 0.2 must be below"):
+        config.stage_config("bands", {"bands": {"slope_q_min_1_A": 0.2}})
 
 
 def test_config_yaml_documents_every_key():
@@ -86,8 +115,12 @@ def test_config_yaml_documents_every_key():
             assert "#" in line, f"uncommented config line: {line!r}"
 
 
-def test_bands_dataclass_agrees_with_schema():
-    """The bands section is defined by mlepi.electrons.bands.BandsConfig; the YAML schema must say the same."""
-    from mlepi.electrons.bands import config_schema
-
-    assert config.schema()["properties"]["bands"]["properties"] == config_schema()["properties"]
+def test_bands_view_has_the_keys_the_band_stages_read():
+    """BandsConfig only types the keys; which ones, with their defaults and bounds, is the schema's."""
+    names = [f.name for f in fields(BandsConfig)]
+    for stage in ("bands", "renormalization", "supercell_bands", "accuracy"):
+        assert names == config.stage_keys(stage)["bands"], stage
+    view = BandsConfig.from_section({"broadening_eV": 1})
+    assert isinstance(view.broadening_eV, float) and view.n_k == 21
+    with pytest.raises(config.ConfigError, match="field 'bands.n_k'"):
+        BandsConfig.from_section({"n_k": 1})

@@ -11,12 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from bilayer_tb import BASIS_PZ, tb_frame
 from mlepi import cli
-from mlepi.evaluation import metrics as compare
+from mlepi.evaluation import metrics
 from mlepi.formats import dataset, provenance
 from mlepi.formats.frames import FramesFile, FramesFileError, write_frames
 from mlepi.geometry.layers import build_bilayer
+
+from bilayer_tb import BASIS_PZ, tb_frame
 
 
 def frame(name="f", shift=0.0, energy=-10.0):
@@ -74,7 +75,7 @@ def test_reader_rejects_foreign_truncated_and_wrong_version(tmp_path):
 
 def test_compare_identical_frames_is_zero_and_a_shift_is_measured(tmp_path):
     a = write(tmp_path / "a.h5", [frame()])
-    same = compare.compare(a, a)
+    same = metrics.compare(a, a)
     assert same["h_mae_meV"] == 0 and same["force_mae_meV_per_A"] == 0
     # Bands within +-1 eV of E_F exist at K (the Dirac point folds onto the 2x2 cell's K); elsewhere the
     # window may be empty, which compare reports as NaN rather than a made-up zero.
@@ -83,7 +84,7 @@ def test_compare_identical_frames_is_zero_and_a_shift_is_measured(tmp_path):
     # Shifting every nonzero H entry by 1 meV changes the H MAE by exactly the nonzero fraction.
     ref = FramesFile(a)[0]
     b = write(tmp_path / "b.h5", [frame(shift=1e-3)], source="hedgenet")
-    shifted = compare.compare(a, b)
+    shifted = metrics.compare(a, b)
     counts = 1  # one p_z orbital per atom: every block is 1x1
     assert shifted["h_mae_meV"] == pytest.approx(np.mean(ref.H[:, :counts, :counts] != 0), rel=1e-9)
     assert shifted["blocks_matched"] == ref.edge_index.shape[1]
@@ -94,10 +95,10 @@ def test_aligned_eigenvalue_error_ignores_a_constant_offset_only():
     """A different energy zero (every eigenvalue + c) is no error once aligned; a changed splitting still is."""
     ea = np.array([-2.0, -0.34, 0.0, 0.35, 2.0])
     offset = ea + 0.064
-    assert compare.nearest_eigenvalue_mae(ea, offset, 0.0) == pytest.approx(0.064)
-    assert compare.nearest_eigenvalue_mae(ea, offset, 0.0, aligned=True) == pytest.approx(0.0, abs=1e-15)
+    assert metrics.nearest_eigenvalue_mae(ea, offset, 0.0) == pytest.approx(0.064)
+    assert metrics.nearest_eigenvalue_mae(ea, offset, 0.0, aligned=True) == pytest.approx(0.0, abs=1e-15)
     split = ea * np.array([1, 1.1, 1, 1.1, 1]) + 0.064  # the +-0.34 eV pair 10 % further apart, then offset
-    err = compare.nearest_eigenvalue_mae(ea, split, 0.0, aligned=True)
+    err = metrics.nearest_eigenvalue_mae(ea, split, 0.0, aligned=True)
     assert 0.01 < err < 0.064
 
 

@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
-from hedgenet_synthetic import TOY_BASIS, synthetic_frames
 
 from mlepi import cli
 from mlepi.electrons import tb
 from mlepi.formats import deeph
 from mlepi.formats.frames import write_frames
+
+from hedgenet_synthetic import TOY_BASIS, synthetic_frames
 
 K_POINTS = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.5, 0.0, 0.0], [0.11, 0.23, 0.0]])
 

@@ -7,15 +7,16 @@ The whole-workflow counterpart (every data file of two runs bitwise equal) is in
 import numpy as np
 import phonopy
 import pytest
-from bilayer_tb import bilayer_primitive
-from hedgenet_synthetic import TOY_BASIS, TOY_DFT, synthetic_frames
 from test_thermal import spring_force_constants
 
 from mlepi import config
 from mlepi.formats import dataset, provenance
-from mlepi.vibrations import displace, thermal
 from mlepi.formats.frames import write_frames
 from mlepi.formats.structures import read_structure, read_structures, write_structure
+from mlepi.vibrations import displace, thermal
+
+from bilayer_tb import bilayer_primitive
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, synthetic_frames
 
 
 def same_files(a, b):
@@ -30,7 +31,7 @@ def displaced(tmp_path_factory):
     write_structure(d / "primitive.extxyz", bilayer_primitive())
     cfg = config.validate({"system": {"supercell": [2, 2]}, "thermal": {"infer_samples": 6}})
     for run in ("a", "b"):
-        displace.run(d / "primitive.extxyz", cfg, d / run)
+        displace.run(d / "primitive.extxyz", d / run, cfg)
     # Force constants of a spring network on phonopy's own supercell: a phonopy_params.yaml as the phonons
     # stage writes it, without DFT.
     phonon = phonopy.load(d / "a" / "phonopy_disp.yaml", produce_fc=False, log_level=0)
@@ -48,10 +49,10 @@ def test_thermal_samples_are_bit_identical_for_one_seed_and_differ_for_another(d
     d, cfg = displaced
     args = (d / "phonopy_params.yaml", d / "a" / "pristine.extxyz")
     for run in ("a", "b"):
-        thermal.run(*args, cfg, 300.0, "infer", d / f"T300_{run}" / "samples.extxyz")
+        thermal.run(*args, 300.0, "infer", d / f"T300_{run}" / "samples.extxyz", cfg)
     assert same_files(d / "T300_a", d / "T300_b")
     other = {**cfg, "thermal": {**cfg["thermal"], "seed": cfg["thermal"]["seed"] + 1}}
-    thermal.run(*args, other, 300.0, "infer", d / "T300_c" / "samples.extxyz")
+    thermal.run(*args, 300.0, "infer", d / "T300_c" / "samples.extxyz", other)
     a, c = (read_structures(d / f"T300_{run}" / "samples.extxyz") for run in ("a", "c"))
     assert all(np.abs(x.positions - y.positions).max() > 1e-3 for x, y in zip(a, c))
     # The seed is in every sample and in the file's provenance record.

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from mlepi import cli, config
-from mlepi.dft import matrices as blocks, scf as dft
+from mlepi.dft import calculator, matrices, scf, structure
+from mlepi.dft.tiling import TilingError
 from mlepi.electrons import tb
-from mlepi.geometry import layers as structure, neighbors
-from mlepi.errors import USER_ERRORS
+from mlepi.errors import MlepiError
 from mlepi.formats.frames import FramesFile
 from mlepi.formats.structures import read_structure, write_structure
-from mlepi.geometry.tiling import TilingError
+from mlepi.geometry import layers, neighbors
 
 A = 2.46
 
@@ -34,7 +34,7 @@ def capture_stderr():
 
 def dft_cfg(**overrides) -> dict:
     """A complete ``dft`` section, cheap: sz(dzp), 4x4 k, SCF tight enough for finite differences."""
-    cfg = config.section_defaults("dft")
+    cfg = config.section_config("dft")
     cfg.update(basis="sz(dzp)", kpts_primitive=[4, 4], scf_energy=1e-7, scf_maxiter=200, symmetry="off",
                relax_steps=40)
     cfg.update(overrides)
@@ -42,17 +42,17 @@ def dft_cfg(**overrides) -> dict:
 
 
 def system_cfg(**overrides) -> dict:
-    cfg = config.section_defaults("system")
+    cfg = config.section_config("system")
     cfg.update(overrides)
     return cfg
 
 
 # ------------------------------------------------------------------------------- structure, no DFT
 def test_build_bilayer_ab_geometry():
-    atoms = structure.build_bilayer("AB", a=A, interlayer_distance=3.35, vacuum=15.0)
+    atoms = layers.build_bilayer("AB", a=A, interlayer_distance=3.35, vacuum=15.0)
     assert len(atoms) == 4 and list(atoms.arrays["layer"]) == [0, 0, 1, 1]
     assert np.allclose(atoms.cell.cellpar(), [A, A, 18.35, 90, 90, 120])
-    assert structure.interlayer_distance(atoms) == pytest.approx(3.35)
+    assert layers.interlayer_distance(atoms) == pytest.approx(3.35)
     z = atoms.positions[:, 2]
     assert (z.min() + z.max()) / 2 == pytest.approx(atoms.cell[2, 2] / 2)  # layers centred in z
     # Bond length a/sqrt(3) within each layer (minimum image in plane).
@@ -75,58 +75,58 @@ def test_build_bilayer_space_group(stacking, space_group):
     """AB (Bernal) is P-3m1 (164), AA is P6/mmm (191): what phonopy will find."""
     import spglib
 
-    atoms = structure.build_bilayer(stacking)
+    atoms = layers.build_bilayer(stacking)
     cell = (np.array(atoms.cell), atoms.get_scaled_positions(), atoms.numbers)
     assert spglib.get_symmetry_dataset(cell, symprec=1e-5).number == space_group
 
 
 def test_build_bilayer_rejects_unknown_stacking():
     with pytest.raises(ValueError, match="stacking"):
-        structure.build_bilayer("ABC")
+        layers.build_bilayer("ABC")
 
 
 def test_assign_layers_shuffled_rattled_supercell():
-    atoms = structure.build_bilayer().repeat((3, 3, 1))
+    atoms = layers.build_bilayer().repeat((3, 3, 1))
     expected = atoms.arrays["layer"].copy()
     atoms.rattle(0.1, seed=3)
     order = np.random.default_rng(0).permutation(len(atoms))
-    assert np.array_equal(structure.assign_layers(atoms[order]), expected[order])
-    assert np.array_equal(structure.assign_layers(atoms.positions[order]), expected[order])
+    assert np.array_equal(layers.assign_layers(atoms[order]), expected[order])
+    assert np.array_equal(layers.assign_layers(atoms.positions[order]), expected[order])
 
 
 def test_assign_layers_slab_across_the_cell_boundary():
     """A slab shifted so that its bottom layer wraps to the top of the cell is still numbered from the bottom."""
-    atoms = structure.build_bilayer()
+    atoms = layers.build_bilayer()
     expected = atoms.arrays["layer"].copy()
     shifted = atoms.copy()
     shifted.positions[:, 2] += atoms.cell[2, 2] / 2 - 3.35 / 2 + 0.5  # bottom layer now just below c
     shifted.wrap()
     assert shifted.positions[0, 2] > shifted.positions[2, 2]  # the top layer now has the smaller z
-    assert np.array_equal(structure.assign_layers(shifted), expected)
+    assert np.array_equal(layers.assign_layers(shifted), expected)
 
 
 def test_assign_layers_three_layers_and_gap():
     z = np.array([0.0, 0.1, 3.4, 3.5, 6.8, 6.9])
     positions = np.column_stack([np.zeros(6), np.zeros(6), z])
-    assert list(structure.assign_layers(positions)) == [0, 0, 1, 1, 2, 2]
-    assert list(structure.assign_layers(positions, gap=4.0)) == [0] * 6
+    assert list(layers.assign_layers(positions)) == [0, 0, 1, 1, 2, 2]
+    assert list(layers.assign_layers(positions, gap=4.0)) == [0] * 6
 
 
 def test_supercell_scaling_of_k_mesh_and_grid():
-    atoms = structure.build_bilayer().repeat((3, 2, 1))
-    supercell = dft.infer_supercell(atoms, A)
+    atoms = layers.build_bilayer().repeat((3, 2, 1))
+    supercell = scf.infer_supercell(atoms, A)
     assert supercell == (3, 2) and all(isinstance(n, int) for n in supercell)
-    assert dft.scaled_kpts([12, 12], supercell) == (4, 6, 1)
+    assert calculator.scaled_kpts([12, 12], supercell) == (4, 6, 1)
     cfg = dft_cfg(grid_points_primitive=12, grid_spacing_z=0.2)
-    gpts = dft.grid_points(atoms, cfg, supercell)
+    gpts = calculator.grid_points(atoms, cfg, supercell)
     assert gpts[:2] == (36, 24)
     assert gpts[2] % 4 == 0 and atoms.cell[2, 2] / gpts[2] <= 0.2
     # The grid spacing is the primitive one in every cell (same egg-box, same energy per atom).
     assert np.allclose(atoms.cell.lengths()[:2] / gpts[:2], A / 12)
-    assert dft.infer_supercell(atoms, None) == (1, 1)
-    twisted = structure.build_bilayer()
+    assert scf.infer_supercell(atoms, None) == (1, 1)
+    twisted = layers.build_bilayer()
     twisted.set_cell(twisted.cell * [[np.sqrt(7)], [np.sqrt(7)], [1]], scale_atoms=False)
-    assert dft.infer_supercell(twisted, A)[0] == pytest.approx(np.sqrt(7))
+    assert scf.infer_supercell(twisted, A)[0] == pytest.approx(np.sqrt(7))
 
 
 def edges(atoms, rc):
@@ -137,27 +137,27 @@ def edges(atoms, rc):
 
 def test_block_kmesh_detects_aliasing():
     """The extraction mesh must separate every lattice vector in the support of H (rc_i + rc_j)."""
-    atoms = structure.build_bilayer()
+    atoms = layers.build_bilayer()
     rc = np.full(len(atoms), 3.53)  # about C sz(dzp)
     i, j, R = edges(atoms, rc)
-    mesh = blocks.block_kmesh(atoms, i, j, R)
-    assert mesh[2] == 1 and len(blocks.aliasing_conflicts(i, j, R, mesh)) == 0
+    mesh = matrices.block_kmesh(atoms, i, j, R)
+    assert mesh[2] == 1 and len(matrices.aliasing_conflicts(i, j, R, mesh)) == 0
     # The support has diameter 2 * 7.06 A: 6 x 2.46 A is the first mesh that holds it.
     assert mesh[:2] == (6, 6)
-    with pytest.raises(blocks.BlockAliasingError, match="aliases"):
-        blocks.block_kmesh(atoms, i, j, R, requested=(3, 3))
-    thin = structure.build_bilayer(vacuum=3.0)
-    with pytest.raises(blocks.BlockAliasingError, match="vacuum"):
-        blocks.block_kmesh(thin, *edges(thin, rc))
+    with pytest.raises(matrices.BlockAliasingError, match="aliases"):
+        matrices.block_kmesh(atoms, i, j, R, requested=(3, 3))
+    thin = layers.build_bilayer(vacuum=3.0)
+    with pytest.raises(matrices.BlockAliasingError, match="vacuum"):
+        matrices.block_kmesh(thin, *edges(thin, rc))
     # A 3x3 supercell needs only 2x2 k points.
     big = atoms.repeat((3, 3, 1))
-    assert blocks.block_kmesh(big, *edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
+    assert matrices.block_kmesh(big, *edges(big, np.full(len(big), 3.53)))[:2] == (2, 2)
 
 
 def test_orbital_labels_from_gpaw_basis():
     from gpaw.basis_data import Basis
 
-    labels = [blocks.orbital_label(bf.type) for bf in Basis.find("C", "dzp").bf_j]
+    labels = [matrices.orbital_label(bf.type) for bf in Basis.find("C", "dzp").bf_j]
     assert labels[:2] == ["2s", "2p"] and len(labels) == 5
 
 
@@ -165,12 +165,12 @@ def test_orbital_labels_from_gpaw_basis():
 @pytest.fixture(scope="module")
 def rattled(tmp_path_factory):
     """Rattled AB primitive cell (no symmetry left) with atom 0 one lattice vector outside the cell."""
-    atoms = structure.build_bilayer()
+    atoms = layers.build_bilayer()
     atoms.rattle(0.05, seed=11)
     atoms.positions[0] += atoms.cell[0] - atoms.cell[1]  # the frame keeps unwrapped positions
     cfg = dft_cfg()
     log = tmp_path_factory.mktemp("rattled") / "gpaw.txt"
-    frame, basis, calc, _ = dft.compute_frame(atoms, cfg, name="rattled", txt=str(log))
+    frame, basis, calc, _ = scf.compute_frame(atoms, cfg, name="rattled", txt=str(log))
     return atoms, frame, basis, calc, cfg
 
 
@@ -180,9 +180,9 @@ K_OFF_MESH = np.array([[0.1234, 0.0567, 0.0], [0.37, -0.29, 0.0], [-0.41, 0.23, 
 
 @pytest.mark.slow
 def test_overlap_without_scf_equals_the_scf_overlap(rattled):
-    """dft.overlap_blocks (no SCF, what inference uses) gives the S blocks of the full DFT run."""
+    """matrices.overlap_blocks (no SCF, what inference uses) gives the S blocks of the full DFT run."""
     atoms, frame, basis, _, cfg = rattled
-    edge_index, cell_shift, S, basis_s = dft.overlap_blocks(atoms, cfg)
+    edge_index, cell_shift, S, basis_s = matrices.overlap_blocks(atoms, cfg)
     assert basis_s == basis
     assert np.array_equal(edge_index, frame.edge_index) and np.array_equal(cell_shift, frame.cell_shift)
     assert np.abs(S - frame.S).max() < 1e-10
@@ -192,7 +192,7 @@ def test_overlap_without_scf_equals_the_scf_overlap(rattled):
 def test_eigenvalues_match_gpaw_off_mesh(rattled):
     """Bands of H(k) c = e S(k) c from the stored blocks equal GPAW's non-self-consistent bands."""
     _, frame, basis, calc, _ = rattled
-    fixed = dft.gpaw_calculator(calc).fixed_density(kpts=K_OFF_MESH, symmetry="off", txt=None)
+    fixed = calculator.gpaw_calculator(calc).fixed_density(kpts=K_OFF_MESH, symmetry="off", txt=None)
     reference = np.array([fixed.get_eigenvalues(kpt=k) for k in range(len(K_OFF_MESH))])
     ours = tb.eigenvalues(frame, basis, K_OFF_MESH)[:, :reference.shape[1]]
     error = np.abs(ours - reference).max()
@@ -209,9 +209,9 @@ def test_bloch_phase_convention_matches_gpaw_matrices(rattled):
     D = diag(exp(2 pi i k.n_a)) with n_a the lattice vector atom a was moved by.
     """
     atoms, frame, basis, calc, _ = rattled
-    H_ref, S_ref, k_kc = blocks.kspace_matrices(dft.gpaw_calculator(calc), K_OFF_MESH)
+    H_ref, S_ref, k_kc = matrices.kspace_matrices(calculator.gpaw_calculator(calc), K_OFF_MESH)
     assert np.allclose(k_kc, K_OFF_MESH)
-    n_a = blocks.gpaw_cell_offsets(atoms, dft.gpaw_calculator(calc).dft.relpos_ac)
+    n_a = matrices.gpaw_cell_offsets(atoms, calculator.gpaw_calculator(calc).dft.relpos_ac)
     assert n_a[0].any()  # the gauge is exercised
     counts = np.diff(tb.orbital_offsets(frame.numbers, basis))
     n_M = np.repeat(n_a, counts, axis=0)  # [n_orb, 3]
@@ -231,11 +231,12 @@ def test_blocks_from_the_scf_k_points_equal_a_non_self_consistent_run(rattled):
     """When the SCF's own k mesh does not alias, the blocks come from its k points (those time reversal took
     out by conjugation) instead of a fixed_density run on another mesh: the same blocks."""
     atoms = rattled[0].copy()
-    gpaw = dft.gpaw_calculator(dft.converge(atoms, dft_cfg(kpts_primitive=[7, 7], symmetry="time_reversal")))
-    assert blocks.scf_mesh(gpaw) == (7, 7, 1) and gpaw.dft.ibzwfs.ibz.time_reversal_K.any()
+    gpaw = calculator.gpaw_calculator(
+        calculator.converge(atoms, dft_cfg(kpts_primitive=[7, 7], symmetry="time_reversal")))
+    assert matrices.scf_mesh(gpaw) == (7, 7, 1) and gpaw.dft.ibzwfs.ibz.time_reversal_K.any()
     own_mesh, other_mesh = {}, {}
-    edge_index, cell_shift, H, S, _ = blocks.extract_blocks(gpaw, atoms, diagnostics=own_mesh)
-    reference = blocks.extract_blocks(gpaw, atoms, kpts_blocks=(6, 6), diagnostics=other_mesh)
+    edge_index, cell_shift, H, S, _ = matrices.extract_blocks(gpaw, atoms, diagnostics=own_mesh)
+    reference = matrices.extract_blocks(gpaw, atoms, kpts_blocks=(6, 6), diagnostics=other_mesh)
     assert own_mesh["block_kmesh"] == [7, 7, 1] and other_mesh["block_kmesh"] == [6, 6, 1]
     assert np.array_equal(edge_index, reference[0]) and np.array_equal(cell_shift, reference[1])
     assert np.abs(H - reference[2]).max() < 1e-6  # eV; the meshes alias the ~1e-7 eV tail differently
@@ -284,7 +285,7 @@ def test_energy_and_forces_include_d3(rattled):
     from dftd3.ase import DFTD3
 
     atoms, frame, _, calc, cfg = rattled
-    gpaw = dft.gpaw_calculator(calc)
+    gpaw = calculator.gpaw_calculator(calc)
     d3 = DFTD3(method=cfg["xc"], damping="d3bj")
     probe = atoms.copy()
     probe.calc = d3
@@ -308,10 +309,10 @@ def test_forces_sum_and_finite_difference(rattled):
     delta = 0.01
     moved = atoms.copy()
     moved.positions[a, c] += delta
-    calc = dft.converge(moved, cfg, txt=None)
-    e_plus = dft.free_energy(calc, moved)
+    calc = calculator.converge(moved, cfg, txt=None)
+    e_plus = calculator.free_energy(calc, moved)
     moved.positions[a, c] -= 2 * delta  # same calculator: GPAW restarts from the previous density
-    e_minus = dft.free_energy(calc, moved)
+    e_minus = calculator.free_energy(calc, moved)
     fd = -(e_plus - e_minus) / (2 * delta)
     assert fd == pytest.approx(forces[a, c], rel=1e-2)
 
@@ -322,14 +323,14 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     energy per atom and Fermi level as the primitive cell, and carries the input's info. The supercell's
     frame tiled from the primitive calculation (``tile_to``) is the direct supercell calculation's."""
     # 3x3 contains K: without it the sampled bands have a gap and E_F is anywhere inside it.
-    config = {"system": system_cfg(), "dft": dft_cfg(kpts_primitive=[3, 3], scf_energy=1e-6)}
-    primitive = structure.build_bilayer()
+    cfg = {"system": system_cfg(), "dft": dft_cfg(kpts_primitive=[3, 3], scf_energy=1e-6)}
+    primitive = layers.build_bilayer()
     del primitive.arrays["layer"]  # run assigns layers itself
     results = {}
     for label, atoms in (("prim", primitive), ("sc31", primitive.repeat((3, 1, 1)))):
         path = tmp_path / f"{label}.extxyz"
         write_structure(path, atoms, kind="thermal", temperature_K=300.0, seed=7, sample_index=1)
-        out = dft.run(path, config, tmp_path / f"{label}.h5", log_path=tmp_path / f"{label}.gpaw.txt")
+        out = scf.run(path, tmp_path / f"{label}.h5", cfg, log_path=tmp_path / f"{label}.gpaw.txt")
         results[label] = FramesFile(out)
     prim, sc = results["prim"][0], results["sc31"][0]
     assert sc.info["supercell"] == [3, 1] and prim.info["supercell"] == [1, 1]
@@ -344,7 +345,9 @@ def test_run_primitive_and_supercell_agree(tmp_path):
               for f in (prim, sc)]
     assert np.abs(onsite[0] - onsite[1]).max() < 1e-4
     frames_file = results["prim"]
-    assert frames_file.source == "dft" and frames_file.parameters == config["dft"]
+    # the DFT settings the stage read: the dft section but the relaxation's keys
+    assert frames_file.source == "dft" and frames_file.parameters == config.stage_config("dft", cfg)["dft"]
+    assert "relax_fmax" not in frames_file.parameters
     assert frames_file.basis["orbitals"] == {"6": [["2s", 0], ["2p", 1]]}
     assert frames_file.basis["valence"] == {"6": 4} and frames_file.basis["name"] == "sz(dzp)"
     assert frames_file.provenance["config_hash"]
@@ -353,7 +356,7 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     # The SCF steps GPAW logged (its "iter:" lines, less the one non-self-consistent step of the blocks).
     assert prim.info["scf_iterations"] == log.count("|iter:") - 1 > 2
 
-    out = dft.run(tmp_path / "prim.extxyz", config, tmp_path / "tiled.h5", name="pristine",
+    out = scf.run(tmp_path / "prim.extxyz", tmp_path / "tiled.h5", cfg, name="pristine",
                   tile_to=tmp_path / "sc31.extxyz")
     tiled = FramesFile(out)[0]
     assert tiled.name == "pristine" and tiled.info["supercell"] == [3, 1] and tiled.info["kind"] == "thermal"
@@ -369,20 +372,24 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     np.testing.assert_allclose(tiled.S, sc.S, atol=1e-12)
     np.testing.assert_allclose(tiled.H, sc.H, atol=1e-6)
     with pytest.raises(TilingError, match="needs the primitive cell"):  # before any SCF
-        dft.run(tmp_path / "sc31.extxyz", config, tmp_path / "bad.h5", tile_to=tmp_path / "prim.extxyz")
+        scf.run(tmp_path / "sc31.extxyz", tmp_path / "bad.h5", cfg, tile_to=tmp_path / "prim.extxyz")
     assert not (tmp_path / "bad.h5").exists()
 
 
 @pytest.mark.slow
 def test_scf_failure_is_retried_then_raises_and_writes_nothing(tmp_path, caplog):
     path = tmp_path / "in.extxyz"
-    write_structure(path, structure.build_bilayer(), kind="pristine")
+    write_structure(path, layers.build_bilayer(), kind="pristine")
     out = tmp_path / "out.h5"
-    config = {"system": system_cfg(), "dft": dft_cfg(scf_maxiter=2)}  # below the schema's minimum, on purpose
-    with pytest.raises(dft.SCFConvergenceError, match="in .*retry") as err:
-        dft.run(path, config, out, log_path=tmp_path / "gpaw.txt")
-    assert "basis=sz(dzp)" in str(err.value) and "maxiter 4" in str(err.value)
-    assert isinstance(err.value, USER_ERRORS)  # the CLI prints it as one line and exits with status 2
+    # the fewest iterations the schema allows, its tightest criteria and an unstable mixer (the full output density,
+    # no history: the charge sloshes): neither the SCF converges nor its retry (twice the iterations)
+    slosh = {"name": "pulay", "beta": 1.0, "nmaxold": 1, "weight": 1.0}
+    config = {"system": system_cfg(), "dft": dft_cfg(scf_maxiter=10, scf_energy=1e-9, scf_density=1e-9, mixer=slosh,
+                                                 retry_mixer=slosh)}
+    with pytest.raises(calculator.SCFConvergenceError, match="in .*retry") as err:
+        scf.run(path, out, config, log_path=tmp_path / "gpaw.txt")
+    assert "basis=sz(dzp)" in str(err.value) and "maxiter 20" in str(err.value)
+    assert isinstance(err.value, MlepiError)  # the CLI prints it as one line and exits with status 2
     assert "retrying with mixer" in caplog.text and "pulay" in (tmp_path / "gpaw.txt").read_text().lower()
     assert not out.exists()
     assert not list(tmp_path.glob(".out*"))  # no temporary file left behind
@@ -396,7 +403,7 @@ def test_missing_setups_are_one_clear_error_before_any_scf(tmp_path, installed, 
     for name in installed:
         (tmp_path / name).symlink_to(Path(gpaw.setup_paths[0]) / name)
     path = tmp_path / "in.extxyz"
-    write_structure(path, structure.build_bilayer(), kind="pristine")
+    write_structure(path, layers.build_bilayer(), kind="pristine")
     saved = list(gpaw.setup_paths)
     gpaw.setup_paths[:] = [str(tmp_path)]  # in place: gpaw.setup_data holds the same list
     try:
@@ -420,11 +427,11 @@ def test_structure_run_relaxes_to_a_physical_interlayer_distance(tmp_path):
     """
     config = {"system": system_cfg(), "dft": dft_cfg(basis="dz(dzp)", kpts_primitive=[6, 6],
                                                       scf_energy=1e-6, relax_fmax=0.01)}
-    out = structure.run(config, tmp_path / "primitive.extxyz", log_path=tmp_path / "gpaw.txt")
+    out = structure.run(tmp_path / "primitive.extxyz", config, log_path=tmp_path / "gpaw.txt")
     relaxed = read_structure(out)
-    start = structure.build_bilayer()
+    start = layers.build_bilayer()
     assert 3.2 < relaxed.info["interlayer_distance"] < 3.6
-    assert relaxed.info["interlayer_distance"] == pytest.approx(structure.interlayer_distance(relaxed))
+    assert relaxed.info["interlayer_distance"] == pytest.approx(layers.interlayer_distance(relaxed))
     assert relaxed.info["max_force"] < config["dft"]["relax_fmax"]
     assert relaxed.info["kind"] == "relaxed" and relaxed.info["schema"] == "mlepi.structure"
     assert json.loads(relaxed.info["provenance"])["config_hash"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from workflow_helpers import ROOT
 
 SRC = ROOT / "src" / "mlepi"

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+
 from workflow_helpers import ROOT, TINY, snakemake, subprocess_env
 
 pytestmark = pytest.mark.slow

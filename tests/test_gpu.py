@@ -12,12 +12,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer, write_dataset
 
 from mlepi.evaluation import performance
 from mlepi.ml import train
 from mlepi.ml.infer import predict_frames
 from mlepi.ml.model import HedgeNet
+
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer, write_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no GPU")
 
@@ -72,5 +73,5 @@ def test_the_training_loop_moves_the_model_to_the_gpu(tmp_path):
     data = tmp_path / "d.h5"
     write_dataset(data, n_frames=4, seed=1)
     cfg = {"model": MODEL, "train": {"epochs": 2, "batch_size": 2, "val_fraction": 0.25, "device": "cuda"}}
-    summary = train.run(data, cfg, tmp_path / "out", seed=0)
+    summary = train.run(data, tmp_path / "out", cfg, seed=0)
     assert summary["epochs_run"] == 2 and np.isfinite(summary["best"]["val_H_mae_meV"])

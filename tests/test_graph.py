@@ -5,11 +5,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.formats.frames import Frame
-from mlepi.ml.graph import INTER, INTRA, edge_type, frame_to_data, message_edges
 from mlepi.geometry.neighbors import block_edges
+from mlepi.ml.graph import INTER, INTRA, edge_type, frame_to_data, message_edges
+
+from hedgenet_synthetic import TOY_BASIS, bilayer
 
 torch.set_num_threads(1)
 

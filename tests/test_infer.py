@@ -4,13 +4,14 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
 
 from mlepi.electrons import tb
-from mlepi.ml import completion, infer
 from mlepi.formats.frames import FramesFile
-from mlepi.ml.model import HedgeNet
 from mlepi.geometry.neighbors import block_edges
+from mlepi.ml import completion, infer
+from mlepi.ml.model import HedgeNet
+
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer
 
 torch.set_num_threads(1)
 

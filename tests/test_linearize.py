@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.formats.frames import Frame, FramesFile, FramesFileError, write_frames
 from mlepi.ml.infer import predict_frames
 from mlepi.ml.linearize import hamiltonian_at, linear_hamiltonian, linearize_frames
 from mlepi.ml.model import HedgeNet
+
+from hedgenet_synthetic import TOY_BASIS, bilayer
 
 torch.set_num_threads(1)
 

@@ -13,13 +13,14 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import TINY, snakemake, subprocess_env
 
 from mlepi import config
-from mlepi.dft import mpi, scf as dft
-from mlepi.geometry import layers as structure
+from mlepi.dft import mpi, scf
 from mlepi.formats.frames import FramesFile
 from mlepi.formats.structures import write_structure
+from mlepi.geometry import layers
+
+from workflow_helpers import TINY, snakemake, subprocess_env
 
 MPIEXEC = shutil.which("mpiexec")
 
@@ -89,15 +90,15 @@ def test_launcher_command(launcher, environ, expected):
 def test_four_ranks_equal_one_rank(tmp_path):
     """4 ranks on the 4-atom cell with a 3x3 k mesh: GPAW splits 2 k-point groups x 2 domains (9 k points
     do not divide evenly), so both the k-point gather and the domain sum of the H(R) extraction are used."""
-    atoms = structure.build_bilayer("AB")
+    atoms = layers.build_bilayer("AB")
     atoms.rattle(0.05, seed=3)
     path = tmp_path / "rattled.extxyz"
     write_structure(path, atoms)
-    dft_cfg = config.section_defaults("dft")
+    dft_cfg = config.section_config("dft")
     dft_cfg.update(basis="sz(dzp)", kpts_primitive=[3, 3], symmetry="off")
-    cfg = {"dft": dft_cfg, "system": config.section_defaults("system")}
+    cfg = {"dft": dft_cfg, "system": config.section_config("system")}
 
-    serial = dft.run(path, cfg, tmp_path / "serial.h5")
+    serial = scf.run(path, tmp_path / "serial.h5", cfg)
     out = tmp_path / "ranks4.h5"
     result = subprocess.run(
         [MPIEXEC, "--oversubscribe", "-n", "4", "mlepi", "dft", str(path), "--params", json.dumps(cfg),
@@ -146,18 +147,18 @@ if __name__ == "__main__":
     from mlepi.dft import mpi
     mpi.prepare()  # as mlepi.cli does: GPAW starts MPI in this launched process
     from mlepi import config
-    from mlepi.dft import scf as dft
-    from mlepi.geometry import layers as structure
+    from mlepi.dft import matrices, scf
+    from mlepi.geometry import layers
     from mlepi.ml import infer
 
-    atoms = structure.build_bilayer("AB")
-    cfg = config.section_defaults("dft")
+    atoms = layers.build_bilayer("AB")
+    cfg = config.section_config("dft")
     cfg["basis"] = "sz(dzp)"
-    here = dft.overlap_blocks(atoms, cfg)[2]
+    here = matrices.overlap_blocks(atoms, cfg)[2]
     from gpaw.mpi import world
     assert world.size == 1 and "GPAW_MPI_BACKEND" in __import__("os").environ
     with infer.worker_pool(2) as pool:
-        there = [result[2] for result in pool.map(dft.overlap_blocks, [atoms, atoms], [cfg, cfg])]
+        there = [result[2] for result in pool.map(matrices.overlap_blocks, [atoms, atoms], [cfg, cfg])]
     assert all(np.array_equal(S, here) for S in there)
     print("workers ok")
 """

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
-from hedgenet_synthetic import bilayer
 
 from mlepi.geometry.neighbors import neighbor_edges
+
+from hedgenet_synthetic import bilayer
 
 
 def as_set(edge_index, shift):

@@ -5,13 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bilayer_tb import BASIS_SPZ, bilayer_primitive, supercell, tb_frame
-from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.electrons import tb
 from mlepi.evaluation import performance
-from mlepi.ml.model import HedgeNet
 from mlepi.geometry.neighbors import block_edges
+from mlepi.ml.model import HedgeNet
+
+from bilayer_tb import BASIS_SPZ, bilayer_primitive, supercell, tb_frame
+from hedgenet_synthetic import TOY_BASIS, bilayer
 
 
 def test_tiled_frame_has_the_bands_of_the_directly_built_supercell():

@@ -7,16 +7,15 @@ must remove. The soft inter-layer springs are 20 times weaker than the egg-box s
 
 import numpy as np
 import pytest
+from test_thermal import spring_force_constants
 
 from mlepi import config
 from mlepi.formats import provenance
-from mlepi.vibrations import displace, phonons
 from mlepi.formats.frames import Frame, write_frames
-from mlepi.geometry.layers import build_bilayer
 from mlepi.formats.structures import read_structure, write_structure
+from mlepi.geometry.layers import build_bilayer
+from mlepi.vibrations import displace, phonons
 from mlepi.vibrations.thermal import HarmonicSampler, omega_to_THz
-
-from test_thermal import spring_force_constants
 
 BASIS = {"name": "none", "orbitals": {"6": [["2s", 0]]}, "rcut": {"6": 1.0}, "valence": {"6": 4}}
 
@@ -35,7 +34,7 @@ def phonon_run(tmp_path_factory):
     cfg = config.validate({"system": {"supercell": [3, 3]}}, ["system", "phonons"])
     unit = build_bilayer("AB")
     write_structure(tmp / "primitive.extxyz", unit)
-    paths = displace.run(tmp / "primitive.extxyz", cfg, tmp / "displace")
+    paths = displace.run(tmp / "primitive.extxyz", tmp / "displace", cfg)
     pristine = read_structure(paths[0])
     fc = spring_force_constants(pristine)
     residual = np.tile([0.0, 0.0, 0.01], (len(pristine), 1))  # a not-quite-relaxed structure
@@ -47,8 +46,7 @@ def phonon_run(tmp_path_factory):
         forces = residual - np.einsum("ijab,jb->ia", fc, u) - EGG_BOX_SPRING * u  # only the moved atom
         write_forces(tmp / f"{path.stem}.h5", atoms, forces)
         fd_frames.append(tmp / f"{path.stem}.h5")
-    summary = phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd_frames,
-                          cfg, tmp / "out")
+    summary = phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd_frames, tmp / "out", cfg)
     return tmp, pristine, fc, summary, len(paths) - 1
 
 
@@ -88,8 +86,6 @@ def test_force_sets_must_match_displacements(phonon_run, tmp_path):
     tmp, *_ = phonon_run
     fd = sorted(tmp.glob("fd_*.h5"))
     with pytest.raises(phonons.PhononError, match="expects 4"):
-        phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd[:3],
-                    config.validate({}, ["phonons"]), tmp_path)
+        phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd[:3], tmp_path)
     with pytest.raises(phonons.PhononError, match="positions differ"):
-        phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd[::-1],
-                    config.validate({}, ["phonons"]), tmp_path)
+        phonons.run(tmp / "displace" / "phonopy_disp.yaml", tmp / "pristine.h5", fd[::-1], tmp_path)

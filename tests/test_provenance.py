@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, bilayer
 
 from mlepi.formats import provenance
 from mlepi.formats.frames import Frame, write_frames
-from mlepi.ml.model import HedgeNet
 from mlepi.formats.structures import read_structure, write_structure
+from mlepi.ml.model import HedgeNet
+
+from hedgenet_synthetic import TOY_BASIS, bilayer
 
 MLEPI = str(Path(sys.executable).parent / "mlepi")
 # A command line as Snakemake passes it: JSON with quotes, and a backslash for good measure.

@@ -5,7 +5,6 @@ autograd), static lattice, special displacement and the DFT cross-check table.""
 import csv
 import json
 
-import bilayer_tb as bt
 import numpy as np
 import pytest
 
@@ -14,7 +13,10 @@ from mlepi.formats.frames import write_frames
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import write_structure
 
+import bilayer_tb as bt
+
 SMALL = {"n_k": 7, "n_bootstrap": 16, "n_energy": 51, "seed": 3}
+CONFIG = {"bands": SMALL}
 T = 300.0
 
 
@@ -62,19 +64,19 @@ def setup(tmp_path_factory):
     full = [bt.tb_frame(_moved(sc, u), f"s{k}", **i) for k, (u, i) in enumerate(zip(us, info))]
     linear = [_linearized(sc, u, f"s{k}", **i) for k, (u, i) in enumerate(zip(us, info))]
     paths = {"full": _write(d / "full.h5", full, "hedgenet"), "linear": _write(d / "linear.h5", linear, "hedgenet"),
-             "static": _write(d / "static.h5", [bt.tb_frame(sc, "pristine")]),
+             "static": _write(d / "static.h5", [bt.tb_frame(sc, "pristine", temperature_K=0.0)]),
              "special": _write(d / "special.h5", [bt.tb_frame(_moved(sc, draws[0]), "zg", temperature_K=T)],
                                "hedgenet"),
              "check": _write(d / "check.h5", [full[1]])}
     for kind in ("full", "linear"):
-        bands.run({T: paths[kind]}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL, d / f"bands_{kind}",
+        bands.run(paths[kind], d / "primitive.extxyz", d / "pristine.extxyz", d / f"bands_{kind}", CONFIG,
                   with_figures=False)
     return d, paths
 
 
 def _run(d, paths, linear_json, out, **kwargs):
-    return renormalization.run(SMALL, d / "primitive.extxyz", d / "pristine.extxyz", d / "bands_full/bands.json",
-                               linear_json, paths["static"], paths["static"], out, **kwargs)
+    return renormalization.run(d / "primitive.extxyz", d / "pristine.extxyz", d / "bands_full/bands.json", linear_json,
+                               paths["static"], paths["static"], out, CONFIG, **kwargs)
 
 
 def test_orders_static_special_and_crosscheck(setup):
@@ -86,8 +88,8 @@ def test_orders_static_special_and_crosscheck(setup):
 
     # The static lattice: the undisplaced supercell unfolds onto the primitive bands (test_bands), so its v_F is
     # that of the stage on an undisplaced sample; HedgeNet = DFT here.
-    undisplaced = bands.run({0.0: [paths["static"]]}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL,
-                            d / "static_bands", with_figures=False)
+    undisplaced = bands.run(paths["static"], d / "primitive.extxyz", d / "pristine.extxyz", d / "static_bands", CONFIG,
+                            with_figures=False)
     assert doc["static"]["ml"]["vf_1e6_m_s"] == pytest.approx(undisplaced["temperatures"][0]["vf_1e6_m_s"], rel=1e-10)
     assert doc["static_vf_difference_percent"] == 0.0 and doc["static_vf_within_tolerance"]
 
@@ -147,8 +149,8 @@ def test_share_is_zero_for_equal_orders_and_one_without_first_order(setup, tmp_p
         frame = bt.tb_frame(static.to_atoms(), f"s{k}", temperature_K=T, sample_index=k, antithetic=True)
         frames.append(frame)
     _write(tmp_path / "static_samples.h5", frames)
-    bands.run({T: tmp_path / "static_samples.h5"}, d / "primitive.extxyz", d / "pristine.extxyz", SMALL,
-              tmp_path / "bands_static", with_figures=False)
+    bands.run(tmp_path / "static_samples.h5", d / "primitive.extxyz", d / "pristine.extxyz", tmp_path / "bands_static",
+              CONFIG, with_figures=False)
     none = _run(d, paths, tmp_path / "bands_static/bands.json", tmp_path / "none")["temperatures"][0]
     assert none["renormalization_linear_percent"] == pytest.approx(0.0, abs=1e-8)
     assert none["second_order_share"] == pytest.approx(1.0, abs=1e-8)

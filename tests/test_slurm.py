@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from workflow_helpers import ROOT, TINY, subprocess_env
 
 CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"

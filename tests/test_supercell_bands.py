@@ -7,9 +7,9 @@ import pytest
 from phonopy import Phonopy
 from test_thermal import spring_force_constants
 
-from mlepi.vibrations.displace import supercell_layers, to_ase, to_phonopy
 from mlepi.geometry.layers import build_bilayer
 from mlepi.ml.supercell_bands import interpolated_force_constants
+from mlepi.vibrations.displace import supercell_layers, to_ase, to_phonopy
 from mlepi.vibrations.thermal import HarmonicSampler, sample_rng
 
 

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from bilayer_tb import BASIS_SPZ, bilayer_primitive, displaced, supercell, tb_frame
 
 from mlepi.electrons import tb
+
+from bilayer_tb import BASIS_SPZ, bilayer_primitive, displaced, supercell, tb_frame
 
 
 @pytest.mark.parametrize("k", [[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.13, 0.29, 0.0]])

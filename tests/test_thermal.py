@@ -12,8 +12,8 @@ from ase.neighborlist import neighbor_list
 from phonopy import Phonopy
 from scipy import constants
 
-from mlepi.vibrations.displace import to_phonopy
 from mlepi.geometry.layers import build_bilayer
+from mlepi.vibrations.displace import to_phonopy
 from mlepi.vibrations.thermal import (
     HBAR,
     HarmonicSampler,

@@ -1,12 +1,13 @@
-"""The frame of an undisplaced supercell tiled from its primitive cell's (mlepi.geometry.tiling), against the supercell's
+"""The frame of an undisplaced supercell tiled from its primitive cell's (mlepi.dft.tiling), against the supercell's
 own Slater–Koster frame: the model evaluated on the supercell's pairs, an independent route. The GPAW check
 (tiled against a direct supercell calculation) is in tests/test_dft.py."""
 
 import numpy as np
 import pytest
 
+from mlepi.dft.tiling import TilingError, tile_frame
+
 import bilayer_tb as bt
-from mlepi.geometry.tiling import TilingError, tile_frame
 
 SQRT3 = np.array([[2, 1, 0], [-1, 1, 0], [0, 0, 1]])
 

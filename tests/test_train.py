@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hedgenet_synthetic import TOY_BASIS, bilayer, synthetic_frames, write_dataset
 
+from mlepi import config
 from mlepi.ml import train
 from mlepi.ml.graph import frame_to_data
 from mlepi.ml.model import HedgeNet
+
+from hedgenet_synthetic import TOY_BASIS, bilayer, synthetic_frames, write_dataset
 
 torch.set_num_threads(1)
 
@@ -63,7 +65,7 @@ def test_split_keeps_antithetic_pairs_together():
 
 
 def test_training_reduces_the_loss_and_writes_outputs(dataset, tmp_path):
-    summary = train.run(dataset, TINY, tmp_path, seed=0)
+    summary = train.run(dataset, tmp_path, TINY, seed=0)
     rows = read_metrics(tmp_path)
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     for column in ("val_energy_mae_meV_per_atom", "val_forces_mae_meV_per_A", "val_H_mae_meV", "val_S_mae"):
@@ -92,14 +94,14 @@ def interrupt_after(epoch, monkeypatch):
 def test_resume_after_a_kill_continues_the_epoch_count_and_matches_an_uninterrupted_run(
         dataset, tmp_path, monkeypatch):
     config = with_train(epochs=4)
-    train.run(dataset, config, tmp_path / "whole", seed=1)
+    train.run(dataset, tmp_path / "whole", config, seed=1)
 
     with monkeypatch.context() as patch:
         interrupt_after(2, patch)
         with pytest.raises(KeyboardInterrupt):
-            train.run(dataset, config, tmp_path / "killed", seed=1)
+            train.run(dataset, tmp_path / "killed", config, seed=1)
     assert [int(r["epoch"]) for r in read_metrics(tmp_path / "killed")] == [1, 2]
-    train.run(dataset, config, tmp_path / "killed", seed=1)
+    train.run(dataset, tmp_path / "killed", config, seed=1)
 
     whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "killed")
     assert [int(r["epoch"]) for r in resumed] == [1, 2, 3, 4]
@@ -111,24 +113,25 @@ def test_resume_after_a_kill_continues_the_epoch_count_and_matches_an_uninterrup
         torch.testing.assert_close(state_a[key], state_b[key], rtol=1e-5, atol=1e-6)
 
     # A finished run found again does nothing more; a different config is a new run, started afresh.
-    train.run(dataset, config, tmp_path / "killed", seed=1)
+    train.run(dataset, tmp_path / "killed", config, seed=1)
     assert len(read_metrics(tmp_path / "killed")) == 4
     with pytest.warns(UserWarning, match="different config"):
-        train.run(dataset, with_train(epochs=3, lr=1e-3), tmp_path / "killed", seed=1)
+        train.run(dataset, tmp_path / "killed", with_train(epochs=3, lr=1e-3), seed=1)
     assert [int(r["epoch"]) for r in read_metrics(tmp_path / "killed")] == [1, 2, 3]
-    train.run(dataset, with_train(epochs=2, lr=1e-3), tmp_path / "killed", seed=1, resume=False)  # afresh
+    train.run(dataset, tmp_path / "killed", with_train(epochs=2, lr=1e-3), seed=1, resume=False)  # afresh
     assert [int(r["epoch"]) for r in read_metrics(tmp_path / "killed")] == [1, 2]
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(dataset, tmp_path):
-    summary = train.run(dataset, with_train(epochs=20, lr=0.0, patience=2), tmp_path, seed=0)
+    # lr 1e-30: every float32 step rounds to no change (the schema refuses lr = 0), so no epoch improves
+    summary = train.run(dataset, tmp_path, with_train(epochs=20, lr=1e-30, patience=2), seed=0)
     assert summary["stopped_early"] and summary["best_epoch"] == 1
     assert len(read_metrics(tmp_path)) == 3  # the best epoch, then two without improvement
 
 
 def test_unknown_config_key_is_an_error(dataset, tmp_path):
-    with pytest.raises(ValueError, match="unknown key"):
-        train.run(dataset, with_train(epoch=3), tmp_path, seed=0)
+    with pytest.raises(config.ConfigError, match="'epoch' was unexpected"):
+        train.run(dataset, tmp_path, with_train(epoch=3), seed=0)
 
 
 def test_torchrun_with_two_gloo_ranks(dataset, tmp_path):
@@ -222,7 +225,7 @@ def test_training_on_two_threads_is_bit_reproducible(tmp_path):
     torch.set_num_threads(2)
     try:
         for run in ("a", "b"):
-            train.run(path, config, tmp_path / run, seed=3)
+            train.run(path, tmp_path / run, config, seed=3)
     finally:
         torch.set_num_threads(threads)
     assert not torch.are_deterministic_algorithms_enabled()  # restored for the rest of the process

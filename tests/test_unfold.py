@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from mlepi.electrons import tb, unfold
+from mlepi.geometry import supercell
+
 import bilayer_tb as bt
-from mlepi.electrons import tb
-from mlepi.electrons import unfold as uf
 
 SQRT3 = np.array([[2, 1, 0], [-1, 1, 0], [0, 0, 1]])  # √3 × √3 R30°, N = 3
 THREE = np.diag([3, 3, 1])  # N = 9; K folds onto the supercell Γ
@@ -29,7 +30,7 @@ def _kpoints(seed=0, n_random=4):
 @pytest.mark.parametrize("P", [THREE, SQRT3])
 def test_map_supercell_recovers_primitive_images(prim, P):
     sc = bt.supercell(prim, P, seed=3, wrap_some=True)  # shuffled order, atoms wrapped (also across vacuum)
-    m = uf.map_supercell(prim, sc)
+    m = supercell.map_supercell(prim, sc)
     assert m.n_cells == round(abs(np.linalg.det(P)))
     expected = prim.positions[m.primitive_index] + m.translation @ prim.cell.array
     np.testing.assert_allclose(sc.positions, expected, atol=1e-9)
@@ -39,24 +40,24 @@ def test_map_supercell_recovers_primitive_images(prim, P):
 
 def test_map_supercell_rejects_foreign_supercell(prim):
     sc = bt.supercell(prim, THREE)
-    with pytest.raises(uf.UnfoldError, match="matches 0 primitive atoms"):
-        uf.map_supercell(prim, bt.displaced(sc, 0.05, 0.05, seed=0))
-    with pytest.raises(uf.UnfoldError, match="not an integer multiple"):
-        uf.map_supercell(bt.bilayer_primitive(a=2.5), sc)
+    with pytest.raises(supercell.SupercellError, match="matches 0 primitive atoms"):
+        supercell.map_supercell(prim, bt.displaced(sc, 0.05, 0.05, seed=0))
+    with pytest.raises(supercell.SupercellError, match="not an integer multiple"):
+        supercell.map_supercell(bt.bilayer_primitive(a=2.5), sc)
 
 
 def test_supercell_kpoint_phases_and_folding():
     rng = np.random.default_rng(1)
     for P in (THREE, SQRT3):
         k = rng.random(3)
-        K = uf.supercell_kpoint(k, P)
+        K = supercell.supercell_kpoint(k, P)
         n = rng.integers(-5, 6, size=(10, 3))  # supercell lattice vectors in supercell coordinates
         # exp(ik·L) for L = n @ P @ cell equals exp(iK·L) written with supercell reduced coordinates.
         np.testing.assert_allclose(np.exp(2j * np.pi * (n @ P) @ k), np.exp(2j * np.pi * n @ K), atol=1e-12)
-        folded = uf.folding_kpoints(K, P)
+        folded = supercell.folding_kpoints(K, P)
         assert len(folded) == round(abs(np.linalg.det(P)))
-        np.testing.assert_allclose(uf.supercell_kpoint(folded, P), np.tile(K, (len(folded), 1)), atol=1e-9)
-    np.testing.assert_allclose(uf.supercell_kpoint(K_RED, THREE), 0.0, atol=1e-12)
+        np.testing.assert_allclose(supercell.supercell_kpoint(folded, P), np.tile(K, (len(folded), 1)), atol=1e-9)
+    np.testing.assert_allclose(supercell.supercell_kpoint(K_RED, THREE), 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("P, with_s", [(THREE, False), (SQRT3, True)])
@@ -67,7 +68,7 @@ def test_unfolding_reproduces_primitive_bands(prim, P, with_s):
     sc_frame, prim_frame = bt.tb_frame(sc, "sc", with_s), bt.tb_frame(prim, "prim", with_s)
     assert np.abs(prim_frame.S[np.any(prim_frame.edge_index[0] != prim_frame.edge_index[1])]).max() > 0.05
     k = _kpoints()
-    energies, weights = uf.unfold(sc_frame, basis, k, uf.map_supercell(prim, sc))
+    energies, weights = unfold.unfold(sc_frame, basis, k, supercell.map_supercell(prim, sc))
     reference = tb.eigenvalues(prim_frame, basis, k)
     np.testing.assert_allclose(weights, np.rint(weights), atol=1e-6)
     for e, w, e_prim in zip(energies, weights, reference):
@@ -79,9 +80,9 @@ def test_unfolding_reproduces_primitive_bands(prim, P, with_s):
 def test_weights_sum_to_one_over_folding_kpoints(prim, sigma):
     sc = bt.supercell(prim, SQRT3, seed=2)
     frame = bt.tb_frame(bt.displaced(sc, sigma, sigma, seed=4), "sample", with_s=True)
-    m = uf.map_supercell(prim, sc)
-    folded = uf.folding_kpoints(uf.supercell_kpoint([0.21, 0.37, 0.0], SQRT3), SQRT3)
-    energies, weights = uf.unfold(frame, bt.BASIS_SPZ, folded, m, resolve_degeneracies=False)
+    m = supercell.map_supercell(prim, sc)
+    folded = supercell.folding_kpoints(supercell.supercell_kpoint([0.21, 0.37, 0.0], SQRT3), SQRT3)
+    energies, weights = unfold.unfold(frame, bt.BASIS_SPZ, folded, m, resolve_degeneracies=False)
     np.testing.assert_allclose(energies, np.tile(energies[0], (len(folded), 1)), atol=1e-9)
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-10)
 
@@ -91,18 +92,18 @@ def test_window_gives_the_states_of_the_full_solution_inside_it(prim):
     weights as the full solution's states there, rows padded with zero weight far outside every window."""
     sc = bt.supercell(prim, THREE, seed=2)
     frame = bt.tb_frame(bt.displaced(sc, 0.05, 0.08, seed=6), "sample", with_s=True)
-    m = uf.map_supercell(prim, sc)
+    m = supercell.map_supercell(prim, sc)
     k = _kpoints(n_random=3)
-    e_full, w_full = uf.unfold(frame, bt.BASIS_SPZ, k, m)
+    e_full, w_full = unfold.unfold(frame, bt.BASIS_SPZ, k, m)
     lo, hi = np.quantile(e_full, [0.4, 0.6])  # a window that holds a different number of states at each k
-    e_win, w_win = uf.unfold(frame, bt.BASIS_SPZ, k, m, window=(lo, hi))
+    e_win, w_win = unfold.unfold(frame, bt.BASIS_SPZ, k, m, window=(lo, hi))
     inside = (e_full > lo) & (e_full <= hi)
     assert len(set(inside.sum(axis=1))) > 1 and e_win.shape[1] == inside.sum(axis=1).max() < e_full.shape[1]
     for e, w, ef, wf, keep in zip(e_win, w_win, e_full, w_full, inside):
         n = keep.sum()
         np.testing.assert_allclose(e[:n], ef[keep], atol=1e-10)
         np.testing.assert_allclose(w[:n], wf[keep], atol=1e-10)
-        assert np.all(e[n:] == uf.DROPPED_ENERGY_EV) and np.all(w[n:] == 0.0)
+        assert np.all(e[n:] == unfold.DROPPED_ENERGY_EV) and np.all(w[n:] == 0.0)
 
 
 def test_wrapped_displaced_atom_unfolds_the_same(prim):
@@ -113,20 +114,20 @@ def test_wrapped_displaced_atom_unfolds_the_same(prim):
     pos = wrapped.get_positions()
     pos[[3, 8]] += sc.cell[0] - sc.cell[1]
     wrapped.set_positions(pos)
-    m = uf.map_supercell(prim, sc)
+    m = supercell.map_supercell(prim, sc)
     k = _kpoints(n_random=2)
-    e1, w1 = uf.unfold(bt.tb_frame(sample, "a"), bt.BASIS_PZ, k, m)
-    e2, w2 = uf.unfold(bt.tb_frame(wrapped, "b"), bt.BASIS_PZ, k, m)
+    e1, w1 = unfold.unfold(bt.tb_frame(sample, "a"), bt.BASIS_PZ, k, m)
+    e2, w2 = unfold.unfold(bt.tb_frame(wrapped, "b"), bt.BASIS_PZ, k, m)
     np.testing.assert_allclose(e1, e2, atol=1e-9)
     np.testing.assert_allclose(w1, w2, atol=1e-9)
 
 
 def test_frame_atoms_must_match_reference(prim):
     sc = bt.supercell(prim, THREE)
-    m = uf.map_supercell(prim, sc)
+    m = supercell.map_supercell(prim, sc)
     shuffled = bt.tb_frame(bt.supercell(prim, THREE, seed=9), "other order")
-    with pytest.raises(uf.UnfoldError, match="from its reference site"):
-        uf.unfold(shuffled, bt.BASIS_PZ, [K_RED], m)
+    with pytest.raises(unfold.UnfoldError, match="from its reference site"):
+        unfold.unfold(shuffled, bt.BASIS_PZ, [K_RED], m)
 
 
 def test_overlap_enters_the_weights_of_displaced_cells(prim):
@@ -135,17 +136,17 @@ def test_overlap_enters_the_weights_of_displaced_cells(prim):
     exercise the non-orthogonal path. Both obey the sum rule over the folding k."""
     sc = bt.supercell(prim, SQRT3)
     frame = bt.tb_frame(bt.displaced(sc, 0.05, 0.1, seed=3), "sample")
-    m = uf.map_supercell(prim, sc)
-    K = uf.supercell_kpoint([0.2, 0.1, 0.0], SQRT3)
+    m = supercell.map_supercell(prim, sc)
+    K = supercell.supercell_kpoint([0.2, 0.1, 0.0], SQRT3)
     H, S = tb.bloch_sum(frame, bt.BASIS_PZ, K[None])
     _, c = scipy.linalg.eigh(H[0], S[0])
     c /= np.linalg.norm(c, axis=0)
-    _, c_tilde = uf.lowdin_eigh(H[0], S[0])
-    atom, prim_orb, n_prim = uf.orbital_maps(m, bt.BASIS_PZ)
-    folded = uf.folding_kpoints(K, SQRT3)
+    _, c_tilde = unfold.lowdin_eigh(H[0], S[0])
+    atom, prim_orb, n_prim = unfold.orbital_maps(m, bt.BASIS_PZ)
+    folded = supercell.folding_kpoints(K, SQRT3)
 
     def weights(coefficients):
-        return np.array([np.sum(np.abs(uf.bloch_projector(k, m.translation, atom, prim_orb, n_prim, m.n_cells)
+        return np.array([np.sum(np.abs(unfold.bloch_projector(k, m.translation, atom, prim_orb, n_prim, m.n_cells)
                                        @ coefficients) ** 2, axis=0) for k in folded])
 
     naive, lowdin = weights(c), weights(c_tilde)
@@ -153,10 +154,10 @@ def test_overlap_enters_the_weights_of_displaced_cells(prim):
     np.testing.assert_allclose(lowdin.sum(axis=0), 1.0, atol=1e-10)
     assert np.abs(naive - lowdin).max() > 1e-3
     # The projection the unfolding asks lowdin_eigh for is the projection of its coefficients.
-    F = uf.bloch_projector(folded[1], m.translation, atom, prim_orb, n_prim, m.n_cells)
+    F = unfold.bloch_projector(folded[1], m.translation, atom, prim_orb, n_prim, m.n_cells)
     for cutoff in (0.0, np.linalg.eigvalsh(S[0])[1]):  # exact, and with a direction of S(k) dropped
-        e, amp = uf.lowdin_eigh(H[0], S[0], overlap_min=cutoff, project=F)
-        e_full, c_full = uf.lowdin_eigh(H[0], S[0], overlap_min=cutoff)
+        e, amp = unfold.lowdin_eigh(H[0], S[0], overlap_min=cutoff, project=F)
+        e_full, c_full = unfold.lowdin_eigh(H[0], S[0], overlap_min=cutoff)
         np.testing.assert_array_equal(e, e_full)
         np.testing.assert_allclose(amp, F @ c_full, atol=1e-12)
 
@@ -166,7 +167,7 @@ def test_spectral_function_integrates_to_weights(kind):
     energies = np.array([[-0.3, 0.0, 0.4]])
     weights = np.array([[1.0, 0.25, 0.5]])
     grid = np.linspace(-40, 40, 400001) if kind == "lorentzian" else np.linspace(-2, 2, 4001)
-    A = uf.spectral_function(energies, weights, grid, 0.02, kind)
+    A = unfold.spectral_function(energies, weights, grid, 0.02, kind)
     integral = np.trapezoid(A[0], grid)
     np.testing.assert_allclose(integral, weights.sum(), rtol=1e-3)
     assert abs(grid[np.argmax(A[0])] + 0.3) < 1e-3

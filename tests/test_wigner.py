@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mlepi import config
-from mlepi.dft import scf as dft
-from mlepi.geometry import layers as structure
+from mlepi.dft import scf
+from mlepi.geometry import layers
 from mlepi.ml import wigner
 
 
@@ -26,13 +26,13 @@ def test_gpaw_blocks_of_a_rotated_cell_are_the_rotated_blocks():
     a rotation of the whole cell: energy, H and forces moved by ~2e-5 eV (eV/Å for forces: 7e-5), also for a
     rotation about z alone, so that is the tolerance; the blocks themselves change by 12-15 eV.
     """
-    atoms = structure.build_bilayer("AB")
+    atoms = layers.build_bilayer("AB")
     atoms.rattle(0.05, seed=4)
     rotation = wigner.random_rotation(5)
-    cfg = config.section_defaults("dft")
+    cfg = config.section_config("dft")
     cfg.update(basis="dzp", kpts_primitive=[3, 3], symmetry="off", scf_energy=1e-8, scf_density=1e-7)
-    frame, basis, *_ = dft.compute_frame(atoms, cfg, name="original")
-    turned, _, *_ = dft.compute_frame(wigner.rotated_atoms(atoms, rotation), cfg, name="rotated")
+    frame, basis, *_ = scf.compute_frame(atoms, cfg, name="original")
+    turned, _, *_ = scf.compute_frame(wigner.rotated_atoms(atoms, rotation), cfg, name="rotated")
 
     assert turned.energy == pytest.approx(frame.energy, abs=5e-5)
     np.testing.assert_allclose(turned.forces, frame.forces @ rotation.T, atol=2e-4)

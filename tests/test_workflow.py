@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
 from mlepi import config
 from mlepi.electrons import tb
 from mlepi.formats import deeph, provenance
 from mlepi.formats.frames import FramesFile
+
+from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
 
 
 @pytest.mark.slow
@@ -156,6 +157,39 @@ def test_band_parameter_changes_rerun_only_what_they_touch(workflow_run, tmp_pat
     path.write_text(yaml.safe_dump(changed))
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
     assert planned == {"dft", "renormalization", "all"}, planned
+
+
+@pytest.mark.slow
+def test_a_new_key_reruns_only_the_stages_that_read_it(workflow_run, tmp_path):
+    """The keys each stage reads are written once, as x-stages in the schema, and feed both the stages and the
+    rules' rerun triggers. A developer adds a key to the bands section that only the bands stage reads: on the
+    finished workflow, only that stage's jobs (and what depends on them) are planned, not supercell_bands, which
+    reads the rest of the section; a key only the Snakefile reads (resources) reruns nothing."""
+    workdir, cfg = workflow_run
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "mlepi", src / "mlepi", ignore=shutil.ignore_patterns("__pycache__"))
+    schema_path = src / "mlepi" / "config" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
+    schema["properties"]["bands"]["properties"]["probe_eV"] = {
+        "x-stages": ["bands"], "description": "a new key (test)", "type": "number", "default": 0.5}
+    schema["properties"]["resources"]["properties"]["probe_min"] = {
+        "x-stages": ["workflow"], "description": "a new key (test)", "type": "integer", "default": 5}
+    schema_path.write_text(yaml.safe_dump(schema, sort_keys=False))
+    env = {"PYTHONPATH": str(src)}  # the Snakefile imports mlepi from the copy with the new keys
+    planned = planned_rules(snakemake(workdir, "-n", env=env).stdout)
+    assert planned == {"bands", "bands_linear", "renormalization", "supercell_convergence", "all"}, planned
+    changed = json.loads(json.dumps(cfg))
+    changed["bands"]["probe_eV"] = 0.7
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    planned = planned_rules(snakemake(workdir, "-n", config=path, env=env).stdout)
+    assert planned == {"bands", "bands_linear", "renormalization", "supercell_convergence", "all"}, planned
+    del schema["properties"]["bands"]["properties"]["probe_eV"]
+    schema_path.write_text(yaml.safe_dump(schema, sort_keys=False))
+    changed.setdefault("resources", {})["probe_min"] = 7
+    del changed["bands"]["probe_eV"]
+    path.write_text(yaml.safe_dump(changed))
+    assert planned_rules(snakemake(workdir, "-n", config=path, env=env).stdout) == set()
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ def subprocess_env() -> dict:
     return env
 
 
-def snakemake(workdir, *args, config=TINY, check=True):
-    env = subprocess_env()
+def snakemake(workdir, *args, config=TINY, check=True, env=None):
+    """Snakemake on ``workdir`` with the tiny config (or ``config``); ``env`` adds to this interpreter's."""
+    env = {**subprocess_env(), **(env or {})}
     cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(config), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)

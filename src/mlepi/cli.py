@@ -1,130 +1,119 @@
-"""``mlepi <stage>``: one subcommand per workflow rule; each parses its arguments and calls one ``run``.
+"""``mlepi <stage>``: one subcommand per workflow rule; each parses its arguments and calls its stage's ``run``.
 
-Every stage takes its configuration either as ``--config FILE`` (a whole config file, validated and
-completed with defaults; what a user types) or as ``--params JSON`` (only the sections the stage needs;
-what a Snakemake rule passes, so that a change elsewhere in the config does not rerun it).
+Every stage takes its configuration either as ``--config FILE`` (a whole config file, validated and completed
+with defaults; what a user types) or as ``--params JSON`` (the keys the stage reads; what a Snakemake rule
+passes, so that a change elsewhere in the config does not rerun it). The stage's ``run()`` keeps the keys it
+reads (:func:`mlepi.config.stage_config`); which keys those are is written once, in the schema.
+
+A command imports its stage's module only when it runs (:data:`STAGE_MODULES`): the stage modules import torch
+and PyG (1-4 s), GPAW and matplotlib at their top, and GPAW must be imported after :func:`mlepi.dft.mpi.prepare`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 
 from mlepi import config as config_mod
+from mlepi.dft import mpi
+from mlepi.errors import MlepiError
 
-# Sections each stage reads; the Snakemake rules pass exactly these (workflow/rules/common.smk).
-STAGE_SECTIONS = {
-    "structure": ["system", "dft"],
-    "displace": ["system", "phonons"],
-    "dft": ["system", "dft"],
-    "phonons": ["phonons"],
-    "phonons_ml": ["phonons"],
-    "thermal": ["thermal"],
-    "train": ["model", "train"],
-    "bands": ["bands"],
-    "renormalization": ["bands"],
-    "supercell_bands": ["thermal", "bands"],
-    "performance": ["performance"],
-    "accuracy": ["bands"],
+# The module whose run() each command calls.
+STAGE_MODULES = {
+    "structure": "mlepi.dft.structure",
+    "displace": "mlepi.vibrations.displace",
+    "dft": "mlepi.dft.scf",
+    "phonons": "mlepi.vibrations.phonons",
+    "phonons_ml": "mlepi.ml.phonons_ml",
+    "thermal": "mlepi.vibrations.thermal",
+    "dataset": "mlepi.formats.dataset",
+    "train": "mlepi.ml.train",
+    "infer": "mlepi.ml.infer",
+    "predict": "mlepi.ml.infer",
+    "linearize": "mlepi.ml.linearize",
+    "parity": "mlepi.evaluation.parity",
+    "bands": "mlepi.electrons.bands",
+    "renormalization": "mlepi.electrons.renormalization",
+    "supercell_bands": "mlepi.ml.supercell_bands",
+    "supercell_convergence": "mlepi.ml.supercell_bands",
+    "accuracy": "mlepi.evaluation.accuracy",
+    "export-deeph": "mlepi.formats.deeph",
+    "inspect": "mlepi.formats.provenance",
+    "performance": "mlepi.evaluation.performance",
+    "compare": "mlepi.evaluation.metrics",
 }
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--config", metavar="FILE", help="config file (YAML), e.g. config/config.yaml")
-    group.add_argument("--params", metavar="JSON", help="the stage's config sections as JSON (Snakemake)")
+    group.add_argument("--params", metavar="JSON", help="the stage's config keys as JSON (Snakemake)")
 
 
-def _stage_config(args, stage: str) -> dict:
-    sections = STAGE_SECTIONS[stage]
+def _config(args) -> dict:
+    """The config the command was given: a whole file (validated, defaults filled), the rule's JSON, or none
+    (the schema defaults: the embedded default system). The stage keeps the keys it reads."""
     if args.params is not None:
-        return config_mod.from_params(args.params, sections)
+        return config_mod.parse_params(args.params)
     if args.config is not None:
-        full = config_mod.load(args.config)
-        return {name: full[name] for name in sections}
-    # No config at all: the schema defaults (the embedded default system).
-    return config_mod.validate({}, sections, source="defaults")
+        return config_mod.load(args.config)
+    return {}
 
 
-def cmd_structure(args):
-    from mlepi.geometry import layers as structure
-
-    structure.run(_stage_config(args, "structure"), args.out, log_path=args.log)
+def cmd_structure(stage, args):
+    stage.run(args.out, _config(args), log_path=args.log)
 
 
-def cmd_displace(args):
-    from mlepi.vibrations import displace
-
-    paths = displace.run(args.structure, _stage_config(args, "displace"), args.out_dir)
+def cmd_displace(stage, args):
+    paths = stage.run(args.structure, args.out_dir, _config(args))
     print(f"wrote {len(paths)} supercells to {args.out_dir}")
 
 
-def cmd_dft(args):
-    from mlepi.dft import scf as dft
-
-    dft.run(args.structure, _stage_config(args, "dft"), args.out, name=args.name, log_path=args.log,
-            index=args.index, tile_to=args.tile_to)
+def cmd_dft(stage, args):
+    stage.run(args.structure, args.out, _config(args), name=args.name, log_path=args.log, index=args.index,
+              tile_to=args.tile_to)
 
 
-def cmd_phonons(args):
-    from mlepi.vibrations import phonons
-
-    summary = phonons.run(args.disp, args.pristine, args.fd, _stage_config(args, "phonons"), args.out_dir)
+def cmd_phonons(stage, args):
+    summary = stage.run(args.disp, args.pristine, args.fd, args.out_dir, _config(args))
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
-def cmd_phonons_ml(args):
-    from mlepi.vibrations import phonons
-
-    summary = phonons.run_ml(args.model, args.disp, args.pristine, args.dft_phonons,
-                             _stage_config(args, "phonons_ml"), args.out_dir)
+def cmd_phonons_ml(stage, args):
+    summary = stage.run(args.model, args.disp, args.pristine, args.dft_phonons, args.out_dir, _config(args))
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
-def cmd_thermal(args):
-    from mlepi.vibrations import thermal
-
-    paths = thermal.run(args.phonopy, args.pristine, _stage_config(args, "thermal"), args.temperature,
-                        args.purpose, args.out)
+def cmd_thermal(stage, args):
+    paths = stage.run(args.phonopy, args.pristine, args.temperature, args.purpose, args.out, _config(args))
     print(f"wrote {len(paths)} file(s) of thermal samples at {args.temperature} K")
 
 
-def cmd_dataset(args):
-    from mlepi.formats import dataset
-
-    n = dataset.run(args.frames, args.out, extxyz_path=args.extxyz)
+def cmd_dataset(stage, args):
+    n = stage.run(args.frames, args.out, extxyz_path=args.extxyz)
     print(f"wrote {n} frames to {args.out}")
 
 
-def cmd_train(args):
-    from mlepi.ml import train
-
-    cfg = _stage_config(args, "train")
-    train.run(args.dataset, cfg, args.out_dir, resume=not args.restart)
+def cmd_train(stage, args):
+    stage.run(args.dataset, args.out_dir, _config(args), resume=not args.restart)
 
 
-def cmd_infer(args):
-    from mlepi.ml import infer
-
-    infer.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device, workers=args.workers,
+def cmd_infer(stage, args):
+    stage.run(args.model, args.structures, args.out, overlap=args.overlap, device=args.device, workers=args.workers,
               dtype=None if args.dtype == "model" else args.dtype)
 
 
-def cmd_linearize(args):
-    from mlepi.ml import linearize
-
-    linearize.run(args.model, args.frames, args.pristine, args.out)
+def cmd_linearize(stage, args):
+    stage.run(args.model, args.frames, args.pristine, args.out)
 
 
-def cmd_renormalization(args):
-    from mlepi.electrons import renormalization
-
-    doc = renormalization.run(_stage_config(args, "renormalization")["bands"], args.primitive, args.supercell,
-                              args.bands, args.bands_linear, args.static_ml, args.static_dft, args.out_dir,
-                              special_paths=args.special, check_dft_paths=args.check_dft, infer_paths=args.infer,
-                              workers=args.workers)
+def cmd_renormalization(stage, args):
+    doc = stage.run(args.primitive, args.supercell, args.bands, args.bands_linear, args.static_ml, args.static_dft,
+                    args.out_dir, _config(args), special_paths=args.special, check_dft_paths=args.check_dft,
+                    infer_paths=args.infer, workers=args.workers)
     print(f"static v_F: HedgeNet {doc['static']['ml']['vf_1e6_m_s']:.4f}, DFT {doc['static']['dft']['vf_1e6_m_s']:.4f}"
           f" (1e6 m/s, {doc['static_vf_difference_percent']:+.2f} %)")
     for r in doc["temperatures"]:
@@ -134,73 +123,46 @@ def cmd_renormalization(args):
               f"{r['second_order_share_err']:.2f}" + ("" if r["share_resolved"] else " (not resolved)"))
 
 
-def cmd_supercell_bands(args):
-    from mlepi.ml import supercell_bands as supercells
-
-    cfg = _stage_config(args, "supercell_bands")
-    doc = supercells.run(args.model, args.phonopy, args.primitive, args.reference, args.n,
-                         cfg["thermal"]["temperatures"], cfg, args.out_dir, workers=args.workers)
+def cmd_supercell_bands(stage, args):
+    doc = stage.run(args.model, args.phonopy, args.primitive, args.reference, args.n, args.out_dir, _config(args),
+                    workers=args.workers)
     for r in doc["temperatures"]:
         print(f"{args.n}x{args.n}, T = {r['T_K']:g} K: v_F = {r['vf_1e6_m_s']:.4f} 1e6 m/s ({r['n_samples']} samples)")
 
 
-def cmd_supercell_convergence(args):
-    from mlepi.ml import supercell_bands as supercells
-
+def cmd_supercell_convergence(stage, args):
     if len(args.sizes) != len(args.bands):
         raise config_mod.ConfigError(f"--sizes has {len(args.sizes)} values but --bands {len(args.bands)} files")
-    rows = supercells.summarize(dict(zip(args.sizes, args.bands)), args.out_dir)
+    rows = stage.summarize(dict(zip(args.sizes, args.bands)), args.out_dir)
     print(f"wrote {len(rows)} rows to {args.out_dir}/convergence.csv")
 
 
-def cmd_parity(args):
-    from mlepi.evaluation import parity
-
-    summary = parity.run(args.model, args.dataset, args.out_dir, primitive=args.primitive)
+def cmd_parity(stage, args):
+    summary = stage.run(args.model, args.dataset, args.out_dir, primitive=args.primitive)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
-def cmd_bands(args):
-    from mlepi.electrons import bands
-
-    if len(args.temperatures) != len(args.frames):
-        raise config_mod.ConfigError(f"--temperatures has {len(args.temperatures)} values but --frames "
-                                     f"{len(args.frames)} files; give one frames file per temperature")
-    frames = dict(zip(args.temperatures, args.frames))
-    center = None
-    if args.reference is not None:
-        from mlepi.formats.frames import FramesFile
-
-        center = FramesFile(args.reference)[0].fermi_level
-    bands.run(frames, args.primitive, args.supercell, _stage_config(args, "bands")["bands"], args.out_dir,
-              window_center=center, workers=args.workers)
+def cmd_bands(stage, args):
+    stage.run(args.frames, args.primitive, args.supercell, args.out_dir, _config(args), reference=args.reference,
+              workers=args.workers)
 
 
-def cmd_compare(args):
-    from mlepi.evaluation import metrics as compare
-
-    result = compare.compare(args.a, args.b)
-    print(json.dumps(result, indent=2) if args.json else compare.format_table(result))
+def cmd_compare(stage, args):
+    result = stage.compare(args.a, args.b)
+    print(json.dumps(result, indent=2) if args.json else stage.format_table(result))
 
 
-def cmd_performance(args):
-    from mlepi.evaluation import performance
-
-    cfg = _stage_config(args, "performance")["performance"]
-    r = performance.run(args.model, args.primitive, args.pristine, args.out, args.figure, sizes=cfg["sizes"],
-                        dft_sizes=cfg["dft_sizes"], band_multiples=cfg["band_multiples"],
-                        sigma=cfg["displacement_A"], seed=cfg["seed"], workflow_path=args.workflow)
+def cmd_performance(stage, args):
+    r = stage.run(args.model, args.primitive, args.pristine, args.out, args.figure, _config(args),
+                  workflow_path=args.workflow)
     print(f"speed-up vs GPAW {r['speedup_vs_dft']:.0f}x, scaling exponent {r['scaling_exponent']:.3f}, "
           f"time per atom {r['time_per_atom_sizes'][1]} vs {r['time_per_atom_sizes'][0]} atoms: "
           f"{r['time_per_atom_ratio_1e4_vs_1e2']:.2f}x -> {args.out}")
 
 
-def cmd_accuracy(args):
-    from mlepi.evaluation import accuracy
-
-    r = accuracy.run(args.model, args.dataset, args.out, ablation_path=args.ablation,
-                     phonons_ml_path=args.phonons_ml, test_paths=args.test_frames, primitive=args.primitive,
-                     bands_cfg=_stage_config(args, "accuracy")["bands"])
+def cmd_accuracy(stage, args):
+    r = stage.run(args.model, args.dataset, args.out, _config(args), ablation_path=args.ablation,
+                  phonons_ml_path=args.phonons_ml, test_paths=args.test_frames, primitive=args.primitive)
 
     def errors(e):
         return (f"H {e['h_mae_meV']:.2f} meV (intra {e['h_mae_intra_meV']:.2f}, inter {e['h_mae_inter_meV']:.2f}), "
@@ -219,19 +181,15 @@ def cmd_accuracy(args):
     print(f"-> {args.out}")
 
 
-def cmd_export_deeph(args):
-    from mlepi.formats import deeph
-
-    folders = deeph.export(args.frames, args.out_dir)
+def cmd_export_deeph(stage, args):
+    folders = stage.export(args.frames, args.out_dir)
     print(f"wrote {len(folders)} DeepH folder(s) to {args.out_dir}")
 
 
-def cmd_inspect(args):
-    from mlepi.formats import provenance
-
+def cmd_inspect(stage, args):
     for path in args.files:
-        found = provenance.read(path)
-        print(json.dumps(found, indent=1) if args.json else provenance.format_record(found))
+        found = stage.read(path)
+        print(json.dumps(found, indent=1) if args.json else stage.format_record(found))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
     p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
-    p.add_argument("--temperatures", required=True, nargs="+", type=float, help="temperatures (K)")
-    p.add_argument("--frames", required=True, nargs="+", help="frames file (.h5) per temperature, same order")
+    p.add_argument("--frames", required=True, nargs="+",
+                   help="frames files (.h5) of the thermal samples; each frame records its temperature "
+                        "(info temperature_K), and there is one analysis per temperature found")
     p.add_argument("--reference", help="DFT frames file of the pristine supercell: its Fermi level centres the "
                                        "band window (robust against a model's spurious states)")
     p.add_argument("--workers", type=int, default=1,
@@ -456,17 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mlepi.dft import mpi
-
     mpi.prepare()  # before anything imports GPAW (ase.io does): `mpiexec -n N mlepi dft` needs it
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level if mpi.launched_rank() == 0 else logging.WARNING,  # one log, not N
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from mlepi.errors import USER_ERRORS
-
     try:
-        args.func(args)
-    except USER_ERRORS as err:
+        args.func(importlib.import_module(STAGE_MODULES[args.command]), args)
+    except (MlepiError, FileNotFoundError) as err:
         print(f"mlepi {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from mlepi.formats.provenance import atomic_path
+from mlepi.units import THZ_TO_CM
 
 
 def _save(fig: Figure, path) -> None:
@@ -387,4 +388,29 @@ def plot_supercell_convergence(rows: Sequence[dict], path) -> None:
     ax_k.set_ylabel(r"outer bands at K (meV)")
     ax_v.legend(frameon=False, fontsize="small")
     ax_k.legend(frameon=False, fontsize="small")
+    _save(fig, path)
+
+
+def plot_phonon_bands(curves: Sequence[tuple], labels, title: str, path) -> None:
+    """Phonon dispersions along one path (stages ``phonons``, ``phonons_ml``): one ``(phonopy band structure,
+    legend label, matplotlib style)`` per set of curves, frequencies in cm^-1."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for bands, legend, style in curves:
+        ticks = [0.0]
+        for k, (dist, freq) in enumerate(zip(bands.distances, bands.frequencies)):
+            lines = ax.plot(dist, freq * THZ_TO_CM, style, lw=1)
+            if k == 0 and len(curves) > 1:
+                lines[0].set_label(legend)
+            ticks.append(dist[-1])
+    ax.set_xticks(ticks, labels)
+    ax.set_xlim(0, ticks[-1])
+    ax.axhline(0, color="k", lw=0.5)
+    for x in ticks[1:-1]:
+        ax.axvline(x, color="k", lw=0.5)
+    ax.set_ylabel("Frequency (cm$^{-1}$)")
+    ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
     _save(fig, path)

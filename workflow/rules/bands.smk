@@ -21,8 +21,7 @@ rule bands:
     benchmark:
         f"{OUT}/benchmarks/bands.tsv",
     params:
-        cfg=stage_params("bands", drop=("bands.dft_check_samples",)),
-        temperatures=TEMPERATURES,
+        cfg=stage_params("bands"),
         out_dir=lambda w, output: os.path.dirname(output.vf),
     threads: config["resources"]["bands_threads"]
     resources:
@@ -33,7 +32,7 @@ rule bands:
     shell:
         "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
         "mlepi bands --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
-        "--temperatures {params.temperatures} --frames {input.frames} --reference {input.reference} "
+        "--frames {input.frames} --reference {input.reference} "
         "--workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 

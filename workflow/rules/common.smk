@@ -3,7 +3,6 @@ import json
 
 from mlepi import config as mlepi_config
 from mlepi.dft import mpi as mlepi_mpi
-from mlepi.cli import STAGE_SECTIONS
 
 
 # Fills defaults and rejects unknown or repeated keys and bad values, naming the field and file, before any
@@ -27,9 +26,9 @@ else:
     DFT_LAUNCH, DFT_MPI = "", {}
 
 
-def stage_params(stage, drop=()):
-    """Only this stage's config sections (less ``drop``): a change elsewhere does not rerun it."""
-    return mlepi_config.stage_params(config, STAGE_SECTIONS[stage], drop)
+def stage_params(stage):
+    """The config keys the stage reads (the schema's x-stages): a change of any other key does not rerun it."""
+    return mlepi_config.stage_params(config, stage)
 
 
 def displace_dir():
@@ -88,7 +87,7 @@ def dft_input(wildcards):
 
 def dft_tile_input(wildcards):
     """The undisplaced supercell that the primitive cell's frame is tiled to (``mlepi dft --tile-to``,
-    mlepi.geometry.tiling) for the pristine frame: a 4-atom calculation instead of the whole supercell's. Else none."""
+    mlepi.dft.tiling) for the pristine frame: a 4-atom calculation instead of the whole supercell's. Else none."""
     return f"{displace_dir()}/pristine.extxyz" if wildcards.config == "pristine" else []
 
 

@@ -1,6 +1,6 @@
 # Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples, and
 # the inferred samples of the band analysis' DFT cross-check). The pristine supercell is computed as its
-# primitive cell and tiled (mlepi.geometry.tiling).
+# primitive cell and tiled (mlepi.dft.tiling).
 
 
 rule dft:
@@ -17,7 +17,7 @@ rule dft:
     params:
         index=dft_index,
         tile=lambda w, input: f"--tile-to {input.tile_to}" if input.tile_to else "",
-        cfg=stage_params("dft", drop=("system.name", "system.supercell", "dft.relax_fmax", "dft.relax_steps")),
+        cfg=stage_params("dft"),
     threads: DFT_RANKS * DFT_THREADS  # the cores the job holds (the local scheduler counts these)
     priority: dft_priority
     resources:

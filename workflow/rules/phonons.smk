@@ -40,7 +40,7 @@ rule thermal_train:
         f"{OUT}/benchmarks/thermal_train_T{{T}}.tsv",
     params:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
-        cfg=stage_params("thermal", drop=("thermal.infer_samples", "thermal.temperatures", "thermal.ml_supercells")),
+        cfg=stage_params("thermal_train"),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     priority: 1  # before thermal_infer: its samples start the DFT jobs that training waits for (dft_priority)
     resources:
@@ -65,11 +65,7 @@ rule thermal_infer:
     benchmark:
         f"{OUT}/benchmarks/thermal_{{purpose}}_T{{T}}.tsv",
     params:
-        cfg=lambda w: stage_params(
-            "thermal",
-            drop=("thermal.train_samples", "thermal.temperatures", "thermal.ml_supercells")
-            + (("thermal.infer_samples", "thermal.antithetic") if w.purpose == "special" else ()),
-        ),
+        cfg=lambda w: stage_params(f"thermal_{w.purpose}"),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
         mem_mb=config["resources"]["analysis_mem_mb"],

@@ -55,8 +55,7 @@ rule supercell_bands:
     benchmark:
         f"{OUT}/benchmarks/supercell_bands_{{n}}x{{n}}.tsv",
     params:
-        cfg=stage_params("supercell_bands", drop=("thermal.ml_supercells", "thermal.train_samples",
-                                                  "bands.dft_check_samples")),
+        cfg=stage_params("supercell_bands"),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     threads: config["resources"]["bands_threads"]
     resources:

@@ -10,7 +10,7 @@ rule structure:
     benchmark:
         f"{OUT}/benchmarks/structure.tsv",
     params:
-        cfg=stage_params("structure", drop=("system.supercell", "system.name")),
+        cfg=stage_params("structure"),
     threads: config["resources"]["dft_threads"]
     resources:
         runtime=config["resources"]["dft_runtime_min"],

@@ -1,12 +1,14 @@
-"""Configuration: one JSON Schema (``config.schema.yaml``) defines every key, its type, unit,
-default and bounds. Snakemake validates the config with it at parse time (``workflow/rules/common.smk``),
-and every ``mlepi`` command validates again what it is given, with the same code, so the two views cannot
-drift apart. Unknown keys are errors; missing keys take the schema default.
+"""Configuration: one JSON Schema (``config.schema.yaml``) defines every key, its type, unit, default, bounds
+and the stages that read it (``x-stages``). Snakemake validates the config with it at parse time
+(``workflow/rules/common.smk``) and passes each rule the keys its stage reads (:func:`stage_params`); every
+stage's ``run()`` takes its config through :func:`stage_config`, with the same code, so the views cannot drift
+apart. Unknown keys are errors; missing keys take the schema default.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -14,15 +16,24 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from mlepi.errors import MlepiError
+
 SCHEMA_PATH = Path(str(resources.files("mlepi.config") / "config.schema.yaml"))
+STAGES_KEYWORD = "x-stages"  # the schema's annotation of which stages read a key
 
 
-class ConfigError(ValueError):
+class ConfigError(MlepiError, ValueError):
     """A config file or section is missing, malformed or violates the schema."""
 
 
-def schema() -> dict:
+@functools.cache
+def _parsed_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema() -> dict:
+    """The config's JSON Schema (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def _with_defaults(validator_class):
@@ -110,7 +121,17 @@ def validate(config: dict, sections: list[str] | None = None, source: str = "con
             # (from the message: filling defaults has since put an empty section into err.instance)
             hint = f"add a '{err.message.split(chr(39))[1]}:' section; see config/config.yaml"
         raise ConfigError(f"{source}: field '{where}': {err.message}" + (f" ({hint})" if hint else ""))
+    _check_relations(config, source)
     return config
+
+
+def _check_relations(config: dict, source: str) -> None:
+    """Bounds between keys, which a JSON Schema cannot state (the A(k, E) grid's ends are kept apart by their own
+    bounds: spectral_emin_eV <= 0 < spectral_emax_eV)."""
+    bands = config.get("bands") or {}
+    low, high = "slope_q_min_1_A", "k_range_1_A"
+    if low in bands and high in bands and bands[low] >= bands[high]:
+        raise ConfigError(f"{source}: field 'bands.{low}' = {bands[low]} must be below bands.{high} = {bands[high]}")
 
 
 def load(path) -> dict:
@@ -140,31 +161,66 @@ def validate_workflow(config: dict, files=()) -> dict:
     return config
 
 
-def stage_params(config: dict, sections: list[str], drop: tuple[str, ...] = ()) -> str:
-    """The sections a stage needs, as the canonical JSON a Snakemake rule passes on the command line.
+def _stage_table() -> dict[str, dict[str, list[str]]]:
+    """stage -> {section: [keys it reads]}, in schema order, from the schema's ``x-stages`` annotations."""
+    table: dict[str, dict[str, list[str]]] = {}
+    for section, prop in schema()["properties"].items():
+        for key, sub in prop["properties"].items():
+            for stage in sub[STAGES_KEYWORD]:
+                table.setdefault(stage, {}).setdefault(section, []).append(key)
+    return table
 
-    Snakemake reruns a rule when this string changes, and only then (rule ``params``). ``drop`` lists
-    ``section.key`` entries the rule does not read (they take their schema default when re-validated), so
-    that, e.g., changing the number of inference samples does not rerun the DFT of training samples.
+
+def stage_keys(stage: str) -> dict[str, list[str]]:
+    """The config keys ``stage`` reads, ``{section: [key, ...]}`` (the ``x-stages`` of every key in the schema).
+
+    Stages are the ``mlepi`` commands that take a config (``thermal`` as ``thermal_train``, ``thermal_infer`` and
+    ``thermal_special`` by purpose) and ``workflow``, the Snakefile itself.
     """
-    selected = {name: dict(config[name]) for name in sections}
-    for entry in drop:
-        section, key = entry.split(".")
-        selected[section].pop(key)
-    return json.dumps(selected, sort_keys=True)
+    table = _stage_table()
+    if stage not in table:
+        raise ConfigError(f"no config key is read by stage {stage!r}; stages that read keys: {sorted(table)}")
+    return table[stage]
 
 
-def from_params(text: str, sections: list[str]) -> dict:
-    """Parse and validate the JSON that :func:`stage_params` produced."""
+def stage_config(stage: str, config: dict | None = None, source: str = "config") -> dict:
+    """What ``stage`` reads of ``config``: ``{section: {key: value}}`` with exactly :func:`stage_keys`, validated.
+
+    ``config`` may be a whole config or any part of one (missing sections and keys take the schema defaults);
+    every key it gives is checked, so a misspelt key is an error even where the stage would not read it. This
+    is the one way every stage's ``run()`` takes its configuration.
+    """
+    given = {name: dict(value or {}) for name, value in (config or {}).items()}
+    unknown = sorted(set(given) - set(schema()["properties"]))
+    if unknown:
+        raise ConfigError(f"{source}: unknown sections {unknown}; known: {sorted(schema()['properties'])}")
+    keys = stage_keys(stage)
+    validate(given, sorted(set(given) | set(keys)), source=source)
+    return {section: {key: given[section][key] for key in names} for section, names in keys.items()}
+
+
+def section_config(name: str, section: dict | None = None, source: str = "config") -> dict:
+    """One section, validated and completed with the schema defaults (e.g. a model's ``model`` section)."""
+    return validate({name: dict(section or {})}, [name], source=source)[name]
+
+
+def stage_params(config: dict, stage: str) -> str:
+    """What ``stage`` reads of the (validated) workflow config, as the canonical JSON a Snakemake rule passes.
+
+    Snakemake reruns a rule when its params change, and only then: the keys a stage does not read are not in
+    the string, so changing them does not rerun it.
+    """
+    keys = stage_keys(stage)
+    return json.dumps({section: {key: config[section][key] for key in names} for section, names in keys.items()},
+                      sort_keys=True)
+
+
+def parse_params(text: str) -> dict:
+    """The JSON of :func:`stage_params` (``mlepi STAGE --params``) as a dict; validation is the stage's."""
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"--params is not valid JSON: {err}") from None
     if not isinstance(config, dict):
         raise ConfigError("--params must be a JSON object of config sections")
-    return validate(config, sections, source="--params")
-
-
-def section_defaults(name: str) -> dict:
-    """The schema defaults of one section (what a stage uses when given no config)."""
-    return validate({}, [name], source="defaults")[name]
+    return config

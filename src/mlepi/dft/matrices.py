@@ -26,16 +26,21 @@ import math
 
 import numpy as np
 from ase.units import Bohr, Ha
+from gpaw.dft import Parameters
+from gpaw.mpi import world
+from gpaw.new.logger import Logger
 
-from mlepi.geometry import neighbors
+from mlepi.dft.calculator import grid_points
+from mlepi.errors import MlepiError
 from mlepi.formats.frames import orbital_counts
+from mlepi.geometry import neighbors
 
 log = logging.getLogger(__name__)
 
 _IMAG_TOLERANCE = 1e-6  # eV: H(R) of a complete k mesh is real to rounding; more means a broken mesh
 
 
-class BlockAliasingError(ValueError):
+class BlockAliasingError(MlepiError, ValueError):
     """The k mesh of the block extraction cannot separate the lattice vectors in the support of H."""
 
 
@@ -272,3 +277,28 @@ def extract_blocks(gpaw, atoms, kpts_blocks=None, txt=None, diagnostics: dict | 
         diagnostics.update(block_kmesh=list(layout["mesh"]), block_tail_max_abs_H=tail)
     edge_index = np.stack([layout["i"], layout["j"]]).astype(np.int64)
     return edge_index, layout["R"], H, S, basis
+
+
+def overlap_blocks(atoms, dft_cfg: dict, supercell=(1, 1)):
+    """The exact overlap blocks S(R) of a structure in the LCAO basis, without an SCF (seconds).
+
+    S depends only on the positions and the basis (two-centre integrals plus GPAW's PAW projector term),
+    so GPAW builds it when it sets up a calculation; no density is needed. Returns ``(edge_index,
+    cell_shift, S, basis)`` in the layout of :func:`extract_blocks`.
+    """
+    def builder(kpts):
+        # GPAW's component builder, not a calculator: the overlap needs the setups and the two-centre
+        # integrals only, so the density guess and its potential (60 % of a calculator's set-up) are skipped.
+        params = Parameters(mode="lcao", basis=dft_cfg["basis"], xc=dft_cfg["xc"], symmetry="off",
+                            kpts={"size": kpts, "gamma": True}, gpts=grid_points(atoms, dft_cfg, supercell))
+        return params.dft_component_builder(atoms, log=Logger(None, world))
+
+    probe = builder((1, 1, 1))  # setups and GPAW's wrapped positions, to choose the mesh
+    basis = basis_description(probe.setups, atoms)
+    layout = block_layout(atoms, basis, probe.relpos_ac, dft_cfg["kpts_blocks"])
+    mesh = builder(layout["mesh"])
+    wfs_k = list(mesh.create_ibz_wave_functions(mesh.create_basis_set(), potential=None))
+    S_kMM = np.array([np.array(wfs.S_MM.data) for wfs in wfs_k])
+    k_kc = np.array([np.array(wfs.kpt_c) for wfs in wfs_k])
+    ((S, _),), _ = real_space_blocks(layout, k_kc, S_kMM)
+    return np.stack([layout["i"], layout["j"]]).astype(np.int64), layout["R"], S, basis

@@ -98,7 +98,9 @@ def gpaw_world():
         the tasks without PMI; either way each rank would compute and write the same result alone.
     """
     prepare()
-    from gpaw.mpi import world
+    from gpaw.mpi import (
+        world,  # only after prepare(): GPAW picks its MPI backend when gpaw.mpi is first imported
+    )
 
     ranks = launched_ranks()
     if ranks is not None and world.size != ranks:

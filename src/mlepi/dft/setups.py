@@ -7,8 +7,14 @@ conda environments), so no download happens at run time.
 
 from __future__ import annotations
 
+from gpaw import setup_paths
+from gpaw.setup_data import search_for_file
+from gpaw.xc import XC
 
-class SetupsNotFoundError(FileNotFoundError):
+from mlepi.errors import MlepiError
+
+
+class SetupsNotFoundError(MlepiError, FileNotFoundError):
     """GPAW's PAW setup or basis-set file for an element is not installed."""
 
 
@@ -20,10 +26,6 @@ def basis_file_name(basis: str) -> str:
 def check_setups(symbols, xc: str, basis: str) -> None:
     """Raise :class:`SetupsNotFoundError`, naming element, file and search path, for the first PAW setup (of
     functional ``xc``) or basis file (``basis``) of ``symbols`` that GPAW cannot find."""
-    from gpaw import setup_paths
-    from gpaw.setup_data import search_for_file
-    from gpaw.xc import XC
-
     setup_name = XC(xc).get_setup_name()
     for symbol in sorted(set(symbols)):
         for name, what in ((f"{symbol}.{setup_name}", f"PAW setup ({setup_name})"),

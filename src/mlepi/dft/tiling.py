@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from mlepi.formats.frames import Frame
-from mlepi.geometry.neighbors import block_edges
 from mlepi.formats.structures import StructureFileError
-from mlepi.electrons.unfold import map_supercell
+from mlepi.geometry.neighbors import block_edges
+from mlepi.geometry.supercell import SupercellError, map_supercell
 
 
 class TilingError(StructureFileError):
@@ -24,10 +24,10 @@ class TilingError(StructureFileError):
 
 
 def supercell_map(primitive, supercell, name: str):
-    """:func:`mlepi.electrons.unfold.map_supercell` within 1e-6 Å, or a :class:`TilingError` that names ``name``."""
+    """:func:`mlepi.geometry.supercell.map_supercell` within 1e-6 Å, or a :class:`TilingError` that names ``name``."""
     try:
         return map_supercell(primitive, supercell, tol=1e-6)
-    except ValueError as err:
+    except SupercellError as err:
         raise TilingError(f"{name}: not an undisplaced supercell of the primitive cell: {err}") from None
 
 
@@ -46,8 +46,9 @@ def tile_frame(frame: Frame, basis: dict, supercell, name: str, info: dict | Non
     Raises
     ------
     TilingError
-        If the supercell's atoms are not lattice translates of the frame's (:func:`mlepi.electrons.unfold.map_supercell`,
-        within 1e-6 Å), or an edge of the supercell has no edge in the primitive frame.
+        If the supercell's atoms are not lattice translates of the frame's
+        (:func:`mlepi.geometry.supercell.map_supercell`, within 1e-6 Å), or an edge of the supercell has no edge in
+        the primitive frame.
     """
     mapping = supercell_map(frame, supercell, name)
     (i, j), R = block_edges(supercell.numbers, supercell.positions, supercell.cell[:], supercell.pbc, basis)

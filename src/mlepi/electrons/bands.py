@@ -26,13 +26,26 @@ import h5py
 import numpy as np
 
 from mlepi import figures
+from mlepi.config import stage_config
+from mlepi.config.bands import BandsConfig
 from mlepi.electrons import swmcc
-from mlepi.config.bands import BandsConfig, BandsError, WindowWeightError, config_schema  # noqa: F401 (re-exported)
+from mlepi.electrons.unfold import spectral_function, unfold
+from mlepi.errors import MlepiError
 from mlepi.formats.frames import FramesFile, FramesFileError
 from mlepi.formats.provenance import atomic_path, record, write_csv, write_json
-from mlepi.electrons.unfold import map_supercell, spectral_function, unfold
+from mlepi.formats.structures import read_structure
+from mlepi.geometry.supercell import map_supercell
 
 log = logging.getLogger(__name__)
+
+
+class BandsError(MlepiError, ValueError):
+    """The band analysis cannot proceed (inputs inconsistent with each other or with the config)."""
+
+
+class WindowWeightError(BandsError):
+    """One sample's four pi bands do not carry four states of unfolded weight inside the band window."""
+
 
 SCHEMA = "mlepi.bands"
 SPECTRAL_SCHEMA = "mlepi.spectral"
@@ -404,22 +417,35 @@ def csv_row(result: dict) -> dict:
 
 
 def _read_structure(structure):
-    if hasattr(structure, "get_positions"):
-        return structure
-    from mlepi.formats.structures import read_structure
-
-    return read_structure(structure)
-
-
-def _check_temperature(frame, T: float, source) -> None:
-    """A frame that records its temperature must be filed under that temperature."""
-    recorded = frame.info.get("temperature_K")
-    if recorded is not None and abs(float(recorded) - T) > 1e-6:
-        raise BandsError(f"{source}: frame {frame.name!r} was sampled at {recorded} K but is filed under {T} K")
+    return structure if hasattr(structure, "get_positions") else read_structure(structure)
 
 
 def _frames_sources(paths) -> list[Path]:
     return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+
+
+def samples_by_temperature(frames_paths) -> tuple[dict[float, list], dict[float, list[str]]]:
+    """The frames of ``frames_paths`` grouped by the temperature each records (``info['temperature_K']``, which
+    the thermal stage writes into every sample and ``dft`` and ``infer`` carry into its frame), ascending:
+    ({T: [(frame, basis, source)]}, {T: [frames files]}). Every file must be in the same basis."""
+    jobs, files, basis_seen = {}, {}, None
+    for source in _frames_sources(frames_paths):
+        frames = FramesFile(source)
+        if basis_seen is not None and frames.basis != basis_seen:
+            raise FramesFileError(f"{source}: basis differs from the other frames files")
+        basis_seen = frames.basis
+        for frame in frames:
+            recorded = frame.info.get("temperature_K")
+            if recorded is None:
+                raise BandsError(f"{source}: frame {frame.name!r} records no temperature (info 'temperature_K'); "
+                                 "analyse thermal samples of `mlepi thermal`, or frames that carry their info")
+            T = float(recorded)
+            jobs.setdefault(T, []).append((frame, frames.basis, str(source)))
+            if str(source) not in files.setdefault(T, []):
+                files[T].append(str(source))
+    if not jobs:
+        raise BandsError(f"no frames in {[str(p) for p in _frames_sources(frames_paths)]}")
+    return {T: jobs[T] for T in sorted(jobs)}, files
 
 
 def setup(primitive, supercell, cfg: BandsConfig):
@@ -442,31 +468,33 @@ def parallel_map(workers: int):
         yield pool.map
 
 
-def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_dir, *,
-        with_figures: bool = True, window_center: float | None = None, workers: int = 1) -> dict:
+def run(frames_paths, primitive, supercell, out_dir, config: dict | None = None, *, with_figures: bool = True,
+        reference=None, workers: int = 1) -> dict:
     """Run the band analysis; write ``vf.csv``, ``bands.json``, ``spectral.h5`` and figures to ``out_dir``.
 
     Parameters
     ----------
-    frames_paths_by_T : dict[float, path or list of paths]
-        Temperature (K) → frames file(s) (``docs/data.md``); every frame with H, S blocks is one thermal
-        sample of the supercell, its atoms in the order of ``supercell``.
+    frames_paths : path or list of paths
+        Frames files (``docs/data.md``); every frame with H, S blocks is one thermal sample of the supercell, its
+        atoms in the order of ``supercell``, and records its temperature (:func:`samples_by_temperature`): one
+        analysis per temperature found, ascending.
     primitive : path or ase.Atoms
         The 4-atom AB bilayer primitive cell (extended XYZ, ``mlepi.formats.structures``; the ``structure``
         stage's ``primitive.extxyz``).
     supercell : path or ase.Atoms
         The undisplaced reference supercell the samples were displaced from, atoms in the order of the
         frames (the ``displace`` stage's ``pristine.extxyz``).
-    config : dict
-        The ``bands`` config section (:class:`BandsConfig`); missing keys take their defaults.
     out_dir : path
         Output folder (created).
+    config : dict, optional
+        Config sections (:func:`mlepi.config.stage_config`); the stage reads the ``bands`` section
+        (:class:`mlepi.config.bands.BandsConfig`); missing keys take their defaults.
     with_figures : bool
         Also draw the three figures (default); False skips them (tests, quick looks).
-    window_center : float, optional
-        Centre (eV) of the band window, e.g. the DFT Fermi level of the pristine supercell. Default: found
-        per sample by counting electrons at K, which a model H with states in the near-null space of S can
-        throw far off (docs/bands.md).
+    reference : path, optional
+        The DFT frames file of the pristine supercell: its Fermi level centres the band window of every sample.
+        Default: the centre is found per sample by counting electrons at K, which a model H with states in the
+        near-null space of S can throw far off (docs/bands.md).
     workers : int
         Processes that unfold samples, then fit the temperatures, in parallel (results do not depend on it).
 
@@ -475,47 +503,38 @@ def run(frames_paths_by_T: dict, primitive, supercell, config: dict | None, out_
     dict
         The content of ``bands.json``.
     """
-    cfg = BandsConfig.from_dict(config)
+    cfg = BandsConfig.from_section(stage_config("bands", config)["bands"])
     out_dir = Path(out_dir)
     geometry, mapping, path, energy_grid = setup(primitive, supercell, cfg)
-    samples_by_T, rejected_by_T, basis_seen = {}, {}, None
+    jobs_by_T, files_by_T = samples_by_temperature(frames_paths)
+    window_center = FramesFile(reference)[0].fermi_level if reference is not None else None
+    samples_by_T, rejected_by_T = {}, {}
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
     with parallel_map(workers) as run_all:
-        for T in sorted(frames_paths_by_T, key=float):
-            jobs = []
-            for source in _frames_sources(frames_paths_by_T[T]):
-                frames = FramesFile(source)
-                if basis_seen is not None and frames.basis != basis_seen:
-                    raise FramesFileError(f"{source}: basis differs from the other frames files")
-                basis_seen = frames.basis
-                for frame in frames:
-                    _check_temperature(frame, float(T), source)
-                    jobs.append((frame, frames.basis, str(source)))
+        for T, jobs in jobs_by_T.items():
             # Samples are independent: with several workers they are unfolded in parallel, results in order.
             outcomes = list(run_all(analyse, jobs))
             samples = [out for out in outcomes if isinstance(out, SampleBands)]
             rejected = [out for out in outcomes if not isinstance(out, SampleBands)]
             for out in rejected:
-                log.warning("bands: T = %s K: sample left out: %s", T, out["reason"])
+                log.warning("bands: T = %g K: sample left out: %s", T, out["reason"])
             n_total = len(samples) + len(rejected)
-            if not n_total:
-                raise BandsError(f"no frames for T = {T} K in {frames_paths_by_T[T]}")
             if len(rejected) > cfg.max_rejected_fraction * n_total or not samples:
-                raise BandsError(f"T = {T} K: {len(rejected)} of {n_total} samples have no clean four-band window "
+                raise BandsError(f"T = {T:g} K: {len(rejected)} of {n_total} samples have no clean four-band window "
                                  f"(more than bands.max_rejected_fraction = {cfg.max_rejected_fraction}); first: "
                                  f"{rejected[0]['reason']}")
-            log.info("bands: T = %s K, %d samples (%d left out)", T, len(samples), len(rejected))
+            log.info("bands: T = %g K, %d samples (%d left out)", T, len(samples), len(rejected))
             samples_by_T[T], rejected_by_T[T] = samples, rejected
         # The temperatures' fits and bootstraps (seeded per temperature) are independent too: in parallel, the
         # same results as in series.
         results = list(run_all(functools.partial(analyse_temperature, path=path, geometry=geometry, cfg=cfg),
-                               map(float, samples_by_T), samples_by_T.values()))
+                               samples_by_T, samples_by_T.values()))
     spectra = {}
     for T, result in zip(samples_by_T, results):
         result["rejected_samples"] = rejected_by_T[T]
-        result["frames_files"] = [str(p) for p in _frames_sources(frames_paths_by_T[T])]
-        spectra[float(T)] = np.mean([s.spectral for s in samples_by_T[T]], axis=0)
+        result["frames_files"] = files_by_T[T]
+        spectra[T] = np.mean([s.spectral for s in samples_by_T[T]], axis=0)
     cfg_dict = asdict(cfg)
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "units": UNITS, "config": cfg_dict,

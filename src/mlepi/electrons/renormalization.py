@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from mlepi import figures
+from mlepi.config import stage_config
+from mlepi.config.bands import BandsConfig
 from mlepi.electrons.bands import (
     N_BANDS,
-    BandsConfig,
     BandsError,
     analyse_sample,
     fit_bands,
@@ -65,7 +66,7 @@ def read_bands_summary(path) -> dict:
         raise BandsError(f"{path}: not a readable bands.json ({err}); rerun `mlepi bands`") from None
     if document.get("schema") != "mlepi.bands" or not all(
             "sample_bands_eV" in r for r in document.get("temperatures", [])):
-        raise BandsError(f"{path}: not a bands.json with per-sample bands (schema mlepi.electrons.bands); rerun `mlepi bands`")
+        raise BandsError(f"{path}: not a bands.json with per-sample bands (schema mlepi.bands); rerun `mlepi bands`")
     return document
 
 
@@ -213,12 +214,13 @@ def crosscheck_rows(pairs: list[tuple], analysed: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["T_K"], r["sample_index"]))
 
 
-def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path, static_ml_path, static_dft_path,
-        out_dir, *, special_paths=(), check_dft_paths=(), infer_paths=(), with_figures: bool = True,
-        workers: int = 1) -> dict:
+def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, static_dft_path, out_dir,
+        config: dict | None = None, *, special_paths=(), check_dft_paths=(), infer_paths=(),
+        with_figures: bool = True, workers: int = 1) -> dict:
     """Write ``renormalization.csv``, ``crosscheck.csv``, ``renormalization.json`` and two figures to ``out_dir``.
 
-    ``config``: the ``bands`` section (the same as the band analyses'). ``bands_path``, ``bands_linear_path``:
+    ``config``: config sections (:func:`mlepi.config.stage_config`); the stage reads the ``bands`` section, as
+    the band analyses do. ``bands_path``, ``bands_linear_path``:
     ``bands.json`` of the full and the linearized samples. ``static_ml_path``, ``static_dft_path``: frames
     files of the pristine supercell (HedgeNet, DFT); the DFT Fermi level centres the band window of every
     HedgeNet structure, as in ``mlepi bands --reference``. ``special_paths``: HedgeNet frames of the special
@@ -226,7 +228,7 @@ def run(config: dict | None, primitive, supercell, bands_path, bands_linear_path
     temperature and sample index to the frames of ``infer_paths``. ``workers``: processes that analyse these
     single structures in parallel (results do not depend on it).
     """
-    cfg = BandsConfig.from_dict(config)
+    cfg = BandsConfig.from_section(stage_config("renormalization", config)["bands"])
     out_dir = Path(out_dir)
     analysis = Analysis(primitive, supercell, cfg)
     full, linear = read_bands_summary(bands_path), read_bands_summary(bands_linear_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+import scipy.sparse.linalg
 
 from mlepi.formats.frames import Frame, orbital_counts
 
@@ -119,8 +120,6 @@ def eigenvalues_near(frame: Frame, basis: dict, k, sigma: float, n_states: int, 
     memory for all states while only those near the Fermi level are wanted. With ``eigvecs``, also the
     S-normalised eigenvectors ``[n_orb, n_states]``.
     """
-    import scipy.sparse.linalg
-
     H, S = bloch_sum_sparse(frame, basis, k)
     H = 0.5 * (H + H.conj().T)  # Hermitian to rounding, as in eigh_generalized
     S = 0.5 * (S + S.conj().T)

@@ -30,17 +30,25 @@ from pathlib import Path
 
 import numpy as np
 
+from mlepi.config import stage_config
+from mlepi.config.bands import BandsConfig
+from mlepi.electrons.renormalization import Analysis
+from mlepi.evaluation.metrics import (
+    EIG_WINDOW_EV,
+    nearest_eigenvalue_mae,
+    point_eigenvalues,
+)
+from mlepi.evaluation.parity import held_out_errors
+from mlepi.figures import plot_learning_curves
 from mlepi.formats import provenance
-from mlepi.evaluation.metrics import EIG_WINDOW_EV, nearest_eigenvalue_mae, point_eigenvalues
 from mlepi.formats.frames import FramesFile, FramesFileError
+from mlepi.ml.completion import blocks_on_edges
+from mlepi.ml.infer import predict_frames
+from mlepi.ml.model import HedgeNet
 
 
 def evaluate(model_path, dataset, frames=None) -> dict:
     """Held-out errors of one model (see the module docstring) on its validation frames, or on ``frames``."""
-    from mlepi.ml.completion import blocks_on_edges
-    from mlepi.ml.model import HedgeNet
-    from mlepi.evaluation.parity import held_out_errors
-
     model = HedgeNet.load(model_path)
     summary, dft_frames, predicted, _ = held_out_errors(model, dataset, model_path, frames)
     by_point = {(p, aligned): [] for p in "GKM" for aligned in (False, True)}
@@ -82,17 +90,11 @@ def read_test_frames(paths, dataset: FramesFile) -> list:
     return frames
 
 
-def static_vf(model_path, dataset: FramesFile, primitive, bands_cfg: dict | None) -> dict:
+def static_vf(model_path, dataset: FramesFile, primitive, cfg: BandsConfig) -> dict:
     """v_F (1e6 m/s) of the dataset's pristine supercell from HedgeNet's H and from DFT's, both with DFT's S, by
     the band analysis of the ``renormalization`` stage (its static lattice): the physical quantity the blocks
     are for. It sums every hopping of the supercell with its Bloch phase, so it sees systematic errors that
     an element-wise MAE averages away (benchmarks/NOTES.md §17)."""
-    from mlepi.config.bands import BandsConfig
-    from mlepi.ml.completion import blocks_on_edges
-    from mlepi.ml.infer import predict_frames
-    from mlepi.ml.model import HedgeNet
-    from mlepi.electrons.renormalization import Analysis
-
     if "pristine" not in dataset.names:
         raise FramesFileError(f"{dataset.path}: no frame named 'pristine' (the undisplaced supercell) for the "
                               "static-lattice v_F; run without --primitive")
@@ -100,21 +102,21 @@ def static_vf(model_path, dataset: FramesFile, primitive, bands_cfg: dict | None
     ml = predict_frames(HedgeNet.load(model_path), [dft.to_atoms()], ["pristine"], fermi_level=False,
                         overlap="model")[0]
     ml.S = blocks_on_edges(dft.edge_index, dft.cell_shift, dft.S, ml, "DFT pristine overlap")
-    analysis = Analysis(primitive, dft.to_atoms(), BandsConfig.from_dict(bands_cfg))
+    analysis = Analysis(primitive, dft.to_atoms(), cfg)
     vf = {source: analysis.single(frame, dataset.basis, dft.fermi_level, source)["vf_1e6_m_s"]
           for source, frame in (("dft", dft), ("ml", ml))}
     return {"vf_static_dft_1e6_m_s": vf["dft"], "vf_static_ml_1e6_m_s": vf["ml"],
             "vf_static_rel_err": vf["ml"] / vf["dft"] - 1}
 
 
-def run(model_path, dataset_path, out_path, *, ablation_path=None, phonons_ml_path=None, test_paths=(),
-        primitive=None, bands_cfg=None) -> dict:
+def run(model_path, dataset_path, out_path, config: dict | None = None, *, ablation_path=None,
+        phonons_ml_path=None, test_paths=(), primitive=None) -> dict:
     """Evaluate the model (and its ablation) and write ``out_path`` (JSON) with the learning curves beside it
     (``out_path`` with suffix ``.png``, from the ``metrics.csv`` next to each model). With ``test_paths``
     (frames files), the same errors on their frames go under ``test``; with ``primitive`` (path or Atoms), the
-    static-lattice v_F of both models (:func:`static_vf`, ``bands_cfg``: the bands config section)."""
-    from mlepi.figures import plot_learning_curves
-
+    static-lattice v_F of both models (:func:`static_vf`). ``config``: config sections
+    (:func:`mlepi.config.stage_config`); the stage reads the ``bands`` section, for the static-lattice v_F."""
+    bands_cfg = BandsConfig.from_section(stage_config("accuracy", config)["bands"])
     dataset = FramesFile(dataset_path)
     tests = read_test_frames(test_paths, dataset)  # refused before any work
     main = evaluate(model_path, dataset)

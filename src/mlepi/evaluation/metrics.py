@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlepi.geometry.bz import hexagonal_points
-from mlepi.formats.frames import Frame, FramesFile, FramesFileError, orbital_counts
 from mlepi.electrons.tb import eigenvalues
+from mlepi.formats.frames import Frame, FramesFile, FramesFileError, orbital_counts
+from mlepi.geometry.bz import hexagonal_points
 
 EIG_WINDOW_EV = 1.0
 

@@ -19,16 +19,29 @@ inference), so the figure shows the error of the predicted H alone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from mlepi.electrons.unfold import unfold
+from mlepi.evaluation.metrics import (
+    EIG_WINDOW_EV,
+    _edge_keys,
+    block_mae,
+    nearest_eigenvalue_mae,
+)
+from mlepi.figures import plot_band_structure, plot_parity
 from mlepi.formats import provenance
-from mlepi.ml import wigner
-from mlepi.geometry.bz import hexagonal_path
-from mlepi.evaluation.metrics import EIG_WINDOW_EV, _edge_keys, block_mae, nearest_eigenvalue_mae
 from mlepi.formats.frames import Frame, FramesFile, FramesFileError, orbital_counts
+from mlepi.formats.structures import read_structure
+from mlepi.geometry.bz import hexagonal_path
+from mlepi.geometry.supercell import map_supercell
+from mlepi.ml import wigner
+from mlepi.ml.completion import blocks_on_edges
 from mlepi.ml.graph import INTER, edge_type
+from mlepi.ml.infer import predict_frames
+from mlepi.ml.model import HedgeNet
 
 BAND_PATH = ("G", "M", "K", "G")
 BAND_PATH_POINTS = 60
@@ -59,9 +72,6 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
     Fermi level is the energy zero. Each HedgeNet frame takes the S of its DFT frame (GPAW's exact overlap
     for the same positions, which inference would compute again), so only the error of H shows.
     """
-    from mlepi.ml.completion import blocks_on_edges
-    from mlepi.electrons.unfold import map_supercell, unfold
-
     mapping = map_supercell(primitive, reference)
     kpts, dist, ticks = hexagonal_path(np.array(primitive.cell), BAND_PATH, BAND_PATH_POINTS)
     result = {"k_distance_1_A": dist, "ticks_1_A": ticks, "labels": list(BAND_PATH),
@@ -79,10 +89,6 @@ def band_structures(pairs: list[tuple[Frame, Frame]], basis: dict, primitive, re
 def rotation_covariance(model, atoms_list, predicted: list[Frame], basis: dict, seed: int = ROTATION_SEED) -> dict:
     """Mean |prediction(R x) - R[prediction(x)]| over structures: H blocks (meV; rotated by U_i H U_j^T) and
     forces (meV/Å), for the seeded random rotation R; ``predicted`` are the model's frames of ``atoms_list``."""
-    from dataclasses import replace
-
-    from mlepi.ml.infer import predict_frames
-
     rotation = wigner.random_rotation(seed)
     names = [f.name for f in predicted]
     turned = predict_frames(model, [wigner.rotated_atoms(a, rotation) for a in atoms_list], names,
@@ -101,8 +107,6 @@ def held_out_errors(model, dataset: FramesFile, model_path="model", frames=None)
     set in ``dataset``'s basis): the error summary (forces, H overall, intra- and inter-layer), the DFT and
     predicted frames, and the parity arrays (forces DFT/model, H DFT/model, inter-layer flag). The predicted
     frames carry the model's own S (S is not compared)."""
-    from mlepi.ml.infer import predict_frames
-
     if frames is None:
         names = model.metadata.get("validation_frames") or []
         if not names:
@@ -137,19 +141,12 @@ def run(model_path, dataset_path, out_dir, primitive=None) -> dict:
 
     With ``primitive`` (path or ase.Atoms of the primitive cell), also ``bands_ml_vs_dft.png``.
     """
-    from mlepi.figures import plot_parity
-    from mlepi.ml.infer import predict_frames
-    from mlepi.ml.model import HedgeNet
-
     model = HedgeNet.load(model_path)
     dataset = FramesFile(dataset_path)
     summary, dft_frames, predicted, arrays = held_out_errors(model, dataset, model_path)
     summary["provenance"] = provenance.record(None, model=str(model_path), dataset=str(dataset_path))
     out_dir = Path(out_dir)
     if primitive is not None:
-        from mlepi.figures import plot_band_structure
-        from mlepi.formats.structures import read_structure
-
         if isinstance(primitive, (str, Path)):
             primitive = read_structure(primitive)
         if "pristine" not in dataset.names:

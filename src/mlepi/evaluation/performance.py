@@ -22,14 +22,28 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import platform
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from ase.build import make_supercell
+from torch_geometric.data import Batch
+from tqdm import tqdm
 
-from mlepi.formats.frames import Frame
+from mlepi.config import ConfigError, stage_config
+from mlepi.dft.tiling import tile_frame
+from mlepi.electrons import tb
+from mlepi.figures import plot_performance, plot_performance_gpu
+from mlepi.formats.frames import Frame, FramesFile
+from mlepi.formats.provenance import record, write_json
+from mlepi.formats.structures import read_structure
+from mlepi.ml.completion import exact_overlap
+from mlepi.ml.infer import BATCH_ATOMS, structure_graph
 from mlepi.ml.memory import keep_freed_memory
-from mlepi.geometry.tiling import tile_frame
+from mlepi.ml.model import HedgeNet
 
 
 def displaced_supercell(primitive, n: int, sigma: float, seed: int):
@@ -55,11 +69,6 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 def _inference_steps(model, structures: list, *, dtype: str, device: str):
     """(graph, predict, model): building the batched graph of ``structures`` and one forward pass with forces and
     H on it, as ``mlepi infer`` does (:func:`mlepi.ml.infer.predict_frames`); on a GPU both wait for the device."""
-    import torch
-    from torch_geometric.data import Batch
-
-    from mlepi.ml.infer import structure_graph
-
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     gpu = torch.device(device).type == "cuda"
 
@@ -88,8 +97,6 @@ def time_inference(model, atoms, *, repeats: int = 3, dtype: str = "float64", th
     CPU and moved (its time includes the copy), and every timing waits for the device to finish;
     ``peak_gpu_MiB`` is the largest allocation of the forward pass.
     """
-    import torch
-
     structures = atoms if isinstance(atoms, list) else [atoms]
     if threads is not None:
         torch.set_num_threads(threads)
@@ -119,8 +126,6 @@ def alternating_time_per_atom(model, structures: list, *, rounds: int = 5, min_s
     (sizes of a sweep scatter by ±20 % here); ``ratios[r]`` is round r's time per atom of the last structure
     over the first's, and ``ratio`` their median.
     """
-    import torch
-
     if threads is not None:
         torch.set_num_threads(threads)
     calls, n_atoms = [], []
@@ -168,11 +173,6 @@ def _status_mib(field: str) -> float:
 
 def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, threads, device) -> dict:
     """One size in a fresh process: timings plus its peak resident memory, and the baseline after imports."""
-    import torch  # noqa: F401  (part of the baseline)
-
-    from mlepi.ml.model import HedgeNet
-    from mlepi.formats.structures import read_structure
-
     keep_freed_memory()  # as in mlepi infer: the warm-up's memory is reused by the timed calls
     baseline = _status_mib("VmRSS")
     model = HedgeNet.load(model_path)
@@ -184,9 +184,6 @@ def _inference_job(model_path, primitive_path, n, sigma, seed, repeats, dtype, t
 
 def _alternating_job(model_path, primitive_path, sizes, sigma, seed, dtype) -> dict:
     """:func:`alternating_time_per_atom` of ``n x n`` supercells for n in ``sizes`` (run it in a fresh process)."""
-    from mlepi.ml.model import HedgeNet
-    from mlepi.formats.structures import read_structure
-
     keep_freed_memory()
     primitive = read_structure(primitive_path)
     structures = [displaced_supercell(primitive, int(n), sigma, seed) for n in sizes]
@@ -215,8 +212,6 @@ def inference_scaling(model_path, primitive_path, sizes, *, sigma: float = 0.05,
 def batch_counts(n_atoms: int) -> list:
     """How many structures of ``n_atoms`` to time together: one, a few, as many as one batch of ``mlepi infer``
     holds (:data:`mlepi.ml.infer.BATCH_ATOMS`), and four times that (does a GPU want larger batches?)."""
-    from mlepi.ml.infer import BATCH_ATOMS
-
     full = max(1, BATCH_ATOMS // n_atoms)
     return sorted({1, min(8, full), full, 4 * full})
 
@@ -227,11 +222,6 @@ def gpu_measurements(model_path, primitive_path, sizes, n: int, *, sigma: float 
     ``mlepi infer`` runs the model in (its training precision), with the speedups over ``dft_s`` (seconds of
     GPAW's SCF and forces for the ``n x n`` supercell) when given. (``device``: 'cpu' runs the same
     measurement without a GPU, for tests.)"""
-    import torch
-
-    from mlepi.ml.model import HedgeNet
-    from mlepi.formats.structures import read_structure
-
     model = HedgeNet.load(model_path)
     dtype = str(model.dtype).removeprefix("torch.")
     scaling = inference_scaling(model_path, primitive_path, sizes, sigma=sigma, seed=seed, dtype=dtype,
@@ -256,9 +246,6 @@ def run_gpu(model_path, primitive_path, out_path, figure_path, *, sizes, sigma: 
     first ``dft_sizes`` supercell gives the speedups (GPAW on that machine, HedgeNet on this GPU: the
     result says both), and its CPU scaling is drawn beside the GPU's.
     """
-    from mlepi.figures import plot_performance_gpu
-    from mlepi.formats.provenance import record, write_json
-
     cpu = json.loads(Path(cpu_results_path).read_text()) if cpu_results_path is not None else None
     dft = cpu["dft"][0] if cpu is not None else None
     n = dft["supercell"][0] if dft is not None else 3
@@ -286,6 +273,8 @@ def fit_power_law(n_atoms, seconds, min_atoms: float = 0) -> float:
 
 def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
     """Seconds of ``mlepi dft``'s work on ``atoms``: SCF + forces, and the H(R)/S(R) extraction."""
+    # GPAW (mlepi.dft) only here: the inference measurements run in fresh processes that import this module,
+    # and their baseline memory should not carry GPAW, which inference does not load.
     from mlepi.dft.scf import compute_frame
 
     atoms = atoms.copy()
@@ -299,9 +288,7 @@ def time_dft(atoms, dft_cfg: dict, supercell) -> dict:
 # ------------------------------------------------------------------------------------------- band stage
 def tiled(frame: Frame, basis: dict, m: int) -> Frame:
     """``frame`` (a pristine periodic supercell) tiled onto its ``m x m`` in-plane supercell
-    (:func:`mlepi.geometry.tiling.tile_frame`, exact for an undisplaced crystal)."""
-    from ase.build import make_supercell
-
+    (:func:`mlepi.dft.tiling.tile_frame`, exact for an undisplaced crystal)."""
     big = make_supercell(frame.to_atoms(), np.diag([m, m, 1]))
     return tile_frame(frame, basis, big, f"{frame.name}_x{m}")
 
@@ -314,8 +301,6 @@ def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: in
     same Bloch phase per small cell), so every size solves the same physical problem. Dense runs only up to
     ``dense_max_orbitals``; where both run, ``max_abs_diff_eV`` compares their states near E_F.
     """
-    from mlepi.electrons import tb
-
     results = []
     for m in multiples:
         big = tiled(frame, basis, int(m))
@@ -340,11 +325,6 @@ def eigensolver_scaling(frame: Frame, basis: dict, multiples, *, k, n_states: in
 # ------------------------------------------------------------------------------------------------ run
 def machine() -> dict:
     """The machine the numbers were measured on."""
-    import os
-    import platform
-
-    import torch
-
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
                    platform.processor())
@@ -368,8 +348,6 @@ def _scaling_summary(rows: list) -> dict:
 
 def _read_workflow_benchmark(path) -> dict:
     """The JSON of ``benchmarks/workflow.py``, checked for the keys ``run`` merges in."""
-    from mlepi.config import ConfigError
-
     try:
         workflow = json.loads(Path(path).read_text())
         missing = [k for k in ("default_workflow_wall_s", "default_workflow_peak_gib", "rules") if k not in workflow]
@@ -380,30 +358,23 @@ def _read_workflow_benchmark(path) -> dict:
     return workflow
 
 
-def run(model_path, primitive_path, pristine_path, out_path, figure_path, *, sizes, dft_sizes, band_multiples,
-        sigma: float = 0.05, seed: int = 0, workflow_path=None) -> dict:
+def run(model_path, primitive_path, pristine_path, out_path, figure_path, config: dict | None = None, *,
+        workflow_path=None) -> dict:
     """Measure what the module docstring lists; write the JSON results and the figure.
 
     Parameters
     ----------
     model_path : ``model.pt`` (``mlepi train``); primitive_path : the relaxed primitive cell (``mlepi structure``);
     pristine_path : the DFT frames file of the pristine supercell (``mlepi dft``), tiled for the band stage.
-    sizes : in-plane supercell multiples n for the inference scaling (4 n^2 atoms); dft_sizes : those for GPAW.
-    band_multiples : m for the band-stage solver on m x m copies of the pristine supercell.
+    config : config sections (:func:`mlepi.config.stage_config`); the stage reads the ``performance`` section:
+        ``sizes`` (in-plane supercell multiples n for the inference scaling, 4 n^2 atoms), ``dft_sizes`` (those
+        for GPAW), ``band_multiples`` (m for the band-stage solver on m x m copies of the pristine supercell),
+        ``displacement_A`` (the Gaussian displacements of the timed structures) and ``seed``.
     workflow_path : optional ``benchmarks/results/workflow.json`` (``benchmarks/workflow.py``) to merge in.
     """
-
-    import torch
-    from tqdm import tqdm
-
-    from mlepi.ml.completion import exact_overlap
-    from mlepi.figures import plot_performance
-    from mlepi.formats.frames import FramesFile
-    from mlepi.ml.infer import structure_graph
-    from mlepi.ml.model import HedgeNet
-    from mlepi.formats.provenance import record, write_json
-    from mlepi.formats.structures import read_structure
-
+    cfg = stage_config("performance", config)["performance"]
+    sizes, dft_sizes, band_multiples = cfg["sizes"], cfg["dft_sizes"], cfg["band_multiples"]
+    sigma, seed = cfg["displacement_A"], cfg["seed"]
     keep_freed_memory()  # for GPAW and HedgeNet alike in this process (mlepi.ml.memory)
     # Every input is read before the first timing, so a bad one fails in seconds, not after the benchmark.
     primitive = read_structure(primitive_path)

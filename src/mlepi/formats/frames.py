@@ -22,7 +22,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from ase import Atoms
 
+from mlepi.errors import MlepiError
 from mlepi.formats.provenance import atomic_path
 
 SCHEMA = "mlepi.frames"
@@ -35,7 +37,7 @@ _GEOMETRY = ("positions", "cell", "pbc", "numbers", "layer")
 _OPTIONAL = ("energy", "forces", "fermi_level", "edge_index", "cell_shift", "H", "S")
 
 
-class FramesFileError(ValueError):
+class FramesFileError(MlepiError, ValueError):
     """A frames file is missing, foreign, of another schema version, or lacks a field."""
 
 
@@ -64,8 +66,6 @@ class Frame:
 
     def to_atoms(self):
         """The geometry as an ``ase.Atoms`` (layer index in ``atoms.arrays['layer']``)."""
-        from ase import Atoms
-
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         atoms.set_array("layer", np.asarray(self.layer, dtype=int))
         return atoms

@@ -8,15 +8,22 @@ so that a killed job never leaves a half-written output that Snakemake or a read
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import ase.io
+import h5py
+
+from mlepi.errors import MlepiError
 
 _PACKAGES = ("mlepi", "numpy", "scipy", "ase", "gpaw", "phonopy", "torch", "torch_geometric", "h5py", "dftd3")
 
@@ -125,9 +132,6 @@ def write_json(path, data: dict) -> None:
 def write_csv(path, rows, columns) -> None:
     """Write a CSV table atomically: ``columns`` in order (other keys of a row ignored), floats as ``%.10g``,
     missing values and None as empty fields."""
-    import csv
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -137,27 +141,24 @@ def write_csv(path, rows, columns) -> None:
         tmp.write_text(buffer.getvalue())
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(MlepiError, ValueError):
     """A file carries no provenance record mlepi can read."""
 
 
 def _from_hdf5(path):
-    import h5py
-
     with h5py.File(path, "r") as h5:
         text = h5.attrs.get("provenance")
         return str(h5.attrs.get("schema", "hdf5")), json.loads(text) if text is not None else None
 
 
 def _from_extxyz(path):
-    import ase.io
-
     info = ase.io.read(path, index=0, format="extxyz").info
     text = info.get("provenance")
     return str(info.get("schema", "extxyz")), json.loads(text) if isinstance(text, str) else text
 
 
 def _from_torch(path):
+    # torch (1-4 s to import) only for .pt files: `mlepi inspect` of frames and JSON files should not wait for it
     from mlepi.formats.torch_files import read_torch_file
 
     state = read_torch_file(path, None, "a model or checkpoint written by mlepi")

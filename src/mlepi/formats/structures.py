@@ -14,13 +14,15 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
+from mlepi.errors import MlepiError
 from mlepi.formats.provenance import atomic_path
+from mlepi.geometry.layers import assign_layers
 
 SCHEMA = "mlepi.structure"
 SCHEMA_VERSION = 1
 
 
-class StructureFileError(ValueError):
+class StructureFileError(MlepiError, ValueError):
     """A structure file is missing, unreadable or lacks what a stage needs."""
 
 
@@ -50,8 +52,6 @@ def write_structure(path, atoms, **info) -> None:
 
 def read_structures(path) -> list:
     """All frames of an extended-XYZ file; frames without a ``layer`` array get one by z clustering."""
-    from mlepi.geometry.layers import assign_layers
-
     path = Path(path)
     if not path.exists():
         raise StructureFileError(f"{path}: no such structure file")

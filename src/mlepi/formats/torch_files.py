@@ -1,19 +1,20 @@
-"""Reading the torch files mlepi writes (``model.pt``, ``checkpoint.pt``) with errors a user can act on.
-
-Kept free of a module-level torch import, so that the CLI's error handling (``errors.py``) stays light.
-"""
+"""Reading the torch files mlepi writes (``model.pt``, ``checkpoint.pt``) with errors a user can act on."""
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
 
+import torch
 
-class TorchFileError(ValueError):
+from mlepi.errors import MlepiError
+
+
+class TorchFileError(MlepiError, ValueError):
     """A model or training checkpoint file is missing, damaged or of another kind."""
 
 
-class DeviceError(ValueError):
+class DeviceError(MlepiError, ValueError):
     """A device was asked for that torch cannot use here."""
 
 
@@ -21,8 +22,6 @@ def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> 
     """The dict saved in a torch file whose ``schema`` entry is ``schema`` (None: any dict); TorchFileError
     naming the file otherwise (missing, truncated, corrupted, or another kind of file). ``what`` describes
     the expected file."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise TorchFileError(f"{path}: no such file; expected {what}")
@@ -48,8 +47,6 @@ def read_torch_file(path, schema: str | None, what: str, map_location="cpu") -> 
 def resolve_device(name: str):
     """The torch device for a config or command-line choice: 'auto' (CUDA when torch sees a GPU, else the CPU),
     'cpu', 'cuda' or 'cuda:N'. Asking for CUDA where torch sees none is an error that says what to do."""
-    import torch
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

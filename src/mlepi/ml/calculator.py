@@ -19,9 +19,10 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from mlepi.formats.frames import Frame
+from mlepi.geometry.layers import assign_layers
 from mlepi.ml.graph import frame_to_data
 from mlepi.ml.model import HedgeNet
-from mlepi.geometry.layers import assign_layers
+
 
 class HedgeNetCalculator(Calculator):
     """ASE calculator of a trained HedgeNet.

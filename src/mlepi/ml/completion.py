@@ -74,7 +74,9 @@ def exact_overlap(frame: Frame, dft_parameters: dict) -> np.ndarray:
     dz(dzp) sample), so a learned S with errors of ~1e-4 is not positive definite; the exact one costs
     seconds per structure.
     """
-    from mlepi.dft.scf import overlap_blocks
+    # GPAW (mlepi.dft) only here: inference with the model's own S (`--overlap model`), the calculator and the
+    # workers that only compute Fermi levels run without it.
+    from mlepi.dft.matrices import overlap_blocks
 
     edge_index, cell_shift, S, _ = overlap_blocks(frame.to_atoms(), dft_parameters)
     return blocks_on_edges(edge_index, cell_shift, S, frame, "GPAW overlap")

@@ -1,12 +1,13 @@
 """Stage ``infer`` and command ``predict``: HedgeNet predictions for structures, written as a frames file.
 
 For every structure: energy (eV), forces (eV/Å), H and S blocks (eV, 1) on the block edges of
-:func:`mlepi.geometry.neighbors.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the predicted
-bands: :func:`mlepi.electrons.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell, with the valence
-electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model was trained
-on. Both default to what the model stores (:func:`mlepi.ml.completion.occupation_settings`): the DFT width, and a
-k mesh that scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple`` in plane,
-one k point along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments override them.
+:func:`mlepi.geometry.neighbors.block_edges` (the DFT layout of ``docs/data.md``), and the Fermi level from the
+predicted bands: :func:`mlepi.electrons.tb.fermi_level` over a full (unreduced) k mesh of the structure's own cell,
+with the valence electron count of ``basis['valence']`` and the Fermi-Dirac width of the DFT calculations the model
+was trained on. Both default to what the model stores (:func:`mlepi.ml.completion.occupation_settings`): the DFT
+width, and a k mesh that scales with the structure's cell as ``mlepi dft`` scales it (``kpts_primitive / multiple``
+in plane, one k point along z), so a different supercell gets its own mesh. ``kpts`` and ``width`` arguments
+override them.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import os
 
 import numpy as np
 import torch
+from torch_geometric.data import Batch
+from tqdm import tqdm
 
 from mlepi.dft import mpi
-from mlepi.ml.completion import complete
 from mlepi.formats.frames import Frame, write_frames
-from mlepi.ml.graph import frame_to_data
-from mlepi.ml.memory import keep_freed_memory
-from mlepi.ml.model import HedgeNet
-from mlepi.geometry.neighbors import block_edges
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import read_structures
 from mlepi.formats.torch_files import resolve_device
+from mlepi.geometry.neighbors import block_edges
+from mlepi.ml.completion import complete
+from mlepi.ml.graph import frame_to_data
+from mlepi.ml.memory import keep_freed_memory
+from mlepi.ml.model import HedgeNet
 
 
 def _info(atoms_info: dict) -> dict:
@@ -84,8 +87,6 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``
     (plus ``fermi_kpts`` and ``fermi_width``, the settings the Fermi level was computed with).
     """
-    from torch_geometric.data import Batch
-
     dtype = model.dtype if dtype is None else dtype
     model = model.to(device=device, dtype=dtype).eval()
     settings = {"metadata": model.metadata, "basis": model.basis, "exact_overlap": overlap == "gpaw",
@@ -121,8 +122,9 @@ def worker_pool(workers: int):
     One BLAS thread per worker: with two each, two workers on two cores were slower than one process (17.2
     against 15.0 s for 12 samples; 12.1 s with one each, benchmarks/NOTES.md §14); the variables reach only the
     workers started here, this process loaded its BLAS long ago. Spawn, not fork: a forked child of a process
-    that holds a CUDA context or threads can hang. GPAW stays serial in the workers (:func:`mlepi.dft.mpi.serial_worker`):
-    under srun or mpiexec they would otherwise start MPI as their parent's rank, and die.
+    that holds a CUDA context or threads can hang. GPAW stays serial in the workers
+    (:func:`mlepi.dft.mpi.serial_worker`): under srun or mpiexec they would otherwise start MPI as their parent's
+    rank, and die.
     """
     with _environment(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"), \
             concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -184,8 +186,6 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     dtype : 'float32' or 'float64'; default the model's own precision (see :func:`predict_frames`).
     workers : processes for the exact S and the Fermi level (see :func:`predict_frames`).
     """
-    from tqdm import tqdm
-
     keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
     device = resolve_device(device)
     model = HedgeNet.load(model_path, map_location=device)

@@ -27,13 +27,14 @@ import copy
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mlepi.formats.frames import Frame, FramesFile, FramesFileError, write_frames
+from mlepi.formats.provenance import record
+from mlepi.formats.structures import read_structure
 from mlepi.ml.graph import frame_to_data
 from mlepi.ml.memory import keep_freed_memory
 from mlepi.ml.model import HedgeNet
-from mlepi.formats.provenance import record
-from mlepi.formats.structures import read_structure
 
 MAX_DISPLACEMENT_A = 1.0  # a larger |u| means a wrapped atom or the wrong reference
 
@@ -117,8 +118,6 @@ def linearize_frames(model: HedgeNet, frames, reference, source: str = "") -> li
 
 def run(model_path, frames_path, pristine_path, out_path) -> None:
     """Linearize every frame of an ``infer`` output around the pristine supercell; write a frames file."""
-    from tqdm import tqdm
-
     keep_freed_memory()  # one Jacobian-vector product per frame: reuse the memory of the last (mlepi.ml.memory)
     model = HedgeNet.load(model_path).double()
     frames_file = FramesFile(frames_path)

@@ -53,11 +53,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlepi.config import section_defaults
+from mlepi.config import section_config
 from mlepi.formats.frames import orbital_counts
-from mlepi.ml.graph import INTER, INTRA
-from mlepi.ml.irreps import L_MAX
 from mlepi.formats.provenance import atomic_path
+from mlepi.formats.torch_files import TorchFileError, read_torch_file
 from mlepi.ml.block_readout import (
     POLAR,
     BondBlock,
@@ -69,13 +68,14 @@ from mlepi.ml.block_readout import (
     by_degree,
     orbital_shells,
 )
-from mlepi.formats.torch_files import TorchFileError, read_torch_file
+from mlepi.ml.graph import INTER, INTRA
+from mlepi.ml.irreps import L_MAX
 
 MODEL_SCHEMA = "mlepi.hedgenet"
-MODEL_SCHEMA_VERSION = 3  # 2: O(3)-equivariant block readout (mlepi.ml.block_readout); 3: polar octupole products, H decay
+# 2: O(3)-equivariant block readout (mlepi.ml.block_readout); 3: polar octupole products, H decay
+MODEL_SCHEMA_VERSION = 3
 DECAY_DEGREE = 3  # polynomial degree in r of log |H| of off-site blocks (HedgeNet.H_decay)
 
-MODEL_DEFAULTS = section_defaults("model")  # the schema is the one definition (config.schema.yaml)
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
 EDGE_CHUNK = 4096  # message-passing edges per chunk of the on-site moments ([chunk, n_ang, hidden] stays small)
 # On a GPU each chunk costs some 50 kernel launches and two host synchronisations, so chunks are this many times
@@ -86,15 +86,6 @@ GPU_CHUNK_SCALE = 32
 def chunk_size(base: int, device: torch.device) -> int:
     """Edges (or pairs) per chunk on ``device``: ``base`` on a CPU, ``GPU_CHUNK_SCALE`` times more on a GPU."""
     return base * GPU_CHUNK_SCALE if device.type == "cuda" else base
-
-
-def resolve_config(section: dict | None, defaults: dict, name: str) -> dict:
-    """``section`` with missing keys filled from ``defaults``; unknown keys are an error."""
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown key(s) in config section {name!r}: {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **section}
 
 
 # ---------------------------------------------------------------------------------------------------- features
@@ -194,7 +185,7 @@ class HedgeNet(nn.Module):
     Parameters
     ----------
     config : dict
-        The ``model`` config section (keys of ``MODEL_DEFAULTS``; missing keys take the defaults).
+        The ``model`` config section (missing keys take the schema defaults, unknown keys are an error).
     basis : dict
         The frames-file basis description (``orbitals``, ``rcut``, ``valence`` per element Z); fixes the species,
         the orbital layout (n_orb_max) and the block range rc_i + rc_j.
@@ -202,7 +193,7 @@ class HedgeNet(nn.Module):
 
     def __init__(self, config: dict, basis: dict):
         super().__init__()
-        self.config = resolve_config(config, MODEL_DEFAULTS, "model")
+        self.config = section_config("model", config, source="HedgeNet")
         self.basis = basis
         self.metadata: dict = {}
         cfg = self.config
@@ -228,8 +219,8 @@ class HedgeNet(nn.Module):
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
-        # Equivariant block readouts (mlepi.ml.block_readout): blocks of two l_max shells couple to degrees up to 2 l_max;
-        # harmonics and moments go one degree higher, for a three-fold site's octupole (BondFeatures). Moments
+        # Equivariant block readouts (mlepi.ml.block_readout): blocks of two l_max shells couple to degrees up to
+        # 2 l_max; harmonics and moments go one degree higher, for a three-fold site's octupole (BondFeatures). Moments
         # per edge kind; couplings per species pair (off-site, with axial paths) and per species (on-site, polar
         # only; S, polar only: the Slater-Koster form).
         self.harmonics = SphericalHarmonics(min(2 * l_max + 1, L_MAX))

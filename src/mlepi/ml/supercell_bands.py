@@ -24,20 +24,26 @@ import json
 from pathlib import Path
 
 import numpy as np
+from phonopy import Phonopy
+from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
+from tqdm import tqdm
 
 from mlepi import figures
+from mlepi.config import stage_config
 from mlepi.electrons import bands
 from mlepi.formats import provenance
-from mlepi.formats.frames import FramesFile, write_frames
+from mlepi.formats.frames import write_frames
+from mlepi.formats.structures import read_structure, write_structure
+from mlepi.ml.infer import predict_frames
 from mlepi.ml.memory import keep_freed_memory
+from mlepi.ml.model import HedgeNet
+from mlepi.vibrations.displace import supercell_layers, to_ase
+from mlepi.vibrations.phonons import read_phonopy
 from mlepi.vibrations.thermal import HarmonicSampler, sample_rng, sample_structures
 
 
 def interpolated_force_constants(phonon, n: int):
     """(n x n supercell as a Phonopy object, its force constants [N, N, 3, 3] in eV/Å²) from ``phonon``'s."""
-    from phonopy import Phonopy
-    from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
-
     target = Phonopy(phonon.unitcell, supercell_matrix=np.diag([n, n, 1]), primitive_matrix=phonon.primitive_matrix)
     d2f = DynmatToForceConstants(target.primitive, target.supercell)
     phonon.run_qpoints(d2f.commensurate_points, with_dynamical_matrices=True)
@@ -46,36 +52,30 @@ def interpolated_force_constants(phonon, n: int):
     return target, np.array(d2f.force_constants)
 
 
-def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temperatures, config: dict, out_dir,
-        *, workers: int = 1) -> dict:
+def run(model_path, phonopy_params, primitive_path, reference_path, n: int, out_dir, config: dict | None = None, *,
+        workers: int = 1) -> dict:
     """Thermal samples of the n x n supercell, HedgeNet frames, and the band analysis in ``out_dir``.
 
-    ``config``: the ``thermal`` and ``bands`` sections. ``reference_path``: DFT frames file of the workflow's
-    pristine supercell (its Fermi level centres the band window). Writes ``pristine.extxyz``,
-    ``T<T>.h5`` (HedgeNet frames) and the outputs of :func:`mlepi.electrons.bands.run`; returns its ``bands.json``.
+    ``config``: config sections (:func:`mlepi.config.stage_config`); the stage reads the thermal sampler's keys
+    and ``thermal.temperatures`` (the temperatures it samples), and the ``bands`` section. ``reference_path``:
+    DFT frames file of the workflow's pristine supercell (its Fermi level centres the band window). Writes
+    ``pristine.extxyz``, ``T<T>.h5`` (HedgeNet frames) and the outputs of :func:`mlepi.electrons.bands.run`;
+    returns its ``bands.json``.
     """
-    from tqdm import tqdm
-
-    from mlepi.vibrations.displace import supercell_layers, to_ase
-    from mlepi.ml.infer import predict_frames
-    from mlepi.ml.model import HedgeNet
-    from mlepi.vibrations.phonons import read_phonopy
-    from mlepi.formats.structures import read_structure, write_structure
-
+    config = stage_config("supercell_bands", config)
     out_dir = Path(out_dir)
     thermal_cfg = config["thermal"]
     keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
     model = HedgeNet.load(model_path)
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)
-    window_center = FramesFile(reference_path)[0].fermi_level
     target, fc = interpolated_force_constants(phonon, n)
     pristine = to_ase(target.supercell, supercell_layers(target, primitive))
     sampler = HarmonicSampler(fc, target.supercell.masses, thermal_cfg["imaginary_tolerance_THz"],
                               thermal_cfg["soft_modes"])
     write_structure(out_dir / "pristine.extxyz", pristine, kind="pristine")
-    frames_by_T = {}
-    for T in temperatures:
+    frames_paths = []
+    for T in thermal_cfg["temperatures"]:
         u = sampler.sample(T, thermal_cfg["infer_samples"], sample_rng(thermal_cfg["seed"], "supercell", T, n),
                            thermal_cfg["antithetic"])
         samples, infos = sample_structures(pristine, u, sampler, T, thermal_cfg, "supercell")
@@ -85,11 +85,11 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, temp
         with tqdm(total=len(samples), desc=f"{n}x{n} at {T:g} K", unit="sample") as bar:
             frames = predict_frames(model, samples, names, fermi_level=False, workers=workers,
                                     progress=lambda _: bar.update())
-        frames_by_T[float(T)] = out_dir / f"T{T:g}.h5"
-        write_frames(frames_by_T[float(T)], frames, basis=model.basis, source="hedgenet",
+        frames_paths.append(out_dir / f"T{T:g}.h5")
+        write_frames(frames_paths[-1], frames, basis=model.basis, source="hedgenet",
                      parameters={"model_path": str(model_path), "supercell": [n, n]},
                      provenance=provenance.record(config, seed=thermal_cfg["seed"]))
-    return bands.run(frames_by_T, primitive, pristine, config["bands"], out_dir, window_center=window_center,
+    return bands.run(frames_paths, primitive, pristine, out_dir, config, reference=reference_path,
                      workers=workers)
 
 

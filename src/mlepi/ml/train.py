@@ -44,16 +44,15 @@ from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-from mlepi.config import section_defaults
+from mlepi.config import stage_config
 from mlepi.formats.frames import FramesFile
-from mlepi.ml.graph import INTER, INTRA, frame_to_data
-from mlepi.ml.model import MODEL_DEFAULTS, HedgeNet, resolve_config
 from mlepi.formats.provenance import atomic_path, config_hash, record
 from mlepi.formats.torch_files import read_torch_file, resolve_device
+from mlepi.ml.graph import INTER, INTRA, frame_to_data
+from mlepi.ml.model import DECAY_DEGREE, HedgeNet
 
 log = logging.getLogger(__name__)
 
-TRAIN_DEFAULTS = section_defaults("train")  # the schema is the one definition (config.schema.yaml)
 TARGETS = ("energy", "forces", "H", "S")
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
 _RESUMABLE_KEYS = ("device",)
@@ -243,8 +242,6 @@ def decay_fit(graphs, model: HedgeNet, h_scale: float) -> tuple[np.ndarray, np.n
     ``model.DECAY_DEGREE`` (lower with fewer distinct lengths) fitted by least squares to log(RMS / h_scale) of
     the off-site H blocks against bond length, and the range of lengths it was fitted on (Å). A kind without
     blocks keeps zeros (scale h_scale everywhere)."""
-    from mlepi.ml.model import DECAY_DEGREE
-
     lengths, logs, kind_of = [], [], []
     for g in graphs:
         off = ~_onsite(g)
@@ -397,15 +394,15 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- run
-def run(dataset_path, config: dict, out_dir, seed: int | None = None, *, resume: bool = True) -> dict:
+def run(dataset_path, out_dir, config: dict | None = None, *, seed: int | None = None, resume: bool = True) -> dict:
     """Train HedgeNet on a dataset frames file; resume from ``out_dir/checkpoint.pt`` if it exists.
 
     Parameters
     ----------
     dataset_path : path of the dataset frames file (``mlepi dataset``).
-    config : dict with sections ``model`` (keys of ``model.MODEL_DEFAULTS``) and ``train`` (keys of
-        ``TRAIN_DEFAULTS``); missing keys take the defaults, unknown keys are an error.
     out_dir : directory for ``model.pt``, ``metrics.csv`` and ``checkpoint.pt`` (created).
+    config : config sections (:func:`mlepi.config.stage_config`): the stage reads the ``model`` and ``train``
+        sections; missing keys take the defaults, unknown keys are an error.
     seed : seed of the split, initial weights and shuffling; ``None`` takes ``config['train']['seed']``.
     resume : continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the same config, seed
         and dataset); False starts afresh and overwrites it.
@@ -414,9 +411,8 @@ def run(dataset_path, config: dict, out_dir, seed: int | None = None, *, resume:
     -------
     dict with the best epoch, its validation metrics and the number of epochs run.
     """
-    model_cfg = resolve_config(config.get("model"), MODEL_DEFAULTS, "model")
-    train_cfg = resolve_config(config.get("train"), TRAIN_DEFAULTS, "train")
-    train_cfg["weights"] = resolve_config(train_cfg["weights"], TRAIN_DEFAULTS["weights"], "train.weights")
+    config = stage_config("train", config)
+    model_cfg, train_cfg = config["model"], config["train"]
     seed = int(train_cfg["seed"] if seed is None else seed)
     out_dir = Path(out_dir)
     ctx = _setup_distributed(train_cfg["device"])

@@ -20,6 +20,7 @@ from ase import Atoms
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
+from mlepi.config import stage_config
 from mlepi.formats import provenance
 from mlepi.formats.structures import read_structure, write_structure
 
@@ -52,8 +53,11 @@ def supercell_layers(phonon: Phonopy, unitcell: Atoms) -> np.ndarray:
     return unitcell.arrays["layer"][[sc.u2u_map[s] for s in sc.s2u_map]]
 
 
-def run(structure_path, config: dict, out_dir) -> list[Path]:
-    """Generate displacements; return the written structure paths (pristine first)."""
+def run(structure_path, out_dir, config: dict | None = None) -> list[Path]:
+    """Generate displacements of the relaxed primitive cell ``structure_path``; return the written structure
+    paths (pristine first). ``config``: config sections (:func:`mlepi.config.stage_config`); the stage reads
+    ``system.supercell``, ``phonons.displacement`` and ``phonons.plusminus``."""
+    config = stage_config("displace", config)
     out_dir = Path(out_dir)
     unitcell = read_structure(structure_path)
     phonon = make_phonopy(unitcell, config["system"]["supercell"], config["phonons"])

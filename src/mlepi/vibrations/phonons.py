@@ -12,8 +12,8 @@ shear mode imaginary (-265 cm^-1); since it acts on the displaced atom, its forc
 back (the acoustic sum rule imposed on the self term), which gave the breathing, ZO and G modes at 86, 888
 and 1593 cm^-1. The drift is reported in ``summary.json``. Force constants are then symmetrized by phonopy.
 
-Outputs, in phonopy's own formats so phonopy users can open them: ``FORCE_SETS``, ``phonopy_params.yaml`` (with force constants),
-``band.yaml``, plus ``phonon_bands.png`` and ``summary.json`` (Gamma frequencies, lowest frequency).
+Outputs, in phonopy's own formats so phonopy users can open them: ``FORCE_SETS``, ``phonopy_params.yaml`` (with
+force constants), ``band.yaml``, plus ``phonon_bands.png`` and ``summary.json`` (Gamma frequencies, lowest frequency).
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import phonopy
-from scipy.constants import c as SPEED_OF_LIGHT_M_S
 from phonopy.file_IO import write_FORCE_SETS
 
+from mlepi import figures
+from mlepi.config import stage_config
+from mlepi.errors import MlepiError
 from mlepi.formats import provenance
-from mlepi.geometry.bz import hexagonal_points
 from mlepi.formats.frames import FramesFile
+from mlepi.geometry.bz import hexagonal_points
+from mlepi.units import THZ_TO_CM
 
-THZ_TO_CM = 1e12 / (SPEED_OF_LIGHT_M_S * 100)  # 1 THz in cm^-1
 
-
-class PhononError(RuntimeError):
+class PhononError(MlepiError, RuntimeError):
     """A phonopy file cannot be read, or force sets do not match the displacement dataset."""
 
 
@@ -107,39 +108,12 @@ def gamma_frequencies_THz(phonon: phonopy.Phonopy) -> np.ndarray:
     return phonon.qpoints.frequencies[0]
 
 
-def plot_bands(curves: list[tuple[phonopy.Phonopy, str, str]], labels, title: str, path_png) -> None:
-    """Dispersions along the same path, one ``(phonon, legend label, matplotlib style)`` per curve set."""
-    import matplotlib
+def run(disp_yaml, pristine_path, fd_paths: list, out_dir, config: dict | None = None) -> dict:
+    """Compute force constants and phonon bands; return the summary written to ``summary.json``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for phonon, legend, style in curves:
-        bands = phonon.band_structure
-        ticks = [0.0]
-        for k, (dist, freq) in enumerate(zip(bands.distances, bands.frequencies)):
-            lines = ax.plot(dist, freq * THZ_TO_CM, style, lw=1)
-            if k == 0 and len(curves) > 1:
-                lines[0].set_label(legend)
-            ticks.append(dist[-1])
-    ax.set_xticks(ticks, labels)
-    ax.set_xlim(0, ticks[-1])
-    ax.axhline(0, color="k", lw=0.5)
-    for x in ticks[1:-1]:
-        ax.axvline(x, color="k", lw=0.5)
-    ax.set_ylabel("Frequency (cm$^{-1}$)")
-    ax.set_title(title)
-    if len(curves) > 1:
-        ax.legend(loc="lower right")
-    fig.tight_layout()
-    with provenance.atomic_path(path_png) as tmp:
-        fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-
-
-def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict:
-    """Compute force constants and phonon bands; return the summary written to ``summary.json``."""
+    ``config``: config sections (:func:`mlepi.config.stage_config`); the stage reads ``phonons.band_points``.
+    """
+    config = stage_config("phonons", config)
     out_dir = Path(out_dir)
     phonon = read_phonopy(disp_yaml, produce_fc=False)
     phonon.forces = load_force_sets(phonon, pristine_path, fd_paths)
@@ -153,7 +127,8 @@ def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict
     phonon.run_band_structure(paths, labels=labels)
     with provenance.atomic_path(out_dir / "band.yaml") as tmp:
         phonon.write_yaml_band_structure(filename=str(tmp))
-    plot_bands([(phonon, "DFT", "C0-")], labels, "Phonons, finite differences (DFT)", out_dir / "phonon_bands.png")
+    figures.plot_phonon_bands([(phonon.band_structure, "DFT", "C0-")], labels, "Phonons, finite differences (DFT)",
+                              out_dir / "phonon_bands.png")
     freqs = gamma_frequencies_THz(phonon)
     summary = {
         "gamma_frequencies_cm": [round(float(f) * THZ_TO_CM, 3) for f in freqs],
@@ -162,53 +137,6 @@ def run(disp_yaml, pristine_path, fd_paths: list, config: dict, out_dir) -> dict
         "units": {"gamma_frequencies_cm": "cm^-1", "lowest_frequency_THz": "THz (negative = imaginary)",
                   "egg_box_drift_eV_per_A2": "eV/A^2, removed from the displaced atom's force"},
         "provenance": provenance.record(config),
-    }
-    provenance.write_json(out_dir / "summary.json", summary)
-    return summary
-
-
-def run_ml(model_path, disp_yaml, pristine_structure, dft_params, config: dict, out_dir) -> dict:
-    """The same finite differences with HedgeNet forces, against the DFT dispersion (``dft_params``).
-
-    Writes ``band.yaml`` (HedgeNet), ``phonons_ml_vs_dft.png`` and ``summary.json`` with the Gamma
-    frequencies of both and the relative error of the frequencies above 1 THz along the path.
-    """
-    import torch
-
-    from mlepi.vibrations.displace import to_ase
-    from mlepi.ml.infer import predict_frames
-    from mlepi.ml.model import HedgeNet
-    from mlepi.formats.structures import read_structure
-
-    out_dir = Path(out_dir)
-    phonon = read_phonopy(disp_yaml, produce_fc=False)
-    layer = read_structure(pristine_structure).arrays["layer"]
-    cells = [phonon.supercell, *phonon.supercells_with_displacements]
-    names = ["pristine"] + [f"fd_{k:03d}" for k in range(len(cells) - 1)]
-    # Only forces are needed: the model's own S (no GPAW), no Fermi level.
-    frames = predict_frames(HedgeNet.load(model_path), [to_ase(c, layer) for c in cells], names,
-                            fermi_level=False, overlap="model", dtype=torch.float64)  # smooth differences
-    phonon.forces = force_sets(phonon, frames[0].forces, [f.forces for f in frames[1:]],
-                               [f.positions for f in frames[1:]], names[1:])
-    phonon.produce_force_constants()
-    phonon.symmetrize_force_constants()
-    dft = read_phonopy(dft_params)
-    paths, labels = band_path(phonon.primitive.cell, config["phonons"]["band_points"])
-    for ph in (phonon, dft):
-        ph.run_band_structure(paths, labels=labels)
-    with provenance.atomic_path(out_dir / "band.yaml") as tmp:
-        phonon.write_yaml_band_structure(filename=str(tmp))
-    plot_bands([(dft, "DFT", "k-"), (phonon, "HedgeNet", "C3--")], labels, "Phonons: HedgeNet vs DFT",
-               out_dir / "phonons_ml_vs_dft.png")
-    ml, ref = (np.concatenate(ph.band_structure.frequencies) for ph in (phonon, dft))
-    stiff = ref > 1.0  # THz: relative errors of the soft acoustic branches near Gamma say little
-    rel = np.abs(ml[stiff] - ref[stiff]) / ref[stiff]
-    summary = {
-        "gamma_frequencies_cm_ml": [round(float(f) * THZ_TO_CM, 3) for f in gamma_frequencies_THz(phonon)],
-        "gamma_frequencies_cm_dft": [round(float(f) * THZ_TO_CM, 3) for f in gamma_frequencies_THz(dft)],
-        "freq_rel_err_mean": float(rel.mean()), "freq_rel_err_max": float(rel.max()),
-        "units": {"gamma_frequencies_cm_ml": "cm^-1", "freq_rel_err_mean": "over path frequencies > 1 THz"},
-        "provenance": provenance.record(config, model=str(model_path)),
     }
     provenance.write_json(out_dir / "summary.json", summary)
     return summary

@@ -24,16 +24,25 @@ from pathlib import Path
 
 import numpy as np
 from ase import units
+from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 
+from mlepi.config import ConfigError, stage_config
+from mlepi.errors import MlepiError
 from mlepi.formats import provenance
-from mlepi.formats.structures import read_structure, write_structures
+from mlepi.formats.structures import (
+    StructureFileError,
+    read_structure,
+    write_structures,
+)
+from mlepi.vibrations.phonons import PhononError, read_phonopy
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
 PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4}  # supercell: mlepi.ml.supercell_bands
+STAGES = {"train": "thermal_train", "infer": "thermal_infer", "special": "thermal_special"}  # config x-stages
 log = logging.getLogger(__name__)
 
 
-class UnstableModeError(RuntimeError):
+class UnstableModeError(MlepiError, RuntimeError):
     """The force constants have an imaginary (or vanishing non-translational) mode."""
 
 
@@ -169,16 +178,12 @@ def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
 
 def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
     """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
-    from mlepi.vibrations.phonons import PhononError, read_phonopy
-
     phonon = read_phonopy(params_path)
     fc = phonon.force_constants
     if fc is None:
         raise PhononError(f"{params_path}: holds no force constants; give the phonons stage's "
                           "phonopy_params.yaml, not the displacements' phonopy_disp.yaml")
     if fc.shape[0] != fc.shape[1]:  # compact form [n_prim, n_super, 3, 3]
-        from phonopy.harmonic.force_constants import compact_fc_to_full_fc
-
         fc = compact_fc_to_full_fc(phonon.primitive, fc)
     return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz, soft_modes)
 
@@ -204,20 +209,25 @@ def sample_structures(reference, displacements, sampler: HarmonicSampler, temper
     return frames, infos
 
 
-def run(params_path, pristine_path, config: dict, temperature: float, purpose: str, out) -> list[Path]:
+def run(params_path, pristine_path, temperature: float, purpose: str, out, config: dict | None = None
+        ) -> list[Path]:
     """Draw the thermal samples of one temperature.
 
     ``purpose='train'``: ``thermal.train_samples`` structures, one file each (``out`` is a directory,
     files ``s000.extxyz``, ...), for DFT. ``purpose='infer'``: ``thermal.infer_samples`` structures in one
     extended-XYZ file ``out`` for ML inference. ``purpose='special'``: the one Zacharias-Giustino special
     displacement (:meth:`HarmonicSampler.special_displacement`, no random numbers) in ``out``. Returns the
-    written paths.
+    written paths. ``config``: config sections (:func:`mlepi.config.stage_config`); what each purpose reads
+    is the schema's stage ``thermal_<purpose>`` (:data:`STAGES`).
     """
+    if purpose not in STAGES:
+        raise ConfigError(f"thermal: purpose {purpose!r} is not one of {sorted(STAGES)}")
+    config = stage_config(STAGES[purpose], config)
     cfg = config["thermal"]
     sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"], cfg["soft_modes"])
     reference = read_structure(pristine_path)
     if len(reference) != sampler.n_atoms:
-        raise ValueError(f"{pristine_path} has {len(reference)} atoms, the force constants "
+        raise StructureFileError(f"{pristine_path} has {len(reference)} atoms, the force constants "
                          f"{sampler.n_atoms}: they come from different supercells")
     if purpose == "special":
         u, kind = sampler.special_displacement(temperature)[None], "special_displacement"
