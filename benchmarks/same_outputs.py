@@ -9,9 +9,12 @@ change that should change nothing). Each file of A must be in B, and equal:
 - JSON, extended XYZ info, torch files (``model.pt``, ``checkpoint.pt``): every value, tensors bit for bit;
 - CSV, YAML (phonopy), FORCE_SETS, PNG: byte for byte, except the timing columns of ``metrics.csv``.
 
-What records *how* a file was made rather than what it holds is not compared: ``provenance`` records (git
-revision, time, command line, config hash), the timing column ``epoch_time_s`` of ``metrics.csv``, and logs and
-per-rule benchmark files. The report lists every difference, file by file; the exit status is 1 if there is any.
+What records *how* a file was made rather than what it holds is not compared: ``provenance`` records and
+records copied from an input's (``model_provenance``, ``dataset_provenance``: git revision, time, command line,
+config hash), the epoch times ``epoch_time_s`` (``metrics.csv``, the checkpoint's history), and logs and per-rule
+benchmark files. ``--expect-key KEY`` (repeatable) names a record key the change meant to add or remove (e.g. a
+config key a stage no longer reads): it is left out of the comparison wherever it occurs, and listed in the
+report. The report lists every other difference, file by file; the exit status is 1 if there is any.
 """
 
 from __future__ import annotations
@@ -27,14 +30,20 @@ import h5py
 import numpy as np
 
 SKIPPED_DIRS = {"logs", "benchmarks"}
-RECORD_KEYS = {"provenance"}  # how a file was made, not what it holds
 TIMING_COLUMNS = {"epoch_time_s"}
+EXPECTED_KEYS: set[str] = set()  # --expect-key
+
+
+def _is_record(key) -> bool:
+    """How a file was made, not what it holds."""
+    key = str(key)
+    return key == "provenance" or key.endswith("_provenance") or key in TIMING_COLUMNS or key in EXPECTED_KEYS
 
 
 def _strip(value):
     """``value`` without provenance records, at any depth (JSON strings of attributes parsed first)."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in RECORD_KEYS}
+        return {k: _strip(v) for k, v in value.items() if not _is_record(k)}
     if isinstance(value, (list, tuple)):
         return [_strip(v) for v in value]
     return value
@@ -78,11 +87,11 @@ def _hdf5(path: Path) -> dict:
     content = {}
     with h5py.File(path, "r") as h5:
         def visit(name, obj):
-            attrs = {k: _attr(v) for k, v in obj.attrs.items() if k not in RECORD_KEYS}
+            attrs = {k: _attr(v) for k, v in obj.attrs.items() if not _is_record(k)}
             content[f"{name}@attrs"] = attrs
             if isinstance(obj, h5py.Dataset):
                 content[name] = obj[()]
-        content["/@attrs"] = {k: _attr(v) for k, v in h5.attrs.items() if k not in RECORD_KEYS}
+        content["/@attrs"] = {k: _attr(v) for k, v in h5.attrs.items() if not _is_record(k)}
         h5.visititems(visit)
     return content
 
@@ -92,7 +101,7 @@ def _extxyz(path: Path) -> list:
 
     frames = []
     for atoms in ase.io.read(path, index=":", format="extxyz"):
-        info = {k: _attr(v) for k, v in atoms.info.items() if k not in RECORD_KEYS}
+        info = {k: _attr(v) for k, v in atoms.info.items() if not _is_record(k)}
         frames.append({"info": info, "cell": np.array(atoms.cell), "pbc": atoms.pbc.copy(),
                        **{k: v.copy() for k, v in atoms.arrays.items()}})
     return frames
@@ -106,7 +115,7 @@ def _torch(path: Path):
 
 def _csv(path: Path) -> list:
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+    return [{k: v for k, v in row.items() if not _is_record(k)} for row in rows]
 
 
 READERS = {".h5": _hdf5, ".json": lambda p: _strip(json.loads(p.read_text())), ".extxyz": _extxyz,
@@ -136,9 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("a", type=Path, help="results/<system> of the first run")
     parser.add_argument("b", type=Path, help="results/<system> of the second run")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--expect-key", action="append", default=[], metavar="KEY",
+                        help="a record key the change meant to add or remove: not compared (repeatable)")
     args = parser.parse_args(argv)
+    EXPECTED_KEYS.update(args.expect_key)
     report = compare(args.a, args.b)
-    report.update(a=str(args.a), b=str(args.b), n_compared=len(report["compared"]),
+    report.update(a=str(args.a), b=str(args.b), expected_keys=sorted(EXPECTED_KEYS),
+                  n_compared=len(report["compared"]),
                   n_differing=len(report["differences"]))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -73,6 +73,21 @@ def test_reader_rejects_foreign_truncated_and_wrong_version(tmp_path):
         FramesFile(good)
 
 
+def test_info_alone_matches_the_frame_and_names_a_damaged_one(tmp_path):
+    f = frame("a")
+    f.info = {"temperature_K": 300.0, "sample_index": 3}
+    path = write(tmp_path / "a.h5", [f])
+    frames = FramesFile(path)
+    assert frames.info("a") == frames["a"].info == f.info
+    with pytest.raises(FramesFileError, match="no frame named 'b'"):
+        frames.info("b")
+    with h5py.File(path, "a") as h5:
+        h5["frames"]["a"].attrs["info"] = "{not json"
+    for read in (frames.info, frames.__getitem__):
+        with pytest.raises(FramesFileError, match="frame 'a' is damaged"):
+            read("a")
+
+
 def test_compare_identical_frames_is_zero_and_a_shift_is_measured(tmp_path):
     a = write(tmp_path / "a.h5", [frame()])
     same = metrics.compare(a, a)

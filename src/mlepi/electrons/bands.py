@@ -424,28 +424,35 @@ def _frames_sources(paths) -> list[Path]:
     return [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
 
 
-def samples_by_temperature(frames_paths) -> tuple[dict[float, list], dict[float, list[str]]]:
+def samples_by_temperature(frames_paths) -> tuple[dict[float, list[tuple[str, str]]], dict[float, list[str]]]:
     """The frames of ``frames_paths`` grouped by the temperature each records (``info['temperature_K']``, which
     the thermal stage writes into every sample and ``dft`` and ``infer`` carry into its frame), ascending:
-    ({T: [(frame, basis, source)]}, {T: [frames files]}). Every file must be in the same basis."""
-    jobs, files, basis_seen = {}, {}, None
-    for source in _frames_sources(frames_paths):
+    ({T: [(frames file, frame name)]}, {T: [frames files]}). Only the frames' info is read: the analysis loads
+    one temperature's frames at a time (:func:`load_samples`). Every file must be in the same basis."""
+    refs, files, basis_seen = {}, {}, None
+    for source in map(str, _frames_sources(frames_paths)):
         frames = FramesFile(source)
         if basis_seen is not None and frames.basis != basis_seen:
             raise FramesFileError(f"{source}: basis differs from the other frames files")
         basis_seen = frames.basis
-        for frame in frames:
-            recorded = frame.info.get("temperature_K")
+        for name in frames.names:
+            recorded = frames.info(name).get("temperature_K")
             if recorded is None:
-                raise BandsError(f"{source}: frame {frame.name!r} records no temperature (info 'temperature_K'); "
+                raise BandsError(f"{source}: frame {name!r} records no temperature (info 'temperature_K'); "
                                  "analyse thermal samples of `mlepi thermal`, or frames that carry their info")
             T = float(recorded)
-            jobs.setdefault(T, []).append((frame, frames.basis, str(source)))
-            if str(source) not in files.setdefault(T, []):
-                files[T].append(str(source))
-    if not jobs:
+            refs.setdefault(T, []).append((source, name))
+            if source not in files.setdefault(T, []):
+                files[T].append(source)
+    if not refs:
         raise BandsError(f"no frames in {[str(p) for p in _frames_sources(frames_paths)]}")
-    return {T: jobs[T] for T in sorted(jobs)}, files
+    return {T: refs[T] for T in sorted(refs)}, files
+
+
+def load_samples(refs) -> list[tuple]:
+    """The jobs of the sample analysis, (frame, basis, frames file), of the (frames file, frame name) ``refs``."""
+    files = {source: FramesFile(source) for source in dict.fromkeys(source for source, _ in refs)}
+    return [(files[source][name], files[source].basis, source) for source, name in refs]
 
 
 def setup(primitive, supercell, cfg: BandsConfig):
@@ -506,15 +513,16 @@ def run(frames_paths, primitive, supercell, out_dir, config: dict | None = None,
     cfg = BandsConfig.from_section(stage_config("bands", config)["bands"])
     out_dir = Path(out_dir)
     geometry, mapping, path, energy_grid = setup(primitive, supercell, cfg)
-    jobs_by_T, files_by_T = samples_by_temperature(frames_paths)
+    refs_by_T, files_by_T = samples_by_temperature(frames_paths)
     window_center = FramesFile(reference)[0].fermi_level if reference is not None else None
     samples_by_T, rejected_by_T = {}, {}
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
     with parallel_map(workers) as run_all:
-        for T, jobs in jobs_by_T.items():
+        for T, refs in refs_by_T.items():
             # Samples are independent: with several workers they are unfolded in parallel, results in order.
-            outcomes = list(run_all(analyse, jobs))
+            # One temperature's frames in memory at a time (H and S of 4x4 samples add up).
+            outcomes = list(run_all(analyse, load_samples(refs)))
             samples = [out for out in outcomes if isinstance(out, SampleBands)]
             rejected = [out for out in outcomes if not isinstance(out, SampleBands)]
             for out in rejected:

@@ -174,20 +174,34 @@ class FramesFile:
         with h5py.File(self.path, "r") as h5:
             return self._read(h5, name)
 
-    def _read(self, h5, name: str) -> Frame:
+    def info(self, name: str) -> dict:
+        """The info of frame ``name`` alone, no arrays read: to sort frames before loading them."""
+        with h5py.File(self.path, "r") as h5:
+            return self._info(self._group(h5, name), name)
+
+    def _group(self, h5, name: str):
         if name not in h5["frames"]:
             raise FramesFileError(f"{self.path}: no frame named {name!r}")
-        g = h5["frames"][name]
+        return h5["frames"][name]
+
+    def _info(self, g, name: str) -> dict:
+        try:
+            return json.loads(g.attrs.get("info", "{}"))
+        except ValueError as err:
+            raise FramesFileError(f"{self.path}: frame {name!r} is damaged ({err}); rerun the stage that "
+                                  "wrote it") from None
+
+    def _read(self, h5, name: str) -> Frame:
+        g = self._group(h5, name)
         missing = [k for k in _GEOMETRY if k not in g]
         if missing:
             raise FramesFileError(f"{self.path}: frame {name!r} lacks {missing}")
         try:
             values = {k: g[k][()] for k in _GEOMETRY + _OPTIONAL if k in g}
-            info = json.loads(g.attrs.get("info", "{}"))
-        except (OSError, ValueError) as err:  # OSError: a failed checksum or a damaged chunk
+        except OSError as err:  # a failed checksum or a damaged chunk
             raise FramesFileError(f"{self.path}: frame {name!r} is damaged ({err}); rerun the stage that "
                                   "wrote it") from None
         for key in ("energy", "fermi_level"):
             if key in values:
                 values[key] = float(values[key])
-        return Frame(name=name, info=info, **values)
+        return Frame(name=name, info=self._info(g, name), **values)
