@@ -25,6 +25,7 @@ include: "workflow/rules/ml.smk"
 include: "workflow/rules/bands.smk"
 include: "workflow/rules/renormalization.smk"
 include: "workflow/rules/performance.smk"
+include: "workflow/rules/peers.smk"
 
 
 rule all:

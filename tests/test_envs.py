@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlepi.cli import STAGE_MODULES
 from workflow_helpers import ROOT
 
 SRC = ROOT / "src" / "mlepi"
@@ -22,7 +23,8 @@ RULES = ROOT / "workflow" / "rules"
 CONDA_PACKAGE = {"numpy": {"numpy"}, "scipy": {"scipy"}, "h5py": {"h5py"}, "matplotlib": {"matplotlib"},
                  "yaml": {"pyyaml"}, "jsonschema": {"jsonschema"}, "tqdm": {"tqdm"},
                  "torch": {"pytorch", "pytorch-gpu"}, "torch_geometric": {"torch-geometric"}, "ase": {"ase"},
-                 "gpaw": {"gpaw"}, "phonopy": {"phonopy"}, "spglib": {"spglib"}, "dftd3": {"dftd3-python"}}
+                 "gpaw": {"gpaw"}, "phonopy": {"phonopy"}, "spglib": {"spglib"}, "dftd3": {"dftd3-python"},
+                 "mace": {"mace-torch"}}
 PIP_NAME = {"pytorch": "torch", "pytorch-gpu": "torch", "dftd3-python": "dftd3"}
 
 
@@ -45,31 +47,50 @@ def env_packages(env_file: Path) -> dict[str, str | None]:
     return packages
 
 
+def module_file(module: str) -> Path | None:
+    """The source file of an mlepi module or package (a dotted name), None if ``module`` is not one."""
+    parts = module.split(".")[1:]
+    for path in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
+        if parts and path.exists():
+            return path
+    return SRC / "__init__.py" if module == "mlepi" else None
+
+
 def mlepi_imports(module: str, seen: set[str] | None = None) -> set[str]:
-    """Top-level third-party imports of an mlepi module and of every mlepi module it imports, anywhere in it."""
+    """Top-level third-party imports of an mlepi module and of every mlepi module it imports, anywhere in it
+    (inside functions too: an optional package a command needs must be in its rule's environment)."""
     seen = set() if seen is None else seen
     if module in seen:
         return set()
     seen.add(module)
     third_party = set()
-    for node in ast.walk(ast.parse((SRC / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [alias.name for alias in node.names]
-            for name in names:
-                if (SRC / f"{name}.py").exists():
+    for node in ast.walk(ast.parse(module_file(module).read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # a name imported from an mlepi package may be a module of it or an object in it
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] == "mlepi":
+                if module_file(name) is not None:
                     third_party |= mlepi_imports(name, seen)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
-            third_party |= {n.split(".")[0] for n in names if n.split(".")[0] not in sys.stdlib_module_names}
+            elif name.split(".")[0] not in sys.stdlib_module_names:
+                third_party.add(name.split(".")[0])
     return third_party
 
 
 def command_modules(subcommand: str) -> set[str]:
-    """The mlepi modules ``mlepi <subcommand>`` imports (from ``cmd_<subcommand>`` in cli.py)."""
-    tree = ast.parse((SRC / "cli.py").read_text())
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"cmd_{subcommand}")
-    imports = [node for node in ast.walk(func) if isinstance(node, ast.ImportFrom) and node.level == 1]
-    return {name for node in imports for name in ([node.module] if node.module else [a.name for a in node.names])}
+    """The mlepi modules ``mlepi <subcommand>`` imports: the CLI and the stage module it dispatches to."""
+    return {"mlepi.cli", STAGE_MODULES[subcommand]}
+
+
+def test_imports_are_followed_through_the_subpackages():
+    """The check below is only as good as this: a stage's GPAW and torch imports are seen."""
+    assert {"gpaw", "numpy"} <= mlepi_imports("mlepi.dft.scf")
+    assert {"torch", "torch_geometric", "phonopy"} <= mlepi_imports("mlepi.ml.phonons_ml")
+    assert "mace" in mlepi_imports("mlepi.evaluation.peers")
 
 
 BLOCKS = rule_blocks()
@@ -87,8 +108,8 @@ def test_rule_environment_provides_what_its_command_imports(rule):
     packages = env_packages(env_file)
     subcommands = set(re.findall(r"\bmlepi(?:\.cli)? (\w+)", block))
     assert subcommands, f"rule {rule} runs no mlepi command"
-    needed = {"cli"} | {m for sub in subcommands for m in command_modules(sub)}
-    imports = set().union(*(mlepi_imports(m) for m in needed)) - {"mlepi"}
+    needed = {m for sub in subcommands for m in command_modules(sub)}
+    imports = set().union(*(mlepi_imports(m) for m in needed))
     missing = {name for name in imports if not CONDA_PACKAGE.get(name, {name}) & set(packages)}
     assert not missing, f"rule {rule}: {env_file.name} lacks packages for {sorted(missing)}"
 

@@ -27,6 +27,9 @@ LATE_IMPORTS = {
     ("mlepi.evaluation.performance", "mlepi.dft.scf"),
     # torch (1-4 s) only for .pt files: `mlepi inspect` of frames and JSON files does not wait for it.
     ("mlepi.formats.provenance", "mlepi.formats.torch_files"),
+    # MACE (mace-torch) is optional: only `mlepi peers` needs it, and says so when it is missing.
+    ("mlepi.evaluation.peers", "mace"),
+    ("mlepi.evaluation.peers", "mace.calculators"),
 }
 
 

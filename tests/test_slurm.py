@@ -24,7 +24,7 @@ from workflow_helpers import ROOT, TINY, subprocess_env
 
 CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"
 JOBCOMP = Path("/var/log/slurm/jobcomp.log")
-GPU_RULES = {"train", "infer"}  # profiles/slurm: set-resources
+GPU_RULES = {"train", "infer", "peers"}  # profiles/slurm: set-resources
 
 
 @pytest.fixture(scope="module")

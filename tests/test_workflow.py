@@ -17,6 +17,7 @@ import yaml
 from mlepi import config
 from mlepi.electrons import tb
 from mlepi.formats import deeph, provenance
+from mlepi.ml.model import HedgeNet
 from mlepi.formats.frames import FramesFile
 
 from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
@@ -285,6 +286,24 @@ def test_performance_benchmark_runs_from_the_workflow(workflow_run):
     assert all(r["max_abs_diff_eV"] < 1e-8 for r in result["band_solver"])  # sparse = dense near E_F
     assert result["machine"]["cpus"] >= 1 and result["provenance"]["git_revision"]
     assert (workdir / "results" / cfg["system"]["name"] / "performance" / "performance.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_peers_benchmark_runs_from_the_workflow(workflow_run):
+    """`snakemake peers`: MACE on HedgeNet's training frames; both on the same frames and finite differences."""
+    workdir, cfg = workflow_run
+    snakemake(workdir, "peers")
+    out = workdir / "results" / cfg["system"]["name"]
+    result = json.loads((out / "peers" / "peers.json").read_text())
+    assert result["frames"]["validation"] == HedgeNet.load(out / "train" / "model.pt").metadata["validation_frames"]
+    assert result["frames"]["test"] == sorted(p.stem for p in (out / "dft").glob("check_*.h5"))
+    phonons_ml = json.loads((out / "phonons_ml" / "summary.json").read_text())
+    for name, m in result["models"].items():
+        assert m["test"]["force_mae_meV_per_A"] > 0 and m["time_per_structure_s"] > 0, name
+        # the same DFT force constants as the phonons stage
+        assert m["phonons"]["gamma_frequencies_cm_dft"] == phonons_ml["gamma_frequencies_cm_dft"]
+    assert result["models"]["HedgeNet"]["phonons"]["gamma_frequencies_cm_ml"] == phonons_ml["gamma_frequencies_cm_ml"]
+    assert (out / "peers" / "peers_phonons.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -40,6 +40,7 @@ STAGE_MODULES = {
     "supercell_bands": "mlepi.ml.supercell_bands",
     "supercell_convergence": "mlepi.ml.supercell_bands",
     "accuracy": "mlepi.evaluation.accuracy",
+    "peers": "mlepi.evaluation.peers",
     "export-deeph": "mlepi.formats.deeph",
     "inspect": "mlepi.formats.provenance",
     "performance": "mlepi.evaluation.performance",
@@ -158,6 +159,17 @@ def cmd_performance(stage, args):
     print(f"speed-up vs GPAW {r['speedup_vs_dft']:.0f}x, scaling exponent {r['scaling_exponent']:.3f}, "
           f"time per atom {r['time_per_atom_sizes'][1]} vs {r['time_per_atom_sizes'][0]} atoms: "
           f"{r['time_per_atom_ratio_1e4_vs_1e2']:.2f}x -> {args.out}")
+
+
+def cmd_peers(stage, args):
+    r = stage.run(args.model, args.dataset, args.disp, args.pristine, args.dft_phonons, args.out_dir, _config(args),
+                  test_paths=args.test_frames)
+    for name, m in r["models"].items():
+        errs = ", ".join(f"{part} forces {m[part]['force_mae_meV_per_A']:.1f} meV/A, energy "
+                         f"{m[part]['energy_mae_meV_per_atom']:.2f} meV/atom"
+                         for part in ("validation", "test") if m[part])
+        print(f"{name}: {errs}; phonons above 1 THz {100 * m['phonons']['freq_rel_err_mean']:.2f} % mean, "
+              f"{100 * m['phonons']['freq_rel_err_max']:.1f} % max; {1e3 * m['time_per_structure_s']:.1f} ms")
 
 
 def cmd_accuracy(stage, args):
@@ -359,6 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", required=True, nargs="+", help="bands.json of each, same order")
     p.add_argument("--out-dir", required=True, help="writes convergence.csv and convergence.png")
     p.set_defaults(func=cmd_supercell_convergence)
+
+    p = sub.add_parser("peers", help="HedgeNet against MACE on the same frames: forces, phonons, time (benchmark)",
+                       description="Trains MACE (mace_run_train, config section peers) on HedgeNet's training "
+                                   "frames and compares both on its validation frames, on test frames, on "
+                                   "phonons against DFT and on time per structure (mlepi.evaluation.peers).")
+    _add_config(p)
+    p.add_argument("model", help="trained HedgeNet (model.pt): its validation_frames define the split")
+    p.add_argument("dataset", help="the dataset it was trained on (.h5)")
+    p.add_argument("--disp", required=True, help="phonopy_disp.yaml from `mlepi displace`")
+    p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) with its layer array")
+    p.add_argument("--dft-phonons", required=True, help="phonopy_params.yaml of the DFT phonons stage")
+    p.add_argument("--test-frames", nargs="+", default=(), metavar="H5",
+                   help="DFT frames files never trained on (e.g. results/<system>/dft/check_*.h5)")
+    p.add_argument("--out-dir", required=True, help="writes peers.json, peers_phonons.png, mace/")
+    p.set_defaults(func=cmd_peers)
 
     p = sub.add_parser("accuracy", help="held-out errors of a model (and of its ablation) against DFT (benchmark)",
                        description="H (intra/inter), force and eigenvalue errors on the model's validation "
