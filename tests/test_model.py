@@ -113,12 +113,9 @@ def test_rotations_and_reflections_transform_every_output(improper):
         np.testing.assert_allclose(after, expected, atol=1e-10, err_msg=name)
 
 
-def test_forces_are_minus_the_finite_difference_gradient_of_the_energy():
-    model, atoms = make_model(), structure()
-    data = predict(model, atoms)["data"]
-    forces = model(data)["forces"].detach().numpy()
-    h = 1e-5
-    for atom, axis in [(0, 0), (3, 2), (7, 1), (12, 2)]:
+def assert_forces_are_minus_gradient(model, data, forces, sites, h=1e-5):
+    """Each force component of ``sites`` (atom, axis) against a central difference of the energy."""
+    for atom, axis in sites:
         energies = []
         for sign in (1, -1):
             displaced = data.clone()
@@ -126,6 +123,13 @@ def test_forces_are_minus_the_finite_difference_gradient_of_the_energy():
             displaced.pos[atom, axis] += sign * h
             energies.append(float(model(displaced, forces=False, blocks=False)["energy"][0].detach()))
         assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), abs=1e-7)
+
+
+def test_forces_are_minus_the_finite_difference_gradient_of_the_energy():
+    model, atoms = make_model(), structure()
+    data = predict(model, atoms)["data"]
+    assert_forces_are_minus_gradient(model, data, model(data)["forces"].detach().numpy(),
+                                     [(0, 0), (3, 2), (7, 1), (12, 2)])
 
 
 def test_blocks_are_hermitian_and_zero_padded():
@@ -306,3 +310,63 @@ def test_an_edge_kind_without_edges_gives_no_blocks():
     far.layer = torch.zeros_like(data.layer)  # one layer: no inter-layer block edges, the inter module idle
     out = model(far, forces=False)
     assert torch.isfinite(out["H"]).all()
+
+
+def three_atoms(angle_deg: float):
+    """Atom 0 bonded to atoms 1 and 2 at 1.42 Å, ``angle_deg`` between the bonds, one layer, in a large cell."""
+    from ase import Atoms
+
+    t = np.radians(angle_deg)
+    atoms = Atoms("C3", positions=[[0, 0, 0], [1.42, 0, 0], [1.42 * np.cos(t), 1.42 * np.sin(t), 0]],
+                  cell=[20.0, 20.0, 20.0], pbc=True)
+    atoms.positions += 10.0
+    atoms.set_array("layer", np.zeros(3, dtype=int))
+    return atoms
+
+
+def test_only_angular_invariants_see_the_angle_between_two_bonds():
+    """At 120° and 150° the two outer atoms are 2.46 and 2.74 Å apart, beyond the 2.4 Å cutoff: every atom has
+    the same bond lengths, and a model of distances alone gives both the same energy however many interactions
+    it has. With the power spectrum of degree 2 the energy and the forces depend on the angle."""
+    cut = {"cutoff_intra": 2.4, "cutoff_inter": 2.4}
+    invariant, angular = make_model(**cut, energy_degree=0), make_model(**cut, energy_degree=2)
+    assert invariant.interactions[0].angular is None
+    energies = {name: [predict(model, three_atoms(a))["energy"] for a in (120.0, 150.0)]
+                for name, model in (("invariant", invariant), ("angular", angular))}
+    assert energies["invariant"][0] == pytest.approx(energies["invariant"][1], abs=1e-12)
+    assert abs(energies["angular"][0] - energies["angular"][1]) > 1e-8  # ~1e-6 eV at initialisation, seeded
+    # Atom 1 (on the x axis) feels a force across its bond only from a bond-angle term.
+    def across_bond(model):
+        forces = predict(model, three_atoms(120.0))["forces"]
+        return forces, np.linalg.norm(forces[1] - forces[1, 0] * np.array([1.0, 0.0, 0.0]))
+
+    assert across_bond(invariant)[1] < 1e-12
+    forces, across = across_bond(angular)
+    assert across > 1e-8
+    bisector = np.array([np.cos(np.radians(60)), np.sin(np.radians(60)), 0.0])
+    assert np.linalg.norm(forces.sum(axis=0)) < 1e-10  # translation invariance: no net force
+    assert abs(np.cross(forces[0], bisector)[2]) < 1e-10  # mirror symmetry through the bisector
+
+
+@pytest.mark.parametrize("improper", [False, True], ids=["rotation", "reflection"])
+def test_angular_energy_branch_is_invariant_and_conservative(improper):
+    """energy_degree = 3 (odd and even degrees): E invariant and F covariant under a rotation and a reflection,
+    F = -dE/dx against central differences, H blocks still covariant (the readout is untouched)."""
+    from mlepi.ml import wigner
+
+    model, atoms = make_model(energy_degree=3), structure()
+    ref = predict(model, atoms)
+    rotation = wigner.random_rotation(7)
+    if improper:
+        v = np.array([0.6, 0.1, -0.4]) / np.linalg.norm([0.6, 0.1, -0.4])
+        rotation = np.eye(3) - 2 * np.outer(v, v)
+    out = predict(model, wigner.rotated_atoms(atoms, rotation))
+    assert out["energy"] == pytest.approx(ref["energy"], abs=1e-9)
+    np.testing.assert_allclose(out["forces"], ref["forces"] @ rotation.T, atol=1e-9)
+    keys = list(ref["H"])
+    edges = np.array([k[:2] for k in keys]).T
+    expected = wigner.rotate_blocks(np.array([ref["H"][k] for k in keys]), atoms.numbers, edges, MIXED_BASIS,
+                                    rotation)
+    np.testing.assert_allclose(np.array([out["H"][k] for k in keys]), expected, atol=1e-10)
+
+    assert_forces_are_minus_gradient(model, ref["data"], ref["forces"], [(0, 2), (5, 0), (11, 1)])

@@ -73,7 +73,7 @@ from mlepi.ml.irreps import L_MAX
 
 MODEL_SCHEMA = "mlepi.hedgenet"
 # 2: O(3)-equivariant block readout (mlepi.ml.block_readout); 3: polar octupole products, H decay
-MODEL_SCHEMA_VERSION = 3
+MODEL_SCHEMA_VERSION = 4  # 4: model.energy_degree (angular energy branch)
 DECAY_DEGREE = 3  # polynomial degree in r of log |H| of off-site blocks (HedgeNet.H_decay)
 
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
@@ -142,17 +142,49 @@ class EdgeConv(nn.Module):
         return self.out(agg)
 
 
-class Interaction(nn.Module):
-    """One interaction layer: per-kind convolutions, summed, then a residual update of h."""
+class AngularInvariants(nn.Module):
+    """Rotation invariants of an atom's neighbourhood of one edge kind: the power spectrum of its moments,
+    P_i,c,L = Σ_m A_i,c,Lm (Σ_c' W_L,cc' A_i,c',Lm), ``[n_atoms, C (L_max+1)]``, with A the moments of
+    :class:`mlepi.ml.block_readout.Moments` (degrees 0..L_max). A product of two neighbours' harmonics of one
+    degree sees the angle between two bonds, which distances alone cannot (three-body terms, as in ACE and
+    MACE); both factors rotate with the same Wigner matrix, also under reflections, so P is O(3) invariant."""
 
-    def __init__(self, hidden: int, n_rbf: int, kinds: tuple[str, ...]):
+    def __init__(self, hidden: int, n_rbf: int, channels: int, l_max: int):
+        super().__init__()
+        self.moments = Moments(hidden, n_rbf, channels)
+        # Channel mixing per degree, from the identity (the plain power spectrum) at initialisation.
+        self.mixing = nn.Parameter(torch.eye(channels).repeat(l_max + 1, 1, 1))
+
+    def forward(self, h, edge_index, rbf, env, harmonics, norm):
+        moments = self.moments(h, edge_index, rbf, env, harmonics, norm, chunk_size(EDGE_CHUNK, h.device))
+        spectrum = [(a * torch.einsum("dc,ncm->ndm", w, a)).sum(-1)  # [n_atoms, C] per degree
+                    for a, w in zip(by_degree(moments, 2), self.mixing)]
+        return torch.cat(spectrum, dim=1)  # [n_atoms, C (L_max+1)]
+
+
+class Interaction(nn.Module):
+    """One interaction layer: per-kind convolutions, summed, then a residual update of h; with ``angular``
+    = (channels, L_max) the update also reads each kind's :class:`AngularInvariants`."""
+
+    def __init__(self, hidden: int, n_rbf: int, kinds: tuple[str, ...], angular: tuple[int, int] | None = None):
         super().__init__()
         self.convs = nn.ModuleDict({k: EdgeConv(hidden, n_rbf) for k in kinds})
-        self.update = mlp(2 * hidden, hidden, hidden)
+        n_in = 2 * hidden
+        self.angular = None
+        if angular is not None:
+            channels, l_max = angular
+            self.angular = nn.ModuleDict({k: AngularInvariants(hidden, n_rbf, channels, l_max) for k in kinds})
+            n_in += len(kinds) * channels * (l_max + 1)
+        self.update = mlp(n_in, hidden, hidden)
 
     def forward(self, h, groups: dict):
-        m = sum(conv(h, *groups[kind]) for kind, conv in self.convs.items())  # [n_atoms, hidden]
-        return h + self.update(torch.cat([h, m], dim=-1))
+        """``groups``: per kind (edge_index, rbf, env, norm), or (edge_index, rbf, env, harmonics, norm) with
+        angular invariants."""
+        m = sum(conv(h, *groups[kind][:3], groups[kind][-1]) for kind, conv in self.convs.items())  # [n_atoms, hidden]
+        features = [h, m]
+        if self.angular is not None:
+            features += [self.angular[kind](h, *groups[kind]) for kind in self.angular]
+        return h + self.update(torch.cat(features, dim=-1))
 
 
 def reverse_edges(i: torch.Tensor, j: torch.Tensor, cell_shift: torch.Tensor, n_atoms: int
@@ -215,7 +247,12 @@ class HedgeNet(nn.Module):
         self.kinds = ("intra", "inter") if cfg["heterogeneous"] else ("shared",)
         self.embedding = nn.Embedding(n_species, hidden)
         self.rbf = BesselBasis(n_rbf, max(cfg["cutoff_intra"], cfg["cutoff_inter"]))
-        self.interactions = nn.ModuleList(Interaction(hidden, n_rbf, self.kinds)
+        # Angular invariants in the energy branch (model.energy_degree > 0); none keeps the invariant
+        # continuous-filter model (and its parameters, so a seed gives the same initial weights as before).
+        energy_degree = int(cfg["energy_degree"])
+        angular = (int(cfg["moment_channels"]), energy_degree) if energy_degree else None
+        self.energy_harmonics = SphericalHarmonics(energy_degree) if energy_degree else None
+        self.interactions = nn.ModuleList(Interaction(hidden, n_rbf, self.kinds, angular)
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
@@ -405,7 +442,10 @@ class HedgeNet(nn.Module):
             rbf = self.rbf(r)  # [E, n_rbf]
             cut = torch.where(data.edge_type == INTRA, self.config["cutoff_intra"], self.config["cutoff_inter"])
             env = envelope(r / cut.to(dtype))  # [E]
-            groups = self._edge_groups(data.edge_index, data.edge_type, rbf, env)
+            per_edge = [rbf, env]
+            if self.energy_harmonics is not None:  # direction harmonics with their gradient: forces see angles
+                per_edge.append(self.energy_harmonics(vec / r.unsqueeze(-1)))  # [E, (L+1)^2]
+            groups = self._edge_groups(data.edge_index, data.edge_type, *per_edge)
             h = self.embedding(species)  # [n_atoms, hidden]
             for interaction in self.interactions:
                 h = interaction(h, groups)
