@@ -4,7 +4,8 @@
     python benchmarks/accuracy.py       # writes benchmarks/results/accuracy.{json,png}
 
 Trains the ablation (the same network with one edge type, ``model.heterogeneous: false``, same data, epochs,
-seed and split) into ``benchmarks/results/ablation/`` (resumes if it is there), then runs ``mlepi accuracy``
+seed and split) into ``benchmarks/results/ablation/`` (resumes if it is there), its phonons on the same finite
+differences (``mlepi phonons_ml``, into ``ablation/phonons_ml/``), then runs ``mlepi accuracy``
 (:mod:`mlepi.evaluation.accuracy`) on the default run's model and the ablation: on the model's validation frames
 and, under ``test``, on the band analysis' DFT cross-check samples (``dft/check_*.h5``).
 """
@@ -27,9 +28,17 @@ def main(argv=None) -> int:
     ablation = {"model": {**cfg["model"], "heterogeneous": False}, "train": cfg["train"]}
     status = mlepi(["train", "--dataset", str(dataset), "--params", json.dumps(ablation),
                     "--out-dir", str(args.out_dir / "ablation")])
+    # The ablation's phonons: the same finite differences as the phonons_ml stage, with its forces.
+    ablation_phonons = args.out_dir / "ablation" / "phonons_ml"
+    status = status or mlepi(["phonons_ml", str(args.out_dir / "ablation" / "model.pt"), "--disp",
+                              str(run / "displace" / "phonopy_disp.yaml"), "--pristine",
+                              str(run / "displace" / "pristine.extxyz"), "--dft-phonons",
+                              str(run / "phonons" / "phonopy_params.yaml"), "--config", str(args.configfile),
+                              "--out-dir", str(ablation_phonons)])
     checks = sorted(map(str, (run / "dft").glob("check_*.h5")))  # thermal samples never trained on
     return status or mlepi(["accuracy", str(model), str(dataset), "--ablation",
                             str(args.out_dir / "ablation" / "model.pt"), "--phonons-ml", str(phonons),
+                            "--ablation-phonons-ml", str(ablation_phonons / "summary.json"),
                             *(["--test-frames", *checks] if checks else []), "--primitive", str(primitive),
                             "--config", str(args.configfile),
                             "--out", str(args.out_dir / "accuracy.json")])

@@ -307,6 +307,29 @@ def test_peers_benchmark_runs_from_the_workflow(workflow_run):
 
 
 @pytest.mark.slow
+def test_hamiltonian_baseline_runs_from_the_workflow(workflow_run):
+    """`snakemake peers_h`: the baseline trains on the DeepH export of HedgeNet's training frames; HedgeNet's
+    errors on its validation frames are those of the parity stage (one function, two stages)."""
+    workdir, cfg = workflow_run
+    snakemake(workdir, "peers_h")
+    out = workdir / "results" / cfg["system"]["name"]
+    result = json.loads((out / "peers" / "hamiltonian.json").read_text())
+    validation = HedgeNet.load(out / "train" / "model.pt").metadata["validation_frames"]
+    assert result["frames"]["validation"] == validation
+    assert result["frames"]["test"] == sorted(p.stem for p in (out / "dft").glob("check_*.h5"))
+    assert sorted(p.name for p in (out / "peers" / "deeph").iterdir()) == sorted(FramesFile(
+        out / "dataset" / "dataset.h5").names)  # every frame exported, as `mlepi export-deeph` writes it
+    parity = json.loads((out / "parity" / "parity.json").read_text())
+    models = result["models"]
+    assert models["HedgeNet"]["validation"]["h_mae_meV"] == pytest.approx(parity["h_mae_meV"], rel=1e-9)
+    assert models["E3 baseline"]["vf_static_dft_1e6_m_s"] == models["HedgeNet"]["vf_static_dft_1e6_m_s"]
+    for m in models.values():
+        assert m["test"]["h_mae_meV"] > 0 and m["time_per_structure_s"] > 0
+    assert result["baseline"]["epochs"] == 2 and (out / "peers" / "e3h" / "metrics.csv").is_file()
+    assert (out / "peers" / "hamiltonian_bands.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_report_collects_figures(workflow_run):
     workdir, _ = workflow_run
     snakemake(workdir, "--report", str(workdir / "report.zip"))

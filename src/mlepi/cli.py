@@ -41,6 +41,7 @@ STAGE_MODULES = {
     "supercell_convergence": "mlepi.ml.supercell_bands",
     "accuracy": "mlepi.evaluation.accuracy",
     "peers": "mlepi.evaluation.peers",
+    "peers_h": "mlepi.evaluation.peers_h",
     "export-deeph": "mlepi.formats.deeph",
     "inspect": "mlepi.formats.provenance",
     "performance": "mlepi.evaluation.performance",
@@ -172,9 +173,20 @@ def cmd_peers(stage, args):
               f"{100 * m['phonons']['freq_rel_err_max']:.1f} % max; {1e3 * m['time_per_structure_s']:.1f} ms")
 
 
+def cmd_peers_h(stage, args):
+    r = stage.run(args.model, args.dataset, args.primitive, args.out_dir, _config(args), test_paths=args.test_frames)
+    for name, m in r["models"].items():
+        errs = ", ".join(f"{part} H {m[part]['h_mae_meV']:.2f} meV, eigenvalues {m[part]['eig_mae_meV']:.1f} meV"
+                         for part in ("validation", "test") if part in m)
+        vf = "failed" if m["vf_static_rel_err"] is None else f"{100 * m['vf_static_rel_err']:+.2f} % against DFT"
+        print(f"{name}: {errs}; static v_F {vf}; "
+              f"{1e3 * m['time_per_structure_s']:.1f} ms")
+
+
 def cmd_accuracy(stage, args):
     r = stage.run(args.model, args.dataset, args.out, _config(args), ablation_path=args.ablation,
-                  phonons_ml_path=args.phonons_ml, test_paths=args.test_frames, primitive=args.primitive)
+                  phonons_ml_path=args.phonons_ml, ablation_phonons_ml_path=args.ablation_phonons_ml,
+                  test_paths=args.test_frames, primitive=args.primitive)
 
     def errors(e):
         return (f"H {e['h_mae_meV']:.2f} meV (intra {e['h_mae_intra_meV']:.2f}, inter {e['h_mae_inter_meV']:.2f}), "
@@ -202,6 +214,16 @@ def cmd_inspect(stage, args):
     for path in args.files:
         found = stage.read(path)
         print(json.dumps(found, indent=1) if args.json else stage.format_record(found))
+
+
+def _add_peer_inputs(parser: argparse.ArgumentParser, out_dir_help: str) -> None:
+    """What both peer comparisons take: config, HedgeNet and its dataset, test frames, output folder."""
+    _add_config(parser)
+    parser.add_argument("model", help="trained HedgeNet (model.pt): its validation_frames define the split")
+    parser.add_argument("dataset", help="the dataset it was trained on (.h5)")
+    parser.add_argument("--test-frames", nargs="+", default=(), metavar="H5",
+                        help="DFT frames files never trained on (e.g. results/<system>/dft/check_*.h5)")
+    parser.add_argument("--out-dir", required=True, help=out_dir_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,16 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Trains MACE (mace_run_train, config section peers) on HedgeNet's training "
                                    "frames and compares both on its validation frames, on test frames, on "
                                    "phonons against DFT and on time per structure (mlepi.evaluation.peers).")
-    _add_config(p)
-    p.add_argument("model", help="trained HedgeNet (model.pt): its validation_frames define the split")
-    p.add_argument("dataset", help="the dataset it was trained on (.h5)")
+    _add_peer_inputs(p, "writes peers.json, peers_phonons.png, mace/")
     p.add_argument("--disp", required=True, help="phonopy_disp.yaml from `mlepi displace`")
     p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) with its layer array")
     p.add_argument("--dft-phonons", required=True, help="phonopy_params.yaml of the DFT phonons stage")
-    p.add_argument("--test-frames", nargs="+", default=(), metavar="H5",
-                   help="DFT frames files never trained on (e.g. results/<system>/dft/check_*.h5)")
-    p.add_argument("--out-dir", required=True, help="writes peers.json, peers_phonons.png, mace/")
     p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("peers_h", help="HedgeNet's H against an e3nn baseline of DeepH-E3's design (benchmark)",
+                       description="Exports the dataset as DeepH folders (export-deeph), trains an equivariant "
+                                   "Hamiltonian model of DeepH-E3's design (e3nn; config keys peers.h_*) on "
+                                   "HedgeNet's training frames and compares both on H, eigenvalues near E_F, "
+                                   "static v_F and time (mlepi.evaluation.peers_h).")
+    _add_peer_inputs(p, "writes hamiltonian.json, hamiltonian_bands.png, deeph/, e3h/")
+    p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) for the static-lattice v_F")
+    p.set_defaults(func=cmd_peers_h)
 
     p = sub.add_parser("accuracy", help="held-out errors of a model (and of its ablation) against DFT (benchmark)",
                        description="H (intra/inter), force and eigenvalue errors on the model's validation "
@@ -395,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="the dataset it was trained on (.h5)")
     p.add_argument("--ablation", help="model.pt of the same training with model.heterogeneous: false")
     p.add_argument("--phonons-ml", help="summary.json of the phonons_ml stage")
+    p.add_argument("--ablation-phonons-ml", help="summary.json of `mlepi phonons_ml` on the --ablation model")
     p.add_argument("--test-frames", nargs="+", default=(), metavar="H5",
                    help="DFT frames files never trained on (e.g. results/<system>/dft/check_*.h5): the same "
                         "errors on their frames, under 'test'")

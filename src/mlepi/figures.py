@@ -158,8 +158,9 @@ def plot_parity(forces_ref, forces_ml, h_ref, h_ml, inter, summary: dict, path) 
 
 
 def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weight: float = 0.05,
-                        window: float = 3.0) -> None:
-    """Unfolded bands, DFT against HedgeNet, one panel per frame (:func:`mlepi.evaluation.parity.band_structures`).
+                        window: float = 3.0, model_names: Sequence[str] | None = None) -> None:
+    """Unfolded bands, DFT against HedgeNet (or the model of ``model_names``, one per panel), one panel per frame
+    (:func:`mlepi.evaluation.parity.band_structures`).
 
     Each supercell state is a dot at its primitive k with an area proportional to its unfolded weight;
     states with weight below ``min_weight`` are left out. Energies relative to the DFT Fermi level (eV).
@@ -168,7 +169,8 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
     fig = Figure(figsize=(4.2 * len(frames), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(frames), sharey=True))
     k = np.asarray(bands["k_distance_1_A"])
-    for ax, frame, unseen in zip(axes, frames, held_out):
+    names = list(model_names or ["HedgeNet"] * len(frames))
+    for ax, frame, unseen, name in zip(axes, frames, held_out, names):
         for key, color, size in (("dft", "k", 9.0), ("ml", "C3", 3.0)):
             e, w = frame[key]
             kk = np.broadcast_to(k[:, None], e.shape)
@@ -181,12 +183,14 @@ def plot_band_structure(bands: dict, path, *, held_out: Sequence[bool], min_weig
         ax.set_xlim(k[0], k[-1])
         ax.set_ylim(-window, window)
         kind = "held out" if unseen else "in training set"
-        ax.set_title(f"{frame['name']} ({kind}): eig MAE {frame['eig_mae_meV']:.0f} meV", fontsize=9)
+        model = "" if model_names is None else f"{name}, "
+        ax.set_title(f"{model}{frame['name']} ({kind}): eig MAE {frame['eig_mae_meV']:.0f} meV", fontsize=9)
         ax.set_xlabel("primitive k path")
     axes[0].set_ylabel("E − E_F(DFT, pristine) (eV)")
     # Proxy handles: the scatter markers' sizes follow the weights, which makes poor legend entries.
     handles = [Line2D([], [], ls="none", marker="o", ms=ms, color=c) for c, ms in (("k", 5), ("C3", 3))]
-    axes[0].legend(handles, ["DFT (GPAW)", "HedgeNet"], loc="lower right")
+    for ax, name in zip(axes, names) if model_names is not None else [(axes[0], "HedgeNet")]:
+        ax.legend(handles, ["DFT (GPAW)", name], loc="lower right")
     _save(fig, path)
 
 

@@ -51,22 +51,31 @@ def evaluate(model_path, dataset, frames=None) -> dict:
     """Held-out errors of one model (see the module docstring) on its validation frames, or on ``frames``."""
     model = HedgeNet.load(model_path)
     summary, dft_frames, predicted, _ = held_out_errors(model, dataset, model_path, frames)
+    summary.update(eigenvalue_errors(dft_frames, predicted, dataset.basis))
+    summary["train_config"] = model.metadata.get("train_config")
+    summary["model_config"] = model.config
+    summary["best_epoch"] = model.metadata.get("epoch")
+    return summary
+
+
+def eigenvalue_errors(dft_frames, predicted, basis) -> dict:
+    """Eigenvalue MAE (meV) at G, K and M within the window around each DFT frame's Fermi level, plain and
+    aligned (module docstring), of model frames against their DFT frames; each model frame takes its DFT
+    frame's S (set in place), as inference does."""
     by_point = {(p, aligned): [] for p in "GKM" for aligned in (False, True)}
     for dft, ml in zip(dft_frames, predicted):
         ml.S = blocks_on_edges(dft.edge_index, dft.cell_shift, dft.S, ml, "DFT")
-        for point, (e_dft, e_ml) in point_eigenvalues(dft, ml, dataset.basis).items():  # one diagonalization
+        for point, (e_dft, e_ml) in point_eigenvalues(dft, ml, basis).items():  # one diagonalization
             for aligned in (False, True):
                 by_point[(point, aligned)].append(nearest_eigenvalue_mae(e_dft, e_ml, dft.fermi_level,
                                                                          aligned=aligned))
     # A point without DFT states within the window (at K and M of a 3n x 3n supercell the pi bands lie
     # further out: the primitive K folds onto Gamma) has no error to report: null.
+    summary = {}
     for aligned, suffix in ((False, ""), (True, "_aligned")):
         maes = {p: v for (p, a), v in by_point.items() if a == aligned}
         summary[f"eig_mae{suffix}_meV_by_point"] = {p: _mean_meV(v) for p, v in maes.items()}
         summary[f"eig_mae{suffix}_meV"] = _mean_meV([m for v in maes.values() for m in v])
-    summary["train_config"] = model.metadata.get("train_config")
-    summary["model_config"] = model.config
-    summary["best_epoch"] = model.metadata.get("epoch")
     return summary
 
 
@@ -95,12 +104,22 @@ def static_vf(model_path, dataset: FramesFile, primitive, cfg: BandsConfig) -> d
     the band analysis of the ``renormalization`` stage (its static lattice): the physical quantity the blocks
     are for. It sums every hopping of the supercell with its Bloch phase, so it sees systematic errors that
     an element-wise MAE averages away (benchmarks/NOTES.md §17)."""
+    dft = pristine_frame(dataset)
+    ml = predict_frames(HedgeNet.load(model_path), [dft.to_atoms()], ["pristine"], fermi_level=False,
+                        overlap="model")[0]
+    return static_vf_of(ml, dataset, primitive, cfg)
+
+
+def pristine_frame(dataset: FramesFile):
     if "pristine" not in dataset.names:
         raise FramesFileError(f"{dataset.path}: no frame named 'pristine' (the undisplaced supercell) for the "
                               "static-lattice v_F; run without --primitive")
-    dft = dataset["pristine"]
-    ml = predict_frames(HedgeNet.load(model_path), [dft.to_atoms()], ["pristine"], fermi_level=False,
-                        overlap="model")[0]
+    return dataset["pristine"]
+
+
+def static_vf_of(ml, dataset: FramesFile, primitive, cfg: BandsConfig) -> dict:
+    """:func:`static_vf` of any model's frame ``ml`` of the pristine supercell (H on the DFT frame's edges)."""
+    dft = pristine_frame(dataset)
     ml.S = blocks_on_edges(dft.edge_index, dft.cell_shift, dft.S, ml, "DFT pristine overlap")
     analysis = Analysis(primitive, dft.to_atoms(), cfg)
     vf = {source: analysis.single(frame, dataset.basis, dft.fermi_level, source)["vf_1e6_m_s"]
@@ -110,7 +129,7 @@ def static_vf(model_path, dataset: FramesFile, primitive, cfg: BandsConfig) -> d
 
 
 def run(model_path, dataset_path, out_path, config: dict | None = None, *, ablation_path=None,
-        phonons_ml_path=None, test_paths=(), primitive=None) -> dict:
+        phonons_ml_path=None, ablation_phonons_ml_path=None, test_paths=(), primitive=None) -> dict:
     """Evaluate the model (and its ablation) and write ``out_path`` (JSON) with the learning curves beside it
     (``out_path`` with suffix ``.png``, from the ``metrics.csv`` next to each model). With ``test_paths``
     (frames files), the same errors on their frames go under ``test``; with ``primitive`` (path or Atoms), the
@@ -124,12 +143,13 @@ def run(model_path, dataset_path, out_path, config: dict | None = None, *, ablat
     if primitive is not None:
         result.update(static_vf(model_path, dataset, primitive, bands_cfg))
     result["eig_window_eV"] = EIG_WINDOW_EV
-    if phonons_ml_path is not None:
-        phonons = json.loads(Path(phonons_ml_path).read_text())
-        result["phonon_freq_max_rel_err"] = phonons["freq_rel_err_max"]
-        result["phonon_freq_mean_rel_err"] = phonons["freq_rel_err_mean"]
-        result["gamma_frequencies_cm"] = {"dft": phonons["gamma_frequencies_cm_dft"],
-                                          "ml": phonons["gamma_frequencies_cm_ml"]}
+    for prefix, path in (("", phonons_ml_path), ("ablation_", ablation_phonons_ml_path)):
+        if path is not None:
+            phonons = json.loads(Path(path).read_text())
+            result[f"{prefix}phonon_freq_max_rel_err"] = phonons["freq_rel_err_max"]
+            result[f"{prefix}phonon_freq_mean_rel_err"] = phonons["freq_rel_err_mean"]
+            result[f"{prefix}gamma_frequencies_cm"] = {"dft": phonons["gamma_frequencies_cm_dft"],
+                                                       "ml": phonons["gamma_frequencies_cm_ml"]}
     curves = {"HedgeNet (intra/inter split)": _metrics(model_path)}
     if ablation_path is not None:
         ablation = evaluate(ablation_path, dataset)

@@ -118,12 +118,20 @@ def held_out_errors(model, dataset: FramesFile, model_path="model", frames=None)
     predicted = predict_frames(model, atoms_list, names, fermi_level=False, overlap="model")
     forces_ref = np.concatenate([f.forces.ravel() for f in dft_frames])
     forces_ml = np.concatenate([f.forces.ravel() for f in predicted])
-    pairs = [_h_pairs(d, m, dataset.basis) for d, m in zip(dft_frames, predicted)]
+    h_summary, (h_ref, h_ml, inter) = h_errors(dft_frames, predicted, dataset.basis)
+    summary = {"validation_frames": names, "force_mae_meV_per_A": 1e3 * float(np.abs(forces_ml - forces_ref).mean()),
+               **h_summary, **rotation_covariance(model, atoms_list, predicted, dataset.basis)}
+    return summary, dft_frames, predicted, (forces_ref, forces_ml, h_ref, h_ml, inter)
+
+
+def h_errors(dft_frames, predicted, basis) -> tuple[dict, tuple]:
+    """H MAE (meV) of model frames against their DFT frames, overall, intra- and inter-layer, the largest error
+    of each kind, and the arrays (H DFT, H model, inter-layer flag); any model's frames with H on (some of) the
+    DFT frames' edges."""
+    pairs = [_h_pairs(d, m, basis) for d, m in zip(dft_frames, predicted)]
     h_ref, h_ml, inter = (np.concatenate(parts) for parts in zip(*pairs))
     err = np.abs(h_ml - h_ref)
     summary = {
-        "validation_frames": names,
-        "force_mae_meV_per_A": 1e3 * float(np.abs(forces_ml - forces_ref).mean()),
         "h_mae_meV": 1e3 * float(err.mean()),
         "h_mae_intra_meV": 1e3 * float(err[~inter].mean()),
         "h_mae_inter_meV": 1e3 * float(err[inter].mean()) if inter.any() else float("nan"),
@@ -131,9 +139,8 @@ def held_out_errors(model, dataset: FramesFile, model_path="model", frames=None)
         # (the bilayer's dimer hopping gamma1 is one element of a few inter-layer blocks).
         "h_max_err_intra_meV": 1e3 * float(err[~inter].max()),
         "h_max_err_inter_meV": 1e3 * float(err[inter].max()) if inter.any() else float("nan"),
-        **rotation_covariance(model, atoms_list, predicted, dataset.basis),
     }
-    return summary, dft_frames, predicted, (forces_ref, forces_ml, h_ref, h_ml, inter)
+    return summary, (h_ref, h_ml, inter)
 
 
 def run(model_path, dataset_path, out_dir, primitive=None) -> dict:

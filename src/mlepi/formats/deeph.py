@@ -46,6 +46,14 @@ def _permutation(radial_ls) -> np.ndarray:
     return np.array(perm, dtype=int)
 
 
+def to_gpaw_order(block: np.ndarray, ls_i, ls_j) -> np.ndarray:
+    """A block in DeepH's orbital order (as :func:`read` gives it) back in GPAW's; ``ls_*``: the l of each radial
+    function of the two atoms."""
+    out = np.empty_like(block)
+    out[np.ix_(_permutation(ls_i), _permutation(ls_j))] = block
+    return out
+
+
 def _radial_ls(basis: dict, z: int) -> list[int]:
     return [int(l) for _, l in basis["orbitals"][str(int(z))]]
 
