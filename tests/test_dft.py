@@ -365,12 +365,14 @@ def test_run_primitive_and_supercell_agree(tmp_path):
     np.testing.assert_array_equal(tiled.positions, sc.positions)
     np.testing.assert_array_equal(tiled.edge_index, sc.edge_index)
     np.testing.assert_array_equal(tiled.cell_shift, sc.cell_shift)
-    # One numerical path (folded k mesh, same grid spacing): measured 2e-12 eV, 6e-8 eV/Å, S 7e-16, H 1.3e-8 eV.
+    # One numerical path (folded k mesh, same grid spacing), but two SCFs, each stopped where it met scf_energy:
+    # measured 2e-12 eV, 6e-8 eV/Å, S 7e-16, H 1.3e-8 eV on one host; 6e-11 eV, 5.1e-6 eV/Å, S 5e-16, H 4.2e-7 eV
+    # on another (2.5× slower, another CPU), where the two SCFs ended after 10 and 11 iterations. S has no SCF.
     assert tiled.energy == pytest.approx(sc.energy, abs=1e-8)
-    assert tiled.fermi_level == pytest.approx(sc.fermi_level, abs=1e-6)
-    np.testing.assert_allclose(tiled.forces, sc.forces, atol=1e-6)
+    assert tiled.fermi_level == pytest.approx(sc.fermi_level, abs=2e-6)
+    np.testing.assert_allclose(tiled.forces, sc.forces, atol=2e-5)
     np.testing.assert_allclose(tiled.S, sc.S, atol=1e-12)
-    np.testing.assert_allclose(tiled.H, sc.H, atol=1e-6)
+    np.testing.assert_allclose(tiled.H, sc.H, atol=2e-6)
     with pytest.raises(TilingError, match="needs the primitive cell"):  # before any SCF
         scf.run(tmp_path / "sc31.extxyz", tmp_path / "bad.h5", cfg, tile_to=tmp_path / "prim.extxyz")
     assert not (tmp_path / "bad.h5").exists()
