@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mlepi.ml.block_readout import SphericalHarmonics
+from mlepi.ml.model import reverse_edges
 
 try:  # e3nn comes with mace-torch (requirements.txt); its constants file holds slices, which torch's
     # weights-only loader refuses by default: allow exactly that, instead of turning the check off everywhere.
@@ -212,10 +213,11 @@ def hermitian(H: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
 
 
 def reverse_index(edge_index: np.ndarray, cell_shift: np.ndarray) -> np.ndarray:
-    """For every edge (i, j, R) the index of (j, i, −R); every block list of a frame holds both."""
-    keys = {(int(i), int(j), *map(int, R)): e for e, (i, j, R) in enumerate(zip(*edge_index, cell_shift))}
-    try:
-        return np.array([keys[(int(j), int(i), *(-int(x) for x in R))]
-                         for i, j, R in zip(*edge_index, cell_shift)])
-    except KeyError as missing:
-        raise ValueError(f"the blocks hold edge {missing} without its reverse; not a full block list") from None
+    """For every edge (i, j, R) the index of (j, i, −R) (HedgeNet's :func:`mlepi.ml.model.reverse_edges`);
+    every block list of a frame holds both."""
+    i, j = torch.as_tensor(np.asarray(edge_index), dtype=torch.long)
+    reverse = reverse_edges(i, j, torch.as_tensor(np.asarray(cell_shift), dtype=torch.long),
+                            int(torch.cat([i, j]).max()) + 1 if len(i) else 0)
+    if reverse is None:
+        raise ValueError("the blocks hold an edge without its reverse; not a full block list")
+    return reverse.numpy()
