@@ -15,6 +15,7 @@ wildcard_constraints:
     purpose=r"infer|special",
     prediction=r"T[0-9.]+|special_T[0-9.]+|pristine",
     n=r"[0-9]+",
+    member=r"[0-9]+",
 
 
 include: "workflow/rules/common.smk"

@@ -22,7 +22,7 @@ from mlepi.cli import main as mlepi
 
 def main(argv=None) -> int:
     args, cfg, run = arguments(__doc__, argv)
-    model, dataset, phonons, primitive = (run / "train" / "model.pt", run / "dataset" / "dataset.h5",
+    model, dataset, phonons, primitive = (run / "train" / "member_0" / "model.pt", run / "dataset" / "dataset.h5",
                                           run / "phonons_ml" / "summary.json", run / "structure" / "primitive.extxyz")
     require(model, dataset, phonons, primitive)
     ablation = {"model": {**cfg["model"], "heterogeneous": False}, "train": cfg["train"]}

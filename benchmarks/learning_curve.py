@@ -109,7 +109,8 @@ def main(argv=None) -> int:
         "--samples", type=int, nargs="+", default=[0, 2, 4, 6],
         help="thermal training samples per temperature of each training set (even: antithetic pairs)"))
     checks = sorted((run / "dft").glob("check_*.h5"))
-    require(run / "train" / "model.pt", run / "dataset" / "dataset.h5", run / "phonons" / "phonopy_params.yaml")
+    require(run / "train" / "member_0" / "model.pt", run / "dataset" / "dataset.h5",
+            run / "phonons" / "phonopy_params.yaml")
     if not checks:
         raise SystemExit(f"no DFT cross-check samples in {run / 'dft'} (bands.dft_check_samples: 0?)")
     work = args.out_dir / "learning_curve"
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         folder = work / f"k{k}"
         folder.mkdir(exist_ok=True)
         if k == default_k:
-            model, dataset = run / "train" / "model.pt", run / "dataset" / "dataset.h5"
+            model, dataset = run / "train" / "member_0" / "model.pt", run / "dataset" / "dataset.h5"
         else:
             model, dataset = folder / "model.pt", folder / "dataset.h5"
             frames = base + [path for name, path in mc.items() if int(name.rsplit("_s", 1)[1]) < k]

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     args, cfg, run = arguments(__doc__, argv, add=lambda p: p.add_argument(
         "--only", choices=("peers", "peers_h"), help="run one comparison (default: both)"))
     inputs = {name: run / path for name, path in (
-        ("model", "train/model.pt"), ("dataset", "dataset/dataset.h5"), ("disp", "displace/phonopy_disp.yaml"),
+        ("model", "train/member_0/model.pt"), ("dataset", "dataset/dataset.h5"), ("disp", "displace/phonopy_disp.yaml"),
         ("pristine", "displace/pristine.extxyz"), ("dft_phonons", "phonons/phonopy_params.yaml"),
         ("primitive", "structure/primitive.extxyz"))}
     require(*inputs.values())

@@ -20,7 +20,7 @@ from mlepi.cli import main as mlepi
 
 def main(argv=None) -> int:
     args, _, run = arguments(__doc__, argv)
-    model, primitive, pristine = (run / "train" / "model.pt", run / "structure" / "primitive.extxyz",
+    model, primitive, pristine = (run / "train" / "member_0" / "model.pt", run / "structure" / "primitive.extxyz",
                                   run / "dft" / "pristine.h5")
     require(model, primitive, pristine)
     workflow = args.out_dir / "workflow.json"

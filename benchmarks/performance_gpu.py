@@ -20,7 +20,7 @@ GPU_EXTRA_SIZES = [70, 100]  # 19,600 and 40,000 atoms: a GPU has the memory
 
 def main(argv=None) -> int:
     args, cfg, run = arguments(__doc__, argv)
-    model, primitive = run / "train" / "model.pt", run / "structure" / "primitive.extxyz"
+    model, primitive = run / "train" / "member_0" / "model.pt", run / "structure" / "primitive.extxyz"
     require(model, primitive)
 
     import torch

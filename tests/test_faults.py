@@ -191,11 +191,11 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
     assert _data_files(results) == _data_files(ref_results)
     differ = [str(p) for p in _data_files(results) if (results / p).read_bytes() != (ref_results / p).read_bytes()]
     assert not differ, f"outputs differ from the uninterrupted run: {differ}"
-    a = torch.load(ref_results / "train" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(results / "train" / "model.pt", weights_only=True)["state_dict"]
+    a = torch.load(ref_results / "train" / "member_0" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(results / "train" / "member_0" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the resumed training differs"
-    ref_rows = list(csv.DictReader((ref_results / "train" / "metrics.csv").open()))
-    rows = list(csv.DictReader((results / "train" / "metrics.csv").open()))
+    ref_rows = list(csv.DictReader((ref_results / "train" / "member_0" / "metrics.csv").open()))
+    rows = list(csv.DictReader((results / "train" / "member_0" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
     assert float(rows[-1]["val_loss"]) == pytest.approx(float(ref_rows[-1]["val_loss"]), rel=0.01)
     print("faults injected and survived:", faults)

@@ -2,6 +2,7 @@
 (the linearization by a finite difference of the analytic model, an independent route from the model's
 autograd), static lattice, special displacement and the DFT cross-check table."""
 
+import copy
 import csv
 import json
 
@@ -164,3 +165,72 @@ def test_foreign_or_old_bands_summary_is_refused(setup, tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(bands.BandsError, match="not a readable bands.json"):
         renormalization.read_bands_summary(tmp_path / "bad.json")
+
+
+def test_error_budget_with_a_committee(setup, tmp_path):
+    """Two members: one the Slater-Koster model, one with V_ppπ 3 % larger in the displaced samples but not in
+    the static lattice (a model error that moves its renormalization by ~+3 %). Each member's renormalization,
+    from the band analyses of its own frames alone, is the one the stage reports; the model error is their
+    spread, the bias of a check against itself is zero, the total their sum in quadrature."""
+    d, _ = setup
+    prim, sc = d / "primitive.extxyz", d / "pristine.extxyz"
+    pristine = bt.supercell(bt.bilayer_primitive(), np.diag([3, 3, 1]))
+    rng = np.random.default_rng(5)
+    us = [s * rng.normal(size=(len(pristine), 3)) * [0.03, 0.03, 0.06] for _ in range(2) for s in (1, -1)]
+    members = [[bt.tb_frame(_moved(pristine, u), f"s{k}", scale_pi=scale, temperature_K=T, sample_index=k)
+                for k, u in enumerate(us)] for scale in (1.0, 1.03)]
+    static = bt.tb_frame(pristine, "pristine", temperature_K=0.0)
+
+    def committee_file(path, per_member):
+        frames = []
+        for per_sample in zip(*per_member):
+            frame = copy.copy(per_sample[0])
+            frame.H_committee = np.array([f.H for f in per_sample])
+            frame.H = frame.H_committee.mean(axis=0)
+            frames.append(frame)
+        return _write(path, frames, "hedgenet")
+
+    full = committee_file(tmp_path / "full.h5", members)
+    static_ml = committee_file(tmp_path / "static_ml.h5", [[static], [static]])
+    static_dft = _write(tmp_path / "static_dft.h5", [static])
+    out = {}
+    for name, frames in (("full", full), *((f"m{m}", _write(tmp_path / f"m{m}.h5", f)) for m, f in
+                                            enumerate(members))):
+        out[name] = bands.run(frames, prim, sc, tmp_path / f"bands_{name}", CONFIG, with_figures=False)
+    check = _write(tmp_path / "check.h5", [members[0][1]])  # "DFT" of sample 1: the unscaled model
+    doc = renormalization.run(prim, sc, tmp_path / "bands_full/bands.json", tmp_path / "bands_full/bands.json",
+                              static_ml, static_dft, tmp_path / "out", CONFIG, check_dft_paths=[check],
+                              infer_paths=[full])
+    (row,) = doc["temperatures"]
+    v_static = doc["static"]["dft"]["vf_1e6_m_s"]
+    assert doc["static"]["ml_members_vf_1e6_m_s"] == pytest.approx([v_static] * 2, rel=1e-10)
+    expected = [100 * (out[f"m{m}"]["temperatures"][0]["vf_1e6_m_s"] / v_static - 1) for m in range(2)]
+    assert row["renormalization_members_percent"] == pytest.approx(expected, rel=1e-8)
+    assert 2.5 < expected[1] - expected[0] < 3.5
+    assert row["renormalization_model_err_percent"] == pytest.approx(np.std(expected, ddof=1), rel=1e-8)
+    # The committee's mean has V_ppπ ~1.5 % larger than the check's in the displaced sample, and none in the
+    # static lattice: a bias of about +1.5 % in the renormalization.
+    (checked,) = doc["crosscheck"]
+    assert row["renormalization_bias_percent"] == pytest.approx(
+        100 * (checked["vf_ml_1e6_m_s"] / checked["vf_dft_1e6_m_s"] - 1), rel=1e-10)
+    assert 1.0 < row["renormalization_bias_percent"] < 2.0
+    assert row["renormalization_total_err_percent"] == pytest.approx(np.sqrt(
+        row["renormalization_full_err_percent"] ** 2 + row["renormalization_model_err_percent"] ** 2
+        + row["renormalization_bias_percent"] ** 2), rel=1e-10)
+    errors = {"samples": row["renormalization_full_err_percent"],
+              "model (committee)": row["renormalization_model_err_percent"],
+              "model bias (DFT cross-check)": row["renormalization_bias_percent"]}
+    assert row["limited_by"] == max(errors, key=errors.get)
+    assert row["renormalization_resolved"] == (abs(row["renormalization_full_percent"])
+                                               > row["renormalization_total_err_percent"])
+    assert f"limited by the {row['limited_by']}" in row["verdict"]
+
+
+def test_without_a_committee_the_renormalization_is_not_stated_as_resolved(setup):
+    d, paths = setup
+    doc = _run(d, paths, d / "bands_linear/bands.json", d / "out_single", check_dft_paths=[paths["check"]],
+               infer_paths=[paths["full"]])
+    (row,) = doc["temperatures"]
+    assert np.isnan(row["renormalization_model_err_percent"]) and np.isnan(row["renormalization_total_err_percent"])
+    assert not row["renormalization_resolved"] and row["limited_by"] is None
+    assert "total error unknown" in row["verdict"]

@@ -42,8 +42,13 @@ def test_outputs_of_every_stage(workflow_run):
     assert dataset.source == "dft"
     for name in ("phonopy_params.yaml", "band.yaml", "FORCE_SETS", "phonon_bands.png"):
         assert (out / "phonons" / name).stat().st_size > 0
-    metrics = list(csv.DictReader((out / "train" / "metrics.csv").open()))
+    metrics = list(csv.DictReader((out / "train" / "member_0" / "metrics.csv").open()))
     assert metrics, "training wrote no metrics"
+    # The committee: independent trainings (seeds train.seed + m) with splits of their own
+    n_members = cfg["train"]["committee"]
+    members = [HedgeNet.load(out / "train" / f"member_{m}" / "model.pt").metadata for m in range(n_members)]
+    assert [m["seed"] for m in members] == [m for m in range(n_members)]
+    assert len({tuple(m["validation_frames"]) for m in members}) > 1
     phonons_ml = json.loads((out / "phonons_ml" / "summary.json").read_text())
     assert len(phonons_ml["gamma_frequencies_cm_ml"]) == len(phonons_ml["gamma_frequencies_cm_dft"]) == 12
     assert np.isfinite(phonons_ml["freq_rel_err_mean"])
@@ -63,10 +68,18 @@ def test_outputs_of_every_stage(workflow_run):
     for T in cfg["thermal"]["temperatures"]:
         frames = FramesFile(out / "infer" / f"T{T:g}.h5")
         assert frames.source == "hedgenet" and len(frames) == cfg["thermal"]["infer_samples"]
+    frame = frames[0]  # every member's prediction beside the mean
+    assert frame.H_committee.shape == (n_members, *frame.H.shape) and frame.info["committee_size"] == n_members
+    np.testing.assert_allclose(frame.H, frame.H_committee.mean(axis=0), atol=1e-12)
+    assert frame.info["H_spread_meV"] > 0 and frame.info["forces_spread_meV_per_A"] > 0
     rows = list(csv.DictReader((out / "bands" / "vf.csv").open()))
     assert len(rows) >= n_temperatures
-    for row in rows:
+    summary = json.loads((out / "bands" / "bands.json").read_text())
+    for row, result in zip(rows, summary["temperatures"]):
         assert 0.3 < float(row["vf_1e6_m_s"]) < 2.0  # graphene's v_F is ~1e6 m/s
+        assert len(result["committee"]["vf_members_1e6_m_s"]) == n_members
+        assert float(row["vf_model_err_1e6_m_s"]) > 0
+        assert float(row["vf_total_err_1e6_m_s"]) >= float(row["vf_err_1e6_m_s"])
 
 
 @pytest.mark.slow
@@ -135,7 +148,7 @@ def test_every_output_that_used_randomness_records_its_seed(workflow_run):
     full = config.validate(json.loads(json.dumps(cfg)))  # the tiny config with the schema's defaults
     expected = {out / "thermal" / "infer_T300.extxyz": full["thermal"]["seed"],
                 out / "thermal" / "train_T0" / "s000.extxyz": full["thermal"]["seed"],
-                out / "train" / "model.pt": full["train"]["seed"],
+                out / "train" / "member_0" / "model.pt": full["train"]["seed"],
                 out / "bands" / "bands.json": full["bands"]["seed"]}
     for path, seed in expected.items():
         assert provenance.read(path)["provenance"]["seed"] == seed, path
@@ -158,6 +171,14 @@ def test_band_parameter_changes_rerun_only_what_they_touch(workflow_run, tmp_pat
     path.write_text(yaml.safe_dump(changed))
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
     assert planned == {"dft", "renormalization", "all"}, planned
+    # One more committee member: its training, and what reads every member; not the members already trained.
+    changed = json.loads(json.dumps(cfg))
+    changed["train"]["committee"] += 1
+    path.write_text(yaml.safe_dump(changed))
+    dry = snakemake(workdir, "-n", config=path).stdout
+    assert planned_rules(dry) == {"train", "infer", "linearize", "bands", "bands_linear", "renormalization",
+                                  "supercell_convergence", "all"}, planned_rules(dry)
+    assert re.findall(r"member=(\d+)", dry) == [str(cfg["train"]["committee"])]
 
 
 @pytest.mark.slow
@@ -200,7 +221,7 @@ def test_user_checks_the_model_on_a_structure(workflow_run, tmp_path):
     out = workdir / "results" / cfg["system"]["name"]
     mlepi = [str(Path(sys.executable).parent / "mlepi")]
     structure = out / "displace" / "fd_000.extxyz"
-    subprocess.run([*mlepi, "predict", str(out / "train" / "model.pt"), str(structure),
+    subprocess.run([*mlepi, "predict", str(out / "train" / "member_0" / "model.pt"), str(structure),
                     "--out", str(tmp_path / "B.h5")], check=True, timeout=600)
     result = subprocess.run([*mlepi, "compare", str(out / "dft" / "fd_000.h5"), str(tmp_path / "B.h5"),
                              "--json"], check=True, capture_output=True, text=True, timeout=600)
@@ -244,7 +265,8 @@ def test_accuracy_benchmark_reports_held_out_errors(workflow_run, tmp_path):
     parity = json.loads((out / "parity" / "parity.json").read_text())
 
     def accuracy(name, *test_frames):
-        subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy", str(out / "train" / "model.pt"),
+        subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy",
+                        str(out / "train" / "member_0" / "model.pt"),
                         str(out / "dataset" / "dataset.h5"), "--phonons-ml",
                         str(out / "phonons_ml" / "summary.json"), "--test-frames", *map(str, test_frames),
                         "--primitive", str(out / "structure" / "primitive.extxyz"),
@@ -258,10 +280,11 @@ def test_accuracy_benchmark_reports_held_out_errors(workflow_run, tmp_path):
     for key in ("h_mae_meV", "h_max_err_intra_meV", "h_max_err_inter_meV", "force_mae_meV_per_A", "eig_mae_meV"):
         assert result["test"][key] == pytest.approx(result[key], rel=1e-6), key
     # The static lattice by another route: the renormalization stage reads the inferred pristine frame (GPAW's
-    # exact S computed again) where accuracy takes the DFT frame's S.
+    # exact S computed again) where accuracy takes the DFT frame's S. Accuracy judges member 0, the
+    # renormalization the committee's mean and each member.
     static = json.loads((out / "renormalization" / "renormalization.json").read_text())["static"]
     assert result["vf_static_dft_1e6_m_s"] == pytest.approx(static["dft"]["vf_1e6_m_s"], rel=1e-9)
-    assert result["vf_static_ml_1e6_m_s"] == pytest.approx(static["ml"]["vf_1e6_m_s"], rel=1e-4)
+    assert result["vf_static_ml_1e6_m_s"] == pytest.approx(static["ml_members_vf_1e6_m_s"][0], rel=1e-4)
     check = sorted((out / "dft").glob("check_*.h5"))
     test = accuracy("check.json", *check)["test"]
     assert test["frames"] == [p.stem for p in check] and check
@@ -295,7 +318,8 @@ def test_peers_benchmark_runs_from_the_workflow(workflow_run):
     snakemake(workdir, "peers")
     out = workdir / "results" / cfg["system"]["name"]
     result = json.loads((out / "peers" / "peers.json").read_text())
-    assert result["frames"]["validation"] == HedgeNet.load(out / "train" / "model.pt").metadata["validation_frames"]
+    member_0 = HedgeNet.load(out / "train" / "member_0" / "model.pt")
+    assert result["frames"]["validation"] == member_0.metadata["validation_frames"]
     assert result["frames"]["test"] == sorted(p.stem for p in (out / "dft").glob("check_*.h5"))
     phonons_ml = json.loads((out / "phonons_ml" / "summary.json").read_text())
     for name, m in result["models"].items():
@@ -314,7 +338,7 @@ def test_hamiltonian_baseline_runs_from_the_workflow(workflow_run):
     snakemake(workdir, "peers_h")
     out = workdir / "results" / cfg["system"]["name"]
     result = json.loads((out / "peers" / "hamiltonian.json").read_text())
-    validation = HedgeNet.load(out / "train" / "model.pt").metadata["validation_frames"]
+    validation = HedgeNet.load(out / "train" / "member_0" / "model.pt").metadata["validation_frames"]
     assert result["frames"]["validation"] == validation
     assert result["frames"]["test"] == sorted(p.stem for p in (out / "dft").glob("check_*.h5"))
     assert sorted(p.name for p in (out / "peers" / "deeph").iterdir()) == sorted(FramesFile(

@@ -100,7 +100,7 @@ def cmd_dataset(stage, args):
 
 
 def cmd_train(stage, args):
-    stage.run(args.dataset, args.out_dir, _config(args), resume=not args.restart)
+    stage.run(args.dataset, args.out_dir, _config(args), member=args.member, resume=not args.restart)
 
 
 def cmd_infer(stage, args):
@@ -123,6 +123,7 @@ def cmd_renormalization(stage, args):
               f"{r['renormalization_linear_percent']:+.2f} %, second order {r['second_order_percent']:+.2f} +- "
               f"{r['second_order_err_percent']:.2f} %, share {r['second_order_share']:.2f} +- "
               f"{r['second_order_share_err']:.2f}" + ("" if r["share_resolved"] else " (not resolved)"))
+        print(f"T = {r['T_K']:g} K: {r['verdict']}")
 
 
 def cmd_supercell_bands(stage, args):
@@ -301,13 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--dataset", required=True, help="dataset file from `mlepi dataset`")
     p.add_argument("--out-dir", required=True, help="writes model.pt, checkpoint.pt, metrics.csv")
+    p.add_argument("--member", type=int, default=0,
+                   help="committee member (train.committee): seed train.seed + MEMBER (default 0)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     p.set_defaults(func=cmd_train)
 
     for name, help_text in (("infer", "HedgeNet predictions for many structures (thermal samples)"),
                             ("predict", "HedgeNet prediction for a structure of your own")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("model", help="trained model (model.pt)")
+        p.add_argument("model", nargs="+",
+                       help="trained model (model.pt); several: a committee (train.committee), whose mean, members "
+                            "and spread the frames hold")
         p.add_argument("structures", help="structure file (.extxyz, one or more structures)")
         p.add_argument("--out", required=True, help="frames file to write (.h5)")
         p.add_argument("--overlap", choices=["gpaw", "model"], default="gpaw",
@@ -325,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "by its linearization around the pristine supercell (S kept exact): the "
                                    "input of the band analysis of first-order electron-phonon interactions "
                                    "(mlepi.ml.linearize, docs/bands.md).")
-    p.add_argument("model", help="trained model (model.pt) that predicted the frames")
+    p.add_argument("model", nargs="+", help="trained model (model.pt) that predicted the frames, or the "
+                   "committee's models, as given to infer")
     p.add_argument("frames", help="frames file of `mlepi infer` (.h5), positions as the thermal stage wrote them")
     p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz) the samples came from")
     p.add_argument("--out", required=True, help="frames file to write (.h5)")

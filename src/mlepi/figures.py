@@ -71,12 +71,17 @@ def plot_spectral_function(k_distance, energies, spectra: Mapping[float, np.ndar
 
 
 def plot_vf(temperatures: Sequence[float], vf, vf_err, path, *, vf_slope=None, vf_slope_err=None,
-            label: str = "SWMcC fit", slope_label: str = "outer-band slope") -> None:
-    """v_F(T) (10^6 m/s) with error bars; optionally the outer-band-slope estimate beside it."""
+            vf_total_err=None, label: str = "SWMcC fit", slope_label: str = "outer-band slope") -> None:
+    """v_F(T) (10^6 m/s) with error bars; optionally the outer-band-slope estimate beside it, and the total
+    (sampling and committee) error as a shaded band around the fit."""
     fig = Figure(figsize=(4.5, 3.4), layout="constrained")
     ax = fig.subplots()
     T = np.asarray(temperatures, float)
-    ax.errorbar(T, vf, yerr=_finite(vf_err), marker="o", capsize=3, label=label)
+    ax.errorbar(T, vf, yerr=_finite(vf_err), marker="o", capsize=3, label=f"{label} (sampling error)")
+    if vf_total_err is not None and np.isfinite(np.asarray(vf_total_err, float)).any():
+        total = _finite(vf_total_err)
+        ax.fill_between(T, np.asarray(vf) - total, np.asarray(vf) + total, color="C0", alpha=0.2, lw=0,
+                        label="sampling + model (committee)")
     if vf_slope is not None:
         ax.errorbar(T, vf_slope, yerr=_finite(vf_slope_err) if vf_slope_err is not None else None,
                     marker="s", capsize=3, ls="--", label=slope_label)

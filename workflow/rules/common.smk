@@ -13,6 +13,7 @@ OUT = f"results/{config['system']['name']}"
 TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
 N_TRAIN = config["thermal"]["train_samples"]
 N_CHECK = config["bands"]["dft_check_samples"]
+N_MEMBERS = config["train"]["committee"]
 
 # A DFT job: dft_ranks MPI ranks of dft_threads BLAS threads each. With one rank it is a plain process; with
 # several, an MPI job: the SLURM plugin then submits --ntasks ranks and runs the rule's own launcher inside
@@ -56,6 +57,20 @@ def dft_frames(wildcards=None):
     return [f"{OUT}/dft/{name}.h5" for name in names]
 
 
+def member_model(member):
+    """model.pt of committee member ``member`` (train.committee; seed train.seed + member)."""
+    return f"{OUT}/train/member_{member}/model.pt"
+
+
+# The single-model stages (parity, phonons_ml, supercell bands, accuracy, peers, performance) use member 0;
+# infer and linearize use every member.
+MODEL = member_model(0)
+
+
+def committee_models(wildcards=None):
+    return [member_model(m) for m in range(N_MEMBERS)]
+
+
 def train_processes():
     """torchrun processes: one per requested GPU, else the configured number of CPU processes."""
     res = config["resources"]
@@ -65,7 +80,7 @@ def train_processes():
 def final_targets():
     return [
         f"{OUT}/phonons/phonon_bands.png",
-        f"{OUT}/train/metrics.csv",
+        *[f"{OUT}/train/member_{m}/metrics.csv" for m in range(N_MEMBERS)],
         f"{OUT}/parity/parity.png",
         f"{OUT}/phonons_ml/phonons_ml_vs_dft.png",
         f"{OUT}/bands/vf.csv",

@@ -22,16 +22,18 @@ rule dataset:
         "mlepi dataset --frames {input} --out {output.h5} --extxyz {output.extxyz} > {log} 2>&1"
 
 
+# One job per committee member (train.committee): independent, so Snakemake runs them side by side (one GPU
+# each on a cluster).
 rule train:
     input:
         rules.dataset.output.h5,
     output:
-        model=f"{OUT}/train/model.pt",
-        metrics=f"{OUT}/train/metrics.csv",
+        model=f"{OUT}/train/member_{{member}}/model.pt",
+        metrics=f"{OUT}/train/member_{{member}}/metrics.csv",
     log:
-        f"{OUT}/logs/train.log",
+        f"{OUT}/logs/train_{{member}}.log",
     benchmark:
-        f"{OUT}/benchmarks/train.tsv",
+        f"{OUT}/benchmarks/train_{{member}}.tsv",
     params:
         cfg=stage_params("train"),
         out_dir=lambda w, output: os.path.dirname(output.model),
@@ -50,13 +52,14 @@ rule train:
         # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo. Snakemake
         # sets OMP_NUM_THREADS to the job's cores; each process gets its share.
         "OMP_NUM_THREADS={resources.process_threads} torchrun --standalone --nproc_per_node {params.nproc} "
-        "-m mlepi.cli train --params {params.cfg:q} --dataset {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "-m mlepi.cli train --params {params.cfg:q} --dataset {input} --member {wildcards.member} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
 
 
 # infer/T<T>.h5: the Monte Carlo samples; infer/special_T<T>.h5: the special displacement; infer/pristine.h5.
 rule infer:
     input:
-        model=rules.train.output.model,
+        models=committee_models(),
         structures=prediction_input,
     output:
         f"{OUT}/infer/{{prediction}}.h5",
@@ -72,12 +75,12 @@ rule infer:
     conda:
         "../../envs/ml.yaml"
     shell:
-        "mlepi infer {input.model} {input.structures} --out {output} --workers {threads} > {log} 2>&1"
+        "mlepi infer {input.models} {input.structures} --out {output} --workers {threads} > {log} 2>&1"
 
 
 rule linearize:
     input:
-        model=rules.train.output.model,
+        models=committee_models(),
         frames=f"{OUT}/infer/T{{T}}.h5",
         pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
     output:
@@ -92,12 +95,12 @@ rule linearize:
     conda:
         "../../envs/ml.yaml"
     shell:
-        "mlepi linearize {input.model} {input.frames} --pristine {input.pristine} --out {output} > {log} 2>&1"
+        "mlepi linearize {input.models} {input.frames} --pristine {input.pristine} --out {output} > {log} 2>&1"
 
 
 rule parity:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         dataset=rules.dataset.output.h5,
         primitive=rules.structure.output,
     output:
@@ -123,7 +126,7 @@ rule parity:
 
 rule phonons_ml:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         disp=lambda w: f"{displace_dir()}/phonopy_disp.yaml",
         pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
         dft_phonons=rules.phonons.output.params,

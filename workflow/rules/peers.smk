@@ -5,7 +5,7 @@
 
 rule peers:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         dataset=rules.dataset.output.h5,
         disp=lambda w: f"{displace_dir()}/phonopy_disp.yaml",
         pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
@@ -38,7 +38,7 @@ rule peers:
 
 rule peers_h:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         dataset=rules.dataset.output.h5,
         primitive=rules.structure.output,
         tests=lambda w: [f"{OUT}/dft/{name}.h5" for name in check_names()],

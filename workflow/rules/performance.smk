@@ -4,7 +4,7 @@
 
 rule performance:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         primitive=rules.structure.output,
         pristine=f"{OUT}/dft/pristine.h5",
     output:

@@ -44,7 +44,7 @@ rule renormalization:
 # Convergence with supercell size: HedgeNet samples of larger n x n supercells (thermal.ml_supercells), no DFT.
 rule supercell_bands:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         phonopy=rules.phonons.output.params,
         primitive=rules.structure.output,
         reference=f"{OUT}/dft/pristine.h5",

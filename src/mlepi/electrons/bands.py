@@ -28,7 +28,7 @@ import numpy as np
 from mlepi import figures
 from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
-from mlepi.electrons import swmcc
+from mlepi.electrons import committee, swmcc
 from mlepi.electrons.unfold import spectral_function, unfold
 from mlepi.errors import MlepiError
 from mlepi.formats.frames import FramesFile, FramesFileError
@@ -400,14 +400,15 @@ def analyse_temperature(T: float, samples: list[SampleBands], path: KPath, geome
 # The stage
 
 
-CSV_COLUMNS = (["T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s", "vf_slope_1e6_m_s", "vf_slope_err_1e6_m_s"]
+CSV_COLUMNS = (["T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s", "vf_model_err_1e6_m_s", "vf_total_err_1e6_m_s",
+                "vf_slope_1e6_m_s", "vf_slope_err_1e6_m_s"]
                + [f"{p}_eV" for p in swmcc.PARAM_NAMES] + [f"{p}_err_eV" for p in swmcc.PARAM_NAMES]
                + [f"band{b}_K{suffix}_eV" for b in range(1, N_BANDS + 1) for suffix in ("", "_err")])
 
 
 def csv_row(result: dict) -> dict:
     """One ``vf.csv`` row from :func:`analyse_temperature`'s result."""
-    row = {key: result[key] for key in CSV_COLUMNS[:6]}
+    row = {key: result[key] for key in CSV_COLUMNS[:8]}
     row.update({f"{p}_eV": result["params_eV"][p] for p in swmcc.PARAM_NAMES})
     row.update({f"{p}_err_eV": result["params_err_eV"][p] for p in swmcc.PARAM_NAMES})
     for b in range(N_BANDS):
@@ -515,14 +516,18 @@ def run(frames_paths, primitive, supercell, out_dir, config: dict | None = None,
     geometry, mapping, path, energy_grid = setup(primitive, supercell, cfg)
     refs_by_T, files_by_T = samples_by_temperature(frames_paths)
     window_center = FramesFile(reference)[0].fermi_level if reference is not None else None
-    samples_by_T, rejected_by_T = {}, {}
+    samples_by_T, rejected_by_T, members_by_T = {}, {}, {}
     analyse = functools.partial(_analyse_or_reject, path=path, mapping=mapping, cfg=cfg, energy_grid=energy_grid,
                                 window_center=window_center)
     with parallel_map(workers) as run_all:
         for T, refs in refs_by_T.items():
             # Samples are independent: with several workers they are unfolded in parallel, results in order.
             # One temperature's frames in memory at a time (H and S of 4x4 samples add up).
-            outcomes = list(run_all(analyse, load_samples(refs)))
+            jobs = load_samples(refs)
+            members = committee.member_jobs(jobs)  # each committee member's H of the same samples, or none
+            outcomes = list(run_all(analyse, jobs + [job for member in members for job in member]))
+            outcomes, member_outcomes = outcomes[:len(jobs)], outcomes[len(jobs):]
+            members_by_T[T] = [member_outcomes[m * len(jobs):(m + 1) * len(jobs)] for m in range(len(members))]
             samples = [out for out in outcomes if isinstance(out, SampleBands)]
             rejected = [out for out in outcomes if not isinstance(out, SampleBands)]
             for out in rejected:
@@ -540,6 +545,13 @@ def run(frames_paths, primitive, supercell, out_dir, config: dict | None = None,
                                samples_by_T, samples_by_T.values()))
     spectra = {}
     for T, result in zip(samples_by_T, results):
+        if members_by_T[T]:
+            result["committee"] = committee.summary(
+                samples_by_T[T], members_by_T[T], lambda bands: fit_bands(bands, path, geometry, cfg).vf_1e6_m_s,
+                path.index_K)
+        result["vf_model_err_1e6_m_s"] = result.get("committee", {}).get("vf_model_err_1e6_m_s", float("nan"))
+        result["vf_total_err_1e6_m_s"] = committee.total_error(result["vf_err_1e6_m_s"],
+                                                               result["vf_model_err_1e6_m_s"])
         result["rejected_samples"] = rejected_by_T[T]
         result["frames_files"] = files_by_T[T]
         spectra[T] = np.mean([s.spectral for s in samples_by_T[T]], axis=0)
@@ -589,7 +601,8 @@ def write_outputs(document: dict, spectra: dict, energy_grid: np.ndarray, out_di
                                    model_bands={r["T_K"]: np.array(r["bands_fit_eV"]) for r in results})
     figures.plot_vf(temps, [r["vf_1e6_m_s"] for r in results], [r["vf_err_1e6_m_s"] for r in results],
                     out_dir / "vf.png", vf_slope=[r["vf_slope_1e6_m_s"] for r in results],
-                    vf_slope_err=[r["vf_slope_err_1e6_m_s"] for r in results])
+                    vf_slope_err=[r["vf_slope_err_1e6_m_s"] for r in results],
+                    vf_total_err=[r["vf_total_err_1e6_m_s"] for r in results])
     figures.plot_convergence({r["T_K"]: r["convergence"] for r in results}, out_dir / "convergence.png",
                              vf_err={r["T_K"]: r["vf_err_1e6_m_s"] for r in results},
                              independent={r["T_K"]: r["convergence_independent"] for r in results

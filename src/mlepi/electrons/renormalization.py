@@ -22,6 +22,11 @@ full and linear values of one resampling use the same samples), seeded like ``ml
 the second-order part includes the correlation of the two. The share is a ratio of two differences: when
 the full renormalization is within its error of zero the share is not defined by the data
 (``share_resolved`` false), while the second-order part r_full − r_lin still is.
+
+The error budget of r_full (:func:`error_budget`): beside the sampling error, the model error (the spread of
+the committee members' own renormalizations, when ``mlepi infer`` ran a committee) and the bias the DFT
+cross-check shows, in quadrature; r is stated as resolved only when it exceeds that total, and each temperature
+says which of the three limits it (``verdict``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 from mlepi import figures
 from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
+from mlepi.electrons import committee
 from mlepi.electrons.bands import (
     N_BANDS,
     BandsError,
@@ -168,6 +174,42 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
     }
 
 
+def error_budget(entry: dict, committee_T: dict | None, static_members_vf: list[float], checks: list[dict],
+                 static: dict) -> dict:
+    """The errors of the full renormalization r(T) at one temperature, and whether r exceeds them.
+
+    - sampling: the bootstrap over samples (``renormalization_full_err_percent``);
+    - model: the committee's spread of r, each member's thermal v_F over its own static v_F
+      (``committee_T``: the band analysis' committee summary; NaN without a committee);
+    - bias: what the DFT cross-check says of the model's v_F ratio, mean over the checked samples of
+      v_ML / v_DFT against the static lattice's v_ML / v_DFT (a bias common to both cancels in r; NaN without
+      checks);
+    - total: the three in quadrature (NaN when one is unknown). r is resolved when |r| exceeds its total error;
+      the largest of the three is what limits the answer.
+    """
+    nan = float("nan")
+    r_members, model = [], nan
+    if committee_T is not None and static_members_vf:
+        r_members = (100 * (np.asarray(committee_T["vf_members_1e6_m_s"]) / np.asarray(static_members_vf) - 1))
+        model = float(np.std(r_members, ddof=1))
+    ratios = [row["vf_ml_1e6_m_s"] / row["vf_dft_1e6_m_s"] for row in checks]
+    static_ratio = static["ml"]["vf_1e6_m_s"] / static["dft"]["vf_1e6_m_s"]
+    bias = 100 * (float(np.mean(ratios)) - static_ratio) if ratios else nan
+    sampling = entry["renormalization_full_err_percent"]
+    parts = {"samples": sampling, "model (committee)": model, "model bias (DFT cross-check)": abs(bias)}
+    total = float(np.sqrt(sum(v ** 2 for v in parts.values())))
+    r = entry["renormalization_full_percent"]
+    resolved = bool(np.isfinite(total) and abs(r) > total)
+    limited = max(parts, key=lambda k: parts[k]) if np.isfinite(total) else None
+    verdict = (f"r = {r:+.2f} % ± {total:.2f} % (samples {sampling:.2f}, committee {model:.2f}, DFT bias "
+               f"{bias:+.2f}): {'resolved' if resolved else 'not resolved'}"
+               + (f", limited by the {limited}" if limited else ", total error unknown"))
+    return {"renormalization_members_percent": list(map(float, r_members)),
+            "renormalization_model_err_percent": model, "renormalization_bias_percent": bias,
+            "renormalization_total_err_percent": total, "renormalization_resolved": resolved,
+            "limited_by": limited, "verdict": verdict}
+
+
 def _share(delta_full, delta_linear):
     """1 − Δ_lin/Δ_full, NaN where Δ_full is 0."""
     delta_full, delta_linear = np.asarray(delta_full, float), np.asarray(delta_linear, float)
@@ -240,10 +282,14 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
         frame, basis = _single_frame(path)
         special_frames[_temperature_of(frame, path)] = (frame, basis, window_center, str(path))
     pairs = crosscheck_pairs(check_dft_paths, infer_paths, window_center)
+    # Each committee member's static lattice (the reference of its own renormalization), or none
+    static_members = [(frame, basis, window_center, source) for ((frame, basis, source),) in
+                      committee.member_jobs([(ml_frame, ml_basis, str(static_ml_path))])]
     # The single structures are independent: unfolded in parallel with several workers, results in order.
     jobs = [(dft_frame, dft_basis, window_center, str(static_dft_path)),
             (ml_frame, ml_basis, window_center, str(static_ml_path)),
-            *special_frames.values(), *(job for *_, dft_job, ml_job in pairs for job in (dft_job, ml_job))]
+            *special_frames.values(), *(job for *_, dft_job, ml_job in pairs for job in (dft_job, ml_job)),
+            *static_members]
     linear_by_T = {r["T_K"]: r for r in linear["temperatures"]}
     for result in full["temperatures"]:
         if result["T_K"] not in linear_by_T:
@@ -259,16 +305,24 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
                                                n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
                              full["temperatures"], [linear_by_T[r["T_K"]] for r in full["temperatures"]]))
     special = dict(zip(special_frames, analysed[2:2 + len(special_frames)]))
-    checks = crosscheck_rows(pairs, analysed[2 + len(special_frames):])
+    checks = crosscheck_rows(pairs, analysed[2 + len(special_frames):2 + len(special_frames) + 2 * len(pairs)])
+    static_members_vf = [r["vf_1e6_m_s"] for r in analysed[len(analysed) - len(static_members):]]
+    if static_members_vf:
+        static["ml_members_vf_1e6_m_s"] = static_members_vf
+        static["ml_model_err_1e6_m_s"] = float(np.std(static_members_vf, ddof=1))
     static_difference = static["ml"]["vf_1e6_m_s"] / static["dft"]["vf_1e6_m_s"] - 1
     if abs(static_difference) > STATIC_TOLERANCE:
         log.warning("renormalization: static-lattice v_F of HedgeNet differs from DFT by %.2f %% (more than %g %%)",
                     100 * static_difference, 100 * STATIC_TOLERANCE)
+    full_by_T = {r["T_K"]: r for r in full["temperatures"]}
     for entry in per_T:
         T = entry["T_K"]
         if T in special:
             entry["vf_special_1e6_m_s"] = special[T]["vf_1e6_m_s"]
             entry["bands_K_shift_special_eV"] = (np.asarray(special[T]["bands_K_eV"]) - static_K).tolist()
+        entry.update(error_budget(entry, full_by_T[T].get("committee"), static_members_vf,
+                                  [row for row in checks if row["T_K"] == T], static))
+        log.info("renormalization: T = %g K: %s", T, entry["verdict"])
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "units": {"energy": "eV", "velocity": "1e6 m/s", "temperature": "K"},
@@ -286,6 +340,8 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
 CSV_COLUMNS = ["T_K", "n_samples", "vf_static_dft_1e6_m_s", "vf_static_ml_1e6_m_s", "vf_full_1e6_m_s",
                "vf_full_err_1e6_m_s", "vf_linear_1e6_m_s", "vf_linear_err_1e6_m_s", "vf_special_1e6_m_s",
                "renormalization_full_percent", "renormalization_full_err_percent",
+               "renormalization_model_err_percent", "renormalization_bias_percent",
+               "renormalization_total_err_percent", "renormalization_resolved", "limited_by",
                "renormalization_linear_percent", "renormalization_linear_err_percent",
                "second_order_percent", "second_order_err_percent", "second_order_share", "second_order_share_err",
                "share_resolved"] + [

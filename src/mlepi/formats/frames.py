@@ -34,7 +34,9 @@ UNITS = {"energy": "eV", "length": "Angstrom", "force": "eV/Angstrom", "H": "eV"
 _REQUIRED_ROOT = ("schema", "schema_version", "units", "basis", "source", "parameters", "provenance",
                   "frame_names")
 _GEOMETRY = ("positions", "cell", "pbc", "numbers", "layer")
-_OPTIONAL = ("energy", "forces", "fermi_level", "edge_index", "cell_shift", "H", "S")
+_OPTIONAL = ("energy", "forces", "fermi_level", "edge_index", "cell_shift", "H", "S",
+             "energy_committee", "forces_committee", "H_committee")
+_BLOCKS = ("H", "S", "H_committee")  # compressed
 
 
 class FramesFileError(MlepiError, ValueError):
@@ -59,6 +61,10 @@ class Frame:
     H: np.ndarray | None = None  # [n_edges, n_orb_max, n_orb_max] eV
     S: np.ndarray | None = None  # [n_edges, n_orb_max, n_orb_max] dimensionless
     info: dict = field(default_factory=dict)  # temperature_K, seed, sample_index, ... (JSON-serialisable)
+    # A committee's members (mlepi infer with train.committee > 1); energy, forces and H above are their mean.
+    energy_committee: np.ndarray | None = None  # [n_members] eV
+    forces_committee: np.ndarray | None = None  # [n_members, n_atoms, 3] eV/Angstrom
+    H_committee: np.ndarray | None = None  # [n_members, n_edges, n_orb_max, n_orb_max] eV
 
     @property
     def n_atoms(self) -> int:
@@ -121,7 +127,7 @@ def _write_frame(g, f: Frame) -> None:
         if value is None:
             continue
         dtype = np.int64 if key in ("edge_index", "cell_shift") else np.float64
-        kwargs = {"compression": "gzip", "compression_opts": 4} if key in ("H", "S") else {}
+        kwargs = {"compression": "gzip", "compression_opts": 4} if key in _BLOCKS else {}
         data = np.asarray(value, dtype=dtype)
         if data.ndim and data.size:  # HDF5 checksums need chunks, which scalars and empty arrays cannot have
             kwargs["fletcher32"] = True

@@ -24,6 +24,7 @@ from torch_geometric.data import Batch
 from tqdm import tqdm
 
 from mlepi.dft import mpi
+from mlepi.errors import MlepiError
 from mlepi.formats.frames import Frame, write_frames
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import read_structures
@@ -52,7 +53,39 @@ def _info(atoms_info: dict) -> dict:
 BATCH_ATOMS = 4096  # atoms per forward pass: several small structures share one (GPU throughput)
 
 
-def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool | None = None,
+class CommitteeError(MlepiError, ValueError):
+    """The models given as a committee were not trained alike (basis, cutoffs, network)."""
+
+
+def check_committee(models: list[HedgeNet], paths=None) -> None:
+    """Members of one committee predict on one graph and average their blocks: the same basis and model config
+    (the seeds differ, nothing else). ``paths`` name them in the error."""
+    names = [str(p) for p in paths] if paths is not None else [f"member {m}" for m in range(len(models))]
+    for name, other in zip(names[1:], models[1:]):
+        for what in ("basis", "config"):
+            if getattr(other, what) != getattr(models[0], what):
+                raise CommitteeError(f"{name}: its {what} differs from {names[0]}'s; a committee's members are "
+                                     "trained with one model section and dataset (train.committee), retrain them")
+
+
+def committee_spread(frame: Frame) -> dict:
+    """Spread of a committee's predictions of one structure (``frame`` with the ``*_committee`` arrays): the
+    standard deviation over members (ddof 1), as RMS over the atoms' force components and over the H blocks'
+    elements (zero padding left out), and of the energy per atom (``docs/data.md``)."""
+    return {"committee_size": int(len(frame.H_committee)),
+            "energy_spread_meV_per_atom": 1e3 * float(np.std(frame.energy_committee, ddof=1)) / frame.n_atoms,
+            "forces_spread_meV_per_A": 1e3 * float(np.sqrt(np.mean(np.var(frame.forces_committee, axis=0,
+                                                                            ddof=1)))),
+            "H_spread_meV": h_spread_meV(frame.H_committee)}
+
+
+def h_spread_meV(H_committee: np.ndarray) -> float:
+    """RMS over the block elements (the zero padding left out) of the members' standard deviation (meV)."""
+    used = np.any(H_committee != 0, axis=0)
+    return 1e3 * float(np.sqrt(np.mean(np.var(H_committee, axis=0, ddof=1)[used])))
+
+
+def predict_frames(model: HedgeNet | list[HedgeNet], atoms_list, names, *, kpts=None, gamma: bool | None = None,
                    width: float | None = None, fermi_level: bool = True, overlap: str = "gpaw", device="cpu",
                    dtype: torch.dtype | None = None, batch_atoms: int = BATCH_ATOMS, workers: int = 1,
                    progress=None) -> list[Frame]:
@@ -60,7 +93,10 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
 
     Parameters
     ----------
-    model : a trained HedgeNet (``HedgeNet.load``).
+    model : a trained HedgeNet (``HedgeNet.load``), or a committee: a list of HedgeNets trained alike
+        (``train.committee``, :func:`check_committee`). A committee's frame holds the members' mean energy,
+        forces and H (S and the Fermi level follow from them), each member's in ``energy_committee``,
+        ``forces_committee`` and ``H_committee``, and their spread in ``info`` (:func:`committee_spread`).
     atoms_list, names : structures and their unique frame names.
     kpts : k mesh size (3 ints) for the Fermi level; default from the model
         (:func:`mlepi.ml.completion.occupation_settings`).
@@ -87,25 +123,39 @@ def predict_frames(model: HedgeNet, atoms_list, names, *, kpts=None, gamma: bool
     list of :class:`Frame` with energy, forces, block edges, H, S, fermi_level and ``info`` from ``atoms.info``
     (plus ``fermi_kpts`` and ``fermi_width``, the settings the Fermi level was computed with).
     """
-    dtype = model.dtype if dtype is None else dtype
-    model = model.to(device=device, dtype=dtype).eval()
-    settings = {"metadata": model.metadata, "basis": model.basis, "exact_overlap": overlap == "gpaw",
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
+    check_committee(members)
+    lead = members[0]
+    dtype = lead.dtype if dtype is None else dtype
+    members = [member.to(device=device, dtype=dtype).eval() for member in members]
+    settings = {"metadata": lead.metadata, "basis": lead.basis, "exact_overlap": overlap == "gpaw",
                 "fermi_level": fermi_level, "kpts": kpts, "gamma": gamma, "width": width}
     frames = []
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         for chunk in batches(list(zip(atoms_list, names, strict=True)), batch_atoms):
-            staged = [structure_graph(model, atoms, name, _info(atoms.info)) for atoms, name in chunk]
-            with torch.no_grad():
-                out = model(Batch.from_data_list([data for _, data in staged]).to(device), forces=True,
-                            overlap=overlap == "model")
+            staged = [structure_graph(lead, atoms, name, _info(atoms.info)) for atoms, name in chunk]
+            batch = Batch.from_data_list([data for _, data in staged]).to(device)
             per_atom = [data.num_nodes for _, data in staged]
             per_block = [data.block_edge_index.shape[1] for _, data in staged]
-            parts = {key: out[key].detach().cpu().double().split(per_atom if key == "forces" else per_block)
-                     for key in ("forces", "H", "S") if key in out}
+            # Each member's outputs, [n_members, ...] per key, split per structure
+            outs = []
+            for member in members:
+                with torch.no_grad():
+                    out = member(batch, forces=True, overlap=overlap == "model")
+                outs.append({key: out[key].detach().cpu().double() for key in ("energy", "forces", "H", "S")
+                             if key in out})
+            stacked = {key: torch.stack([out[key] for out in outs]) for key in outs[0]}
+            parts = {key: values.split(per_atom if key == "forces" else per_block, dim=1)
+                     for key, values in stacked.items() if key != "energy"}
             for g, (frame, _) in enumerate(staged):
-                frame.energy = float(out["energy"][g])
+                frame.energy = float(stacked["energy"][:, g].mean())
                 for key, values in parts.items():
-                    setattr(frame, key, values[g].numpy())
+                    setattr(frame, key, values[g].mean(dim=0).numpy())
+                if len(members) > 1:
+                    frame.energy_committee = stacked["energy"][:, g].numpy()
+                    frame.forces_committee = parts["forces"][g].numpy()
+                    frame.H_committee = parts["H"][g].numpy()
+                    frame.info.update(committee_spread(frame))
             done = (pool.map(complete, [frame for frame, _ in staged], [settings] * len(staged)) if pool
                     else (complete(frame, settings) for frame, _ in staged))
             for frame in done:
@@ -175,7 +225,8 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
 
     Parameters
     ----------
-    model_path : ``model.pt`` written by ``mlepi train``.
+    model_path : ``model.pt`` written by ``mlepi train``, or a list of them: a committee (``train.committee``),
+        whose mean, members and spread the frames hold (:func:`predict_frames`).
     structures_path : extended XYZ with a per-atom ``layer`` column; ``atoms.info`` (temperature_K, seed,
         sample_index, name, ...) is carried into each frame's ``info``; frame names are ``info['name']`` or
         ``frame_0000``, ``frame_0001``, ...
@@ -188,14 +239,18 @@ def run(model_path, structures_path, out_path, *, kpts=None, width: float | None
     """
     keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
     device = resolve_device(device)
-    model = HedgeNet.load(model_path, map_location=device)
+    paths = [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
+    members = [HedgeNet.load(path, map_location=device) for path in paths]
+    check_committee(members, paths)
+    model = members[0]
     atoms_list = read_structures(structures_path)
     names = [str(a.info.get("name", f"frame_{k:04d}")) for k, a in enumerate(atoms_list)]
     precision = model.dtype if dtype is None else getattr(torch, dtype)
     with tqdm(total=len(atoms_list), desc="infer", unit="structure") as bar:
-        frames = predict_frames(model, atoms_list, names, kpts=kpts, width=width, overlap=overlap, device=device,
-                                dtype=precision, workers=workers, progress=lambda _: bar.update())
-    settings = {"model_path": str(model_path), "overlap": overlap, "dtype": str(precision), "device": device.type,
+        frames = predict_frames(members, atoms_list, names, kpts=kpts, width=width, overlap=overlap,
+                                device=device, dtype=precision, workers=workers, progress=lambda _: bar.update())
+    settings = {"model_path": str(paths[0]), "committee": [str(path) for path in paths], "overlap": overlap,
+                "dtype": str(precision), "device": device.type,
                 "kpts": frames[0].info["fermi_kpts"] if frames else None,
                 "width": frames[0].info["fermi_width"] if frames else None}
     parameters = {"model": "hedgenet", "model_config": model.config, **settings,

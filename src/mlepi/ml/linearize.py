@@ -24,6 +24,7 @@ is noisy at the 1e-4 relative level, and the check against a finite difference o
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from mlepi.formats.frames import Frame, FramesFile, FramesFileError, write_frame
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import read_structure
 from mlepi.ml.graph import frame_to_data
+from mlepi.ml.infer import check_committee, h_spread_meV
 from mlepi.ml.memory import keep_freed_memory
 from mlepi.ml.model import HedgeNet
 
@@ -93,12 +95,16 @@ def linear_hamiltonian(model: HedgeNet, reference_frame: Frame, u) -> tuple[np.n
     return h0.detach().numpy(), dh.detach().numpy()
 
 
-def linearize_frames(model: HedgeNet, frames, reference, source: str = "") -> list[Frame]:
+def linearize_frames(model: HedgeNet | list[HedgeNet], frames, reference, source: str = "") -> list[Frame]:
     """Each frame with H replaced by H(0) + (dH/du) . u on its own block edges (S, geometry and info kept).
 
-    Energy and forces are dropped (they are the full model's, not linear ones); ``info['epi_order']`` is
+    ``model``: the model that predicted the frames, or the committee (a list): then each member is
+    linearized, H is their mean (the linearization of the committee's mean H) and ``H_committee`` theirs, so
+    that the full and the linear analyses compare one and the same model. Energy and forces are dropped (they
+    are the full model's, not linear ones), with their committee spreads; ``info['epi_order']`` is
     ``'linear'``. ``reference``: the undisplaced supercell (ase.Atoms with ``arrays['layer']``).
     """
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
     out = []
     for frame in frames:
         if frame.H is None or frame.edge_index is None:
@@ -106,28 +112,40 @@ def linearize_frames(model: HedgeNet, frames, reference, source: str = "") -> li
         u = displacement(frame, reference, source)
         at_x0 = Frame.from_atoms(frame.name, reference)
         at_x0.edge_index, at_x0.cell_shift = frame.edge_index, frame.cell_shift
-        h0, dh = linear_hamiltonian(model, at_x0, u)
         n = frame.H.shape[1]
+        per_member = np.array([sum(linear_hamiltonian(member, at_x0, u))[:, :n, :n] for member in members])
         linear = copy.copy(frame)
-        linear.H = (h0 + dh)[:, :n, :n]
-        linear.energy = linear.forces = None
-        linear.info = {**frame.info, "epi_order": "linear"}
+        linear.H = per_member.mean(axis=0)
+        linear.energy = linear.forces = linear.energy_committee = linear.forces_committee = None
+        linear.H_committee = per_member if len(members) > 1 else None
+        info = {k: v for k, v in frame.info.items() if k not in ("energy_spread_meV_per_atom",
+                                                                  "forces_spread_meV_per_A", "H_spread_meV")}
+        if len(members) > 1:
+            info["H_spread_meV"] = h_spread_meV(per_member)
+        linear.info = {**info, "epi_order": "linear"}
         out.append(linear)
     return out
 
 
 def run(model_path, frames_path, pristine_path, out_path) -> None:
-    """Linearize every frame of an ``infer`` output around the pristine supercell; write a frames file."""
+    """Linearize every frame of an ``infer`` output around the pristine supercell; write a frames file.
+
+    ``model_path``: the model.pt that predicted the frames, or the committee's (a list, as given to infer).
+    """
     keep_freed_memory()  # one Jacobian-vector product per frame: reuse the memory of the last (mlepi.ml.memory)
-    model = HedgeNet.load(model_path).double()
+    paths = [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
+    members = [HedgeNet.load(path).double() for path in paths]
+    check_committee(members, paths)
+    model = members[0]
     frames_file = FramesFile(frames_path)
     if frames_file.basis["orbitals"] != model.basis["orbitals"]:
         raise FramesFileError(f"{frames_path}: basis {frames_file.basis.get('name')} is not the model's "
                               f"({model.basis.get('name')}); give the frames this model predicted")
     reference = read_structure(pristine_path)
-    frames = [linearize_frames(model, [frame], reference, str(frames_path))[0]
+    frames = [linearize_frames(members, [frame], reference, str(frames_path))[0]
               for frame in tqdm(list(frames_file), desc="linearize", unit="structure")]
-    settings = {"model_path": str(model_path), "frames": str(frames_path), "pristine": str(pristine_path),
+    settings = {"model_path": str(paths[0]), "committee": [str(path) for path in paths],
+                "frames": str(frames_path), "pristine": str(pristine_path),
                 "epi_order": "linear", "dtype": "float64"}
     write_frames(out_path, frames, basis=frames_file.basis, source="hedgenet",
                  parameters={**frames_file.parameters, "linearize": settings},

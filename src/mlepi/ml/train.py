@@ -139,6 +139,22 @@ def split_indices(groups, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def bootstrap_indices(groups, train_idx: np.ndarray, seed: int) -> np.ndarray:
+    """A bootstrap resample of the training frames ``train_idx``: as many groups (:func:`split_group`) as they
+    hold, drawn with replacement (seeded), each with all its frames; a group drawn twice trains twice.
+
+    Resampling whole groups keeps an antithetic pair together, as the split does; the validation frames are
+    never drawn. Sorted, so that the loader's order depends on the shuffling seed alone.
+    """
+    groups = list(groups)
+    members = {}
+    for k in train_idx:
+        members.setdefault(groups[k], []).append(int(k))
+    keys = list(members)
+    drawn = np.random.default_rng([seed, 1]).integers(0, len(keys), size=len(keys))
+    return np.sort(np.concatenate([members[keys[g]] for g in drawn]))
+
+
 def _cast(graph, dtype: torch.dtype):
     for key, value in graph.items():
         if torch.is_tensor(value) and value.is_floating_point():
@@ -394,7 +410,13 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- run
-def run(dataset_path, out_dir, config: dict | None = None, *, seed: int | None = None, resume: bool = True) -> dict:
+def member_seed(train_cfg: dict, member: int) -> int:
+    """The seed of committee member ``member``: ``train.seed + member`` (member 0 is the single model)."""
+    return int(train_cfg["seed"]) + int(member)
+
+
+def run(dataset_path, out_dir, config: dict | None = None, *, member: int = 0, seed: int | None = None,
+        resume: bool = True) -> dict:
     """Train HedgeNet on a dataset frames file; resume from ``out_dir/checkpoint.pt`` if it exists.
 
     Parameters
@@ -403,7 +425,8 @@ def run(dataset_path, out_dir, config: dict | None = None, *, seed: int | None =
     out_dir : directory for ``model.pt``, ``metrics.csv`` and ``checkpoint.pt`` (created).
     config : config sections (:func:`mlepi.config.stage_config`): the stage reads the ``model`` and ``train``
         sections; missing keys take the defaults, unknown keys are an error.
-    seed : seed of the split, initial weights and shuffling; ``None`` takes ``config['train']['seed']``.
+    member : index of this committee member (``train.committee``): its seed is :func:`member_seed`.
+    seed : seed of the split, the bootstrap, initial weights and shuffling; ``None`` takes the member's.
     resume : continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the same config, seed
         and dataset); False starts afresh and overwrites it.
 
@@ -413,7 +436,7 @@ def run(dataset_path, out_dir, config: dict | None = None, *, seed: int | None =
     """
     config = stage_config("train", config)
     model_cfg, train_cfg = config["model"], config["train"]
-    seed = int(train_cfg["seed"] if seed is None else seed)
+    seed = member_seed(train_cfg, member) if seed is None else int(seed)
     out_dir = Path(out_dir)
     ctx = _setup_distributed(train_cfg["device"])
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -427,15 +450,15 @@ def run(dataset_path, out_dir, config: dict | None = None, *, seed: int | None =
         with warnings.catch_warnings():
             # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, ctx, resume)
+            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, member, ctx, resume)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
-def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, ctx: _Dist,
-           resume: bool) -> dict:
+def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, member: int,
+           ctx: _Dist, resume: bool) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[train_cfg["dtype"]]
     weights = train_cfg["weights"]
     dataset = FramesFile(dataset_path)
@@ -445,7 +468,10 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         raise ValueError(f"{dataset_path}: no frame set has energy, forces, H or S with a positive weight")
     graphs = [_cast(frame_to_data(f, dataset.basis, model_cfg["cutoff_intra"], model_cfg["cutoff_inter"]), dtype)
               for f in frames]
-    train_idx, val_idx = split_indices([split_group(f) for f in frames], train_cfg["val_fraction"], seed)
+    groups = [split_group(f) for f in frames]
+    train_idx, val_idx = split_indices(groups, train_cfg["val_fraction"], seed)
+    if train_cfg["bootstrap"]:
+        train_idx = bootstrap_indices(groups, train_idx, seed)
     train_graphs = [graphs[k] for k in train_idx]
     val_graphs = [graphs[k] for k in val_idx]
 
@@ -488,6 +514,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
                 "dataset": str(dataset_path),
                 "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
                 "validation_frames": [frames[i].name for i in val_idx],
+                "training_frames": [frames[i].name for i in train_idx], "member": member, "seed": seed,
                 "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)
