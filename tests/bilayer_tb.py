@@ -13,6 +13,8 @@ more than one orbital per atom.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from ase import Atoms
 from ase.build import make_supercell
@@ -111,3 +113,15 @@ def _with_layer(atoms: Atoms) -> Atoms:
     z = atoms.positions[:, 2] % atoms.cell[2, 2]
     atoms.set_array("layer", (z > np.median(z)).astype(int))
     return atoms
+
+
+def committee_frames(members: list[list[Frame]]) -> list[Frame]:
+    """The frames a committee's inference writes from each member's frames of the same samples: the mean H,
+    each member's in ``H_committee``."""
+    frames = []
+    for per_sample in zip(*members):
+        frame = copy.copy(per_sample[0])
+        frame.H_committee = np.array([f.H for f in per_sample])
+        frame.H = frame.H_committee.mean(axis=0)
+        frames.append(frame)
+    return frames

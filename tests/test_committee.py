@@ -2,7 +2,6 @@
 spread in infer and linearize against each member predicted alone, and the band analysis of every member
 against the analysis of that member's frames on their own."""
 
-import copy
 import subprocess
 import sys
 
@@ -14,7 +13,8 @@ import torch
 from mlepi.electrons import bands
 from mlepi.formats.frames import FramesFile, write_frames
 from mlepi.formats.provenance import record
-from mlepi.ml import infer, train
+from mlepi.formats.structures import write_structure
+from mlepi.ml import active, infer, train
 from mlepi.ml.linearize import linearize_frames
 from mlepi.ml.model import HedgeNet
 
@@ -148,17 +148,6 @@ def _member_frames(sc, T, scales, n=4):
                          sample_index=i) for i in range(n)] for scale in scales]
 
 
-def _committee_frames(members):
-    """The frames a committee's inference writes: mean H, each member's H in H_committee."""
-    frames = []
-    for per_sample in zip(*members):
-        frame = copy.copy(per_sample[0])
-        frame.H_committee = np.array([f.H for f in per_sample])
-        frame.H = frame.H_committee.mean(axis=0)
-        frames.append(frame)
-    return frames
-
-
 def _write(path, frames):
     write_frames(path, frames, basis=bt.BASIS_PZ, source="dft", parameters={}, provenance=record())
     return path
@@ -168,7 +157,7 @@ def test_band_analysis_of_each_member_is_that_of_its_frames_alone(tmp_path):
     prim = bt.bilayer_primitive()
     sc = bt.supercell(prim, np.diag([3, 3, 1]), seed=11)
     members = _member_frames(sc, 300.0, (1.0, 1.03))
-    doc = bands.run(_write(tmp_path / "c.h5", _committee_frames(members)), prim, sc, tmp_path / "out", BANDS,
+    doc = bands.run(_write(tmp_path / "c.h5", bt.committee_frames(members)), prim, sc, tmp_path / "out", BANDS,
                     with_figures=False)
     result = doc["temperatures"][0]
     spread = result["committee"]
@@ -193,3 +182,60 @@ def test_without_a_committee_the_model_error_is_unknown(tmp_path):
                        with_figures=False)["temperatures"][0]
     assert "committee" not in result
     assert np.isnan(result["vf_model_err_1e6_m_s"]) and np.isnan(result["vf_total_err_1e6_m_s"])
+
+
+# ------------------------------------------------------------------------------------- active learning
+
+
+def test_candidates_ranked_by_the_committees_spread_at_K(tmp_path):
+    """Four candidates whose two members differ by V_ppπ scaled 1, 1.01, 1.02, 1.04 (and forces spreads that
+    do not reverse the order): ranked by that; each candidate's band spread is the members' standard deviation
+    of the band energies at K from the full band analysis of each member's frames alone."""
+    prim = bt.bilayer_primitive()
+    sc = bt.supercell(prim, np.diag([3, 3, 1]), seed=11)
+    write_structure(tmp_path / "primitive.extxyz", prim)
+    write_structure(tmp_path / "pristine.extxyz", sc)
+    scales = (1.0, 1.01, 1.04, 1.02)
+    base = _member_frames(sc, 300.0, (1.0,), n=4)[0]
+    other = [bt.tb_frame(bt.displaced(sc, 0.01, 0.02, seed=100 + i), f"s{i}", scale_pi=scale, temperature_K=300.0,
+                         sample_index=i) for i, scale in enumerate(scales)]
+    candidates = bt.committee_frames([base, other])
+    for frame, forces_spread in zip(candidates, (1.0, 2.0, 3.0, 2.5)):
+        frame.info["forces_spread_meV_per_A"] = forces_spread
+    rows = active.run(_write(tmp_path / "c.h5", candidates), tmp_path / "primitive.extxyz",
+                      tmp_path / "pristine.extxyz", tmp_path / "selected.extxyz", tmp_path / "scores.csv", 2, BANDS)
+    assert [r["name"] for r in rows] == ["s2", "s3", "s1", "s0"]
+    assert [r["selected"] for r in rows] == [True, True, False, False]
+    selected = ase.io.read(tmp_path / "selected.extxyz", ":")
+    assert [a.info["name"] for a in selected] == ["sel_000", "sel_001"]
+    assert [a.info["candidate"] for a in selected] == ["s2", "s3"]
+    np.testing.assert_allclose(selected[0].positions, candidates[2].positions, atol=1e-6)  # extxyz text
+
+    # The band spread by the full analysis of each member's frames
+    at_K = []
+    for m, frames in enumerate((base, other)):
+        result = bands.run(_write(tmp_path / f"m{m}.h5", frames), prim, sc, tmp_path / f"b{m}", BANDS,
+                           with_figures=False)
+        index_K = result["path"]["index_K"]
+        at_K.append(np.array(result["temperatures"][0]["sample_bands_eV"])[:, index_K])
+    expected = 1e3 * np.std(at_K, axis=0, ddof=1)  # [4 samples, 4 bands]
+    by_name = {r["name"]: r for r in rows}
+    for i in range(4):
+        row = by_name[f"s{i}"]
+        assert row["band_spread_meV"] == pytest.approx(np.sqrt(np.mean(expected[i] ** 2)), rel=1e-6, abs=1e-9)
+        assert [row[f"band{b}_K_spread_meV"] for b in range(1, 5)] == pytest.approx(expected[i], abs=1e-6)
+    assert by_name["s0"]["band_spread_meV"] == pytest.approx(0.0, abs=1e-9)
+
+    with pytest.raises(active.SelectError, match="fewer than the 5"):
+        active.run(tmp_path / "c.h5", tmp_path / "primitive.extxyz", tmp_path / "pristine.extxyz",
+                   tmp_path / "x.extxyz", tmp_path / "x.csv", 5, BANDS)
+    with pytest.raises(active.SelectError, match="holds no committee"):
+        active.run(tmp_path / "m0.h5", tmp_path / "primitive.extxyz", tmp_path / "pristine.extxyz",
+                   tmp_path / "x.extxyz", tmp_path / "x.csv", 1, BANDS)
+
+
+def test_a_member_with_a_spurious_state_at_K_ranks_first():
+    values = active.scores([1.0, float("inf"), 3.0], [5.0, 1.0, 5.0])
+    assert list(np.argsort(-values, kind="stable")) == [1, 2, 0]
+    assert active.scores([0.0, 0.0, 0.0], [0.0, 0.0, 2.0]).tolist() == [0.0, 0.0, 2.0]  # zero medians count as 1
+    assert active.scores([1.0, 3.0], [2.0, 4.0]).tolist() == [0.5 + 2 / 3, 1.5 + 4 / 3]

@@ -2,7 +2,6 @@
 (the linearization by a finite difference of the analytic model, an independent route from the model's
 autograd), static lattice, special displacement and the DFT cross-check table."""
 
-import copy
 import csv
 import json
 
@@ -181,17 +180,8 @@ def test_error_budget_with_a_committee(setup, tmp_path):
                 for k, u in enumerate(us)] for scale in (1.0, 1.03)]
     static = bt.tb_frame(pristine, "pristine", temperature_K=0.0)
 
-    def committee_file(path, per_member):
-        frames = []
-        for per_sample in zip(*per_member):
-            frame = copy.copy(per_sample[0])
-            frame.H_committee = np.array([f.H for f in per_sample])
-            frame.H = frame.H_committee.mean(axis=0)
-            frames.append(frame)
-        return _write(path, frames, "hedgenet")
-
-    full = committee_file(tmp_path / "full.h5", members)
-    static_ml = committee_file(tmp_path / "static_ml.h5", [[static], [static]])
+    full = _write(tmp_path / "full.h5", bt.committee_frames(members), "hedgenet")
+    static_ml = _write(tmp_path / "static_ml.h5", bt.committee_frames([[static], [static]]), "hedgenet")
     static_dft = _write(tmp_path / "static_dft.h5", [static])
     out = {}
     for name, frames in (("full", full), *((f"m{m}", _write(tmp_path / f"m{m}.h5", f)) for m, f in

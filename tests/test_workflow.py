@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from mlepi import config
-from mlepi.electrons import tb
+from mlepi.config.bands import BandsConfig
+from mlepi.electrons import renormalization, tb
 from mlepi.formats import deeph, provenance
 from mlepi.ml.model import HedgeNet
 from mlepi.formats.frames import FramesFile
+from mlepi.formats.structures import read_structures
 
-from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake
+from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake, subprocess_env
 
 
 @pytest.mark.slow
@@ -115,6 +117,69 @@ def test_orders_special_displacement_and_dft_crosscheck(workflow_run):
         assert abs(float(check["band4_K_dft_eV"]) - float(check["band1_K_dft_eV"])) > 0.3  # about 2 gamma1
     for name in ("vf_orders.png", "crosscheck.png"):
         assert (out / "renormalization" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_committee_of_other_seeds_gives_the_static_vf_within_the_spreads(workflow_run, tmp_path):
+    """Reproducibility of the answer: a second committee, trained alike from seeds 10 and 11 (other splits,
+    weights and shuffling), predicts the static lattice's v_F within the two committees' spreads of the first's.
+    Its members' v_F come from the same analysis the renormalization stage runs, by its own inference."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    full = config.validate(json.loads(json.dumps(cfg)))
+    mlepi = str(Path(sys.executable).parent / "mlepi")
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    n_members = full["train"]["committee"]
+    jobs = []
+    for m in range(n_members):
+        params = {"model": full["model"], "train": {**full["train"], "seed": 10}}
+        jobs.append(subprocess.Popen([mlepi, "train", "--params", json.dumps(params), "--dataset",
+                                      str(out / "dataset" / "dataset.h5"), "--member", str(m), "--out-dir",
+                                      str(tmp_path / f"member_{m}")], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL))
+    assert all(job.wait(timeout=1800) == 0 for job in jobs)
+    models = [str(tmp_path / f"member_{m}" / "model.pt") for m in range(n_members)]
+    subprocess.run([mlepi, "infer", *models, str(out / "displace" / "pristine.extxyz"), "--out",
+                    str(tmp_path / "pristine.h5")], check=True, env=env, timeout=600)
+    analysis = renormalization.Analysis(out / "structure" / "primitive.extxyz", out / "displace" / "pristine.extxyz",
+                                        BandsConfig.from_section(full["bands"]))
+    frames = FramesFile(tmp_path / "pristine.h5")
+    (frame,) = list(frames)
+    dft = FramesFile(out / "dft" / "pristine.h5")[0]
+    second = []
+    for H in frame.H_committee:
+        frame.H = H
+        second.append(analysis.single(frame, frames.basis, dft.fermi_level, "second committee")["vf_1e6_m_s"])
+    first = json.loads((out / "renormalization" / "renormalization.json").read_text())["static"]
+    first_vf = first["ml_members_vf_1e6_m_s"]
+    assert HedgeNet.load(models[1]).metadata["seed"] == 11
+    assert abs(np.mean(second) - np.mean(first_vf)) <= np.std(first_vf, ddof=1) + np.std(second, ddof=1), (
+        first_vf, second)
+
+
+@pytest.mark.slow
+def test_select_ranks_the_inferred_samples_by_the_committees_spread(workflow_run, tmp_path):
+    """`mlepi select` on the committee's real inference frames: every sample scored, the best one written with
+    its positions and origin, the rest of the ranking in the CSV."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    frames = [out / "infer" / f"T{T:g}.h5" for T in cfg["thermal"]["temperatures"]]
+    subprocess.run([str(Path(sys.executable).parent / "mlepi"), "select", "--frames", *map(str, frames),
+                    "--primitive", str(out / "structure" / "primitive.extxyz"),
+                    "--supercell", str(out / "displace" / "pristine.extxyz"),
+                    "--reference", str(out / "dft" / "pristine.h5"), "--per-round", "1", "--round", "1",
+                    "--params", json.dumps({"bands": cfg["bands"]}), "--out", str(tmp_path / "selected.extxyz"),
+                    "--scores", str(tmp_path / "scores.csv")], check=True, timeout=600)
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert len(rows) == len(frames) * cfg["thermal"]["infer_samples"]
+    assert [int(r["rank"]) for r in rows] == list(range(len(rows)))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    (best,) = read_structures(tmp_path / "selected.extxyz")
+    assert best.info["candidate"] == rows[0]["name"] and best.info["active_round"] == 1
+    source = FramesFile(rows[0]["frames_file"])[rows[0]["name"]]
+    np.testing.assert_allclose(best.positions, source.positions, atol=1e-6)
+    assert best.info["temperature_K"] == source.info["temperature_K"]
 
 
 @pytest.mark.slow

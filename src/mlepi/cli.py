@@ -36,6 +36,7 @@ STAGE_MODULES = {
     "linearize": "mlepi.ml.linearize",
     "parity": "mlepi.evaluation.parity",
     "bands": "mlepi.electrons.bands",
+    "select": "mlepi.ml.active",
     "renormalization": "mlepi.electrons.renormalization",
     "supercell_bands": "mlepi.ml.supercell_bands",
     "supercell_convergence": "mlepi.ml.supercell_bands",
@@ -148,6 +149,14 @@ def cmd_parity(stage, args):
 def cmd_bands(stage, args):
     stage.run(args.frames, args.primitive, args.supercell, args.out_dir, _config(args), reference=args.reference,
               workers=args.workers)
+
+
+def cmd_select(stage, args):
+    rows = stage.run(args.frames, args.primitive, args.supercell, args.out, args.scores, args.per_round,
+                     _config(args), reference=args.reference, round_index=args.round)
+    for row in rows[:args.per_round]:
+        print(f"selected {row['name']} ({row['frames_file']}): band spread at K {row['band_spread_meV']:.2f} meV, "
+              f"forces {row['forces_spread_meV_per_A']:.1f} meV/A, score {row['score']:.2f}")
 
 
 def cmd_compare(stage, args):
@@ -358,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that unfold samples, then fit temperatures, in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes vf.csv, bands.json, spectral.h5 and figures")
     p.set_defaults(func=cmd_bands)
+
+    p = sub.add_parser("select", help="active learning: rank committee-inferred candidates by the committee's spread",
+                       description="Ranks thermal candidates that a committee predicted (mlepi infer with several "
+                                   "models) by the members' spread of the band energies at K and of the forces; "
+                                   "writes the best as a structure file for GPAW (mlepi.ml.active).")
+    _add_config(p)
+    p.add_argument("--frames", required=True, nargs="+", help="frames files of `mlepi infer` with a committee")
+    p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")
+    p.add_argument("--supercell", required=True, help="undisplaced supercell (.extxyz), atom order of the frames")
+    p.add_argument("--reference", help="DFT frames file of the pristine supercell: its Fermi level centres the "
+                                       "band window, as in `mlepi bands`")
+    p.add_argument("--per-round", type=int, required=True, help="how many candidates to select")
+    p.add_argument("--round", type=int, help="the active-learning round, recorded in every selected structure")
+    p.add_argument("--out", required=True, help="the selected structures (.extxyz), names sel_000, ...")
+    p.add_argument("--scores", required=True, help="every candidate's spreads, score and rank (.csv)")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("renormalization", help="second-order share of the band renormalization; static and "
                                                "special-displacement points; DFT cross-check at K",
