@@ -105,7 +105,7 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
         assert re.search(r"gres[:/]gpu[:=]1", record), record
     # The training job held two CPUs (one process of two threads), and torch used both.
     assert {records[j]["ProcCnt"] for j in jobs["train"]} == {"2"}
-    train_log = (tmp_path / "results" / cfg["system"]["name"] / "logs" / "train.log").read_text()
+    train_log = (tmp_path / "results" / cfg["system"]["name"] / "logs" / "train_0.log").read_text()
     assert re.search(r"torch threads per process: 2\b", train_log), train_log[-2000:]
     # Each DFT job held two CPUs (two tasks of one CPU), and GPAW ran on two MPI ranks in it.
     assert {records[j]["ProcCnt"] for j in jobs["dft"]} == {"2"}

@@ -72,7 +72,11 @@ def coupling(ls_i: list[int], ls_j: list[int]) -> tuple[o3.Irreps, torch.Tensor]
                 column[:, offsets_i[a]:offsets_i[a + 1], offsets_j[b]:offsets_j[b + 1]] = c * np.sqrt(2 * L + 1)
                 irreps.append((1, (L, (-1) ** (la + lb))))
                 columns.append(column)
-    return o3.Irreps(irreps), torch.cat(columns).float()
+    # The least-squares fit of Q leaves rounding noise (~1e-17) where T is zero, and LAPACK's noise depends on
+    # the memory alignment of its inputs: two models built in one process differed there (CI, 2026-12-07), so a
+    # resumed training's buffers were not the uninterrupted one's. Zeros made exact, T is the same every time.
+    t = torch.cat(columns)
+    return o3.Irreps(irreps), torch.where(t.abs() < 1e-12, torch.zeros_like(t), t).float()
 
 
 def node_irreps(channels: int, l_max: int) -> o3.Irreps:
