@@ -9,7 +9,8 @@ formulas: ``docs/bands.md``.
 
 Outputs in ``out_dir``: ``vf.csv``, ``bands.json`` (same numbers, the averaged bands, convergence with the
 number of samples, config and provenance), ``spectral.h5`` (thermal-averaged A(k, E) per T) and the figures
-``spectral_function.png``, ``vf.png``, ``convergence.png``. Every file is written atomically.
+``spectral_function.png``, ``vf.png``, ``convergence.png``, written atomically by
+:mod:`mlepi.electrons.band_files`.
 """
 
 from __future__ import annotations
@@ -17,22 +18,30 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from mlepi import figures
 from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
 from mlepi.electrons import committee, swmcc
+from mlepi.electrons.band_files import (  # noqa: F401 (the file layout, also bands.SCHEMA, ...)
+    CSV_COLUMNS,
+    N_BANDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SPECTRAL_SCHEMA,
+    UNITS,
+    csv_row,
+    json_safe,
+    write_outputs,
+)
 from mlepi.electrons.unfold import spectral_function, unfold
 from mlepi.errors import MlepiError
 from mlepi.formats.frames import FramesFile, FramesFileError
-from mlepi.formats.provenance import atomic_path, record, write_csv, write_json
+from mlepi.formats.provenance import record
 from mlepi.formats.structures import read_structure
 from mlepi.geometry.supercell import map_supercell
 
@@ -47,12 +56,6 @@ class WindowWeightError(BandsError):
     """One sample's four pi bands do not carry four states of unfolded weight inside the band window."""
 
 
-SCHEMA = "mlepi.bands"
-SPECTRAL_SCHEMA = "mlepi.spectral"
-SCHEMA_VERSION = 1
-N_BANDS = 4  # the four π bands of the SWMcC model
-UNITS = {"energy": "eV", "k": "1/Angstrom", "temperature": "K", "velocity": "1e6 m/s",
-         "spectral_function": "1/eV"}
 
 
 @dataclass(frozen=True)
@@ -400,23 +403,6 @@ def analyse_temperature(T: float, samples: list[SampleBands], path: KPath, geome
 # The stage
 
 
-CSV_COLUMNS = (["T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s", "vf_model_err_1e6_m_s", "vf_total_err_1e6_m_s",
-                "vf_slope_1e6_m_s", "vf_slope_err_1e6_m_s"]
-               + [f"{p}_eV" for p in swmcc.PARAM_NAMES] + [f"{p}_err_eV" for p in swmcc.PARAM_NAMES]
-               + [f"band{b}_K{suffix}_eV" for b in range(1, N_BANDS + 1) for suffix in ("", "_err")])
-
-
-def csv_row(result: dict) -> dict:
-    """One ``vf.csv`` row from :func:`analyse_temperature`'s result."""
-    row = {key: result[key] for key in CSV_COLUMNS[:8]}
-    row.update({f"{p}_eV": result["params_eV"][p] for p in swmcc.PARAM_NAMES})
-    row.update({f"{p}_err_eV": result["params_err_eV"][p] for p in swmcc.PARAM_NAMES})
-    for b in range(N_BANDS):
-        row[f"band{b + 1}_K_eV"] = result["bands_K_eV"][b]
-        row[f"band{b + 1}_K_err_eV"] = result["bands_K_err_eV"][b]
-    return row
-
-
 def _read_structure(structure):
     return structure if hasattr(structure, "get_positions") else read_structure(structure)
 
@@ -568,53 +554,3 @@ def run(frames_paths, primitive, supercell, out_dir, config: dict | None = None,
     }
     write_outputs(document, spectra, energy_grid, out_dir, with_figures)
     return document
-
-
-def write_outputs(document: dict, spectra: dict, energy_grid: np.ndarray, out_dir: Path,
-                  with_figures: bool = True) -> None:
-    """``vf.csv``, ``bands.json``, ``spectral.h5`` and (``with_figures``) the three figures, each atomically."""
-    results = document["temperatures"]
-    write_csv(out_dir / "vf.csv", [csv_row(result) for result in results], CSV_COLUMNS)
-    write_json(out_dir / "bands.json", json_safe(document))
-    distance = np.array(document["path"]["distance_1_A"])
-    with atomic_path(out_dir / "spectral.h5") as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["schema"] = SPECTRAL_SCHEMA
-            h5.attrs["schema_version"] = SCHEMA_VERSION
-            h5.attrs["units"] = json.dumps(UNITS)
-            h5.attrs["provenance"] = json.dumps(document["provenance"], default=str)
-            h5.create_dataset("k_distance_1_A", data=distance)
-            h5.create_dataset("energy_eV", data=energy_grid)
-            for result in results:
-                g = h5.create_group(f"T_{result['T_K']:g}K")
-                g.attrs["T_K"] = result["T_K"]
-                g.attrs["n_samples"] = result["n_samples"]
-                g.create_dataset("A", data=spectra[result["T_K"]], compression="gzip")
-                g.create_dataset("bands_mean_eV", data=np.array(result["bands_mean_eV"]))
-                g.create_dataset("bands_err_eV", data=np.array(result["bands_err_eV"]))
-                g.create_dataset("bands_fit_eV", data=np.array(result["bands_fit_eV"]))
-    if not with_figures:
-        return
-    temps = [r["T_K"] for r in results]
-    figures.plot_spectral_function(distance, energy_grid, spectra, out_dir / "spectral_function.png",
-                                   bands={r["T_K"]: np.array(r["bands_mean_eV"]) for r in results},
-                                   model_bands={r["T_K"]: np.array(r["bands_fit_eV"]) for r in results})
-    figures.plot_vf(temps, [r["vf_1e6_m_s"] for r in results], [r["vf_err_1e6_m_s"] for r in results],
-                    out_dir / "vf.png", vf_slope=[r["vf_slope_1e6_m_s"] for r in results],
-                    vf_slope_err=[r["vf_slope_err_1e6_m_s"] for r in results],
-                    vf_total_err=[r["vf_total_err_1e6_m_s"] for r in results])
-    figures.plot_convergence({r["T_K"]: r["convergence"] for r in results}, out_dir / "convergence.png",
-                             vf_err={r["T_K"]: r["vf_err_1e6_m_s"] for r in results},
-                             independent={r["T_K"]: r["convergence_independent"] for r in results
-                                          if "convergence_independent" in r})
-
-
-def json_safe(value):
-    """NaN → None (strict JSON has no NaN)."""
-    if isinstance(value, float):
-        return None if np.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

@@ -45,7 +45,6 @@ def member_jobs(jobs: list[tuple]) -> list[list[tuple]]:
         for m, H in enumerate(H_committee):
             member = copy.copy(frame)
             member.H = H
-            member.info = {**frame.info, "committee_member": m}
             members[m].append((member, basis, source))
     return members
 

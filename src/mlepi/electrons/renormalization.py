@@ -43,16 +43,8 @@ from mlepi import figures
 from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
 from mlepi.electrons import committee
-from mlepi.electrons.bands import (
-    N_BANDS,
-    BandsError,
-    analyse_sample,
-    fit_bands,
-    json_safe,
-    parallel_map,
-    setup,
-    temperature_rng,
-)
+from mlepi.electrons.band_files import N_BANDS, json_safe
+from mlepi.electrons.bands import BandsError, analyse_sample, fit_bands, parallel_map, setup, temperature_rng
 from mlepi.formats.frames import FramesFile, FramesFileError
 from mlepi.formats.provenance import record, write_csv, write_json
 
