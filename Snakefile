@@ -16,6 +16,8 @@ wildcard_constraints:
     prediction=r"T[0-9.]+|special_T[0-9.]+|pristine",
     n=r"[0-9]+",
     member=r"[0-9]+",
+    round=r"[0-9]+",
+    i=r"[0-9]{3}",
 
 
 include: "workflow/rules/common.smk"
@@ -23,6 +25,7 @@ include: "workflow/rules/structure.smk"
 include: "workflow/rules/dft.smk"
 include: "workflow/rules/phonons.smk"
 include: "workflow/rules/ml.smk"
+include: "workflow/rules/active.smk"
 include: "workflow/rules/bands.smk"
 include: "workflow/rules/renormalization.smk"
 include: "workflow/rules/performance.smk"

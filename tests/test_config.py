@@ -10,6 +10,7 @@ import yaml
 from mlepi import config
 from mlepi.cli import STAGE_MODULES
 from mlepi.config.bands import BandsConfig
+from mlepi.ml import train
 from mlepi.vibrations import thermal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_load_reports_file_problems(tmp_path):
 def test_every_key_names_the_stages_that_read_it():
     """The schema's x-stages is the one table of which keys each stage reads: every key has one, and every stage
     it names is a command of the CLI (the thermal stage by purpose) or the Snakefile itself."""
-    known = {*STAGE_MODULES, *thermal.STAGES.values(), "workflow"} - {"thermal"}
+    known = {*STAGE_MODULES, *thermal.STAGES.values(), train.ROUND_STAGE, "workflow"} - {"thermal"}
     for section, props in config.schema()["properties"].items():
         for key, prop in props["properties"].items():
             stages = prop.get(config.STAGES_KEYWORD)

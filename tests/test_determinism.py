@@ -69,3 +69,45 @@ def test_dataset_is_bit_identical(tmp_path):
     for run in ("a", "b"):
         dataset.run(frames, tmp_path / run / "dataset.h5", extxyz_path=tmp_path / run / "dataset.extxyz")
     assert same_files(tmp_path / "a", tmp_path / "b")
+
+
+def test_the_test_set_is_independent_thermal_draws_of_its_own_seed(displaced):
+    """purpose test: no antithetic pairs, the thermal distribution (the sampler's analytic covariance), its own
+    seed (redrawing the training samples leaves it put)."""
+    d, cfg = displaced
+    args = (d / "phonopy_params.yaml", d / "a" / "pristine.extxyz")
+    n = 200
+    wide = {**cfg, "thermal": {**cfg["thermal"], "test_samples": n}}
+    paths = thermal.run(*args, 300.0, "test", d / "test_a", wide)
+    assert [p.name for p in paths] == [f"s{k:03d}.extxyz" for k in range(n)]
+    pristine = read_structure(args[1]).positions
+    u = np.array([read_structure(p).positions - pristine for p in paths])
+    assert not any(np.allclose(u[k + 1], -u[k]) for k in range(0, n, 2)), "the test set holds mirror pairs"
+    sampler = thermal.sampler_from_phonopy(args[0], cfg["thermal"]["imaginary_tolerance_THz"])
+    msd_analytic = np.diag(sampler.covariance(300.0)).reshape(-1, 3).mean(axis=0)
+    assert np.mean(u ** 2, axis=(0, 1)) == pytest.approx(msd_analytic, rel=0.15)
+    info = read_structure(paths[0]).info
+    assert info["purpose"] == "test" and info["seed"] == cfg["thermal"]["test_seed"] and not info["antithetic"]
+
+    few = {**cfg, "thermal": {**cfg["thermal"], "test_samples": 2}}
+    thermal.run(*args, 300.0, "test", d / "test_b", few)
+    thermal.run(*args, 300.0, "test", d / "test_c", {**few, "thermal": {**few["thermal"], "seed": 99}})
+    assert same_files(d / "test_b", d / "test_c")
+    thermal.run(*args, 300.0, "test", d / "test_d", {**few, "thermal": {**few["thermal"], "test_seed": 99}})
+    assert not same_files(d / "test_b", d / "test_d")
+
+
+def test_candidates_of_each_round_are_a_stream_of_their_own(displaced):
+    d, cfg = displaced
+    args = (d / "phonopy_params.yaml", d / "a" / "pristine.extxyz")
+    cfg = {**cfg, "active": {"candidates": 3}}
+    for name, k in (("r1a", 1), ("r1b", 1), ("r2", 2)):
+        thermal.run(*args, 300.0, "candidates", d / name / "c.extxyz", cfg, round_index=k)
+    assert same_files(d / "r1a", d / "r1b")
+    r1, r2 = (read_structures(d / name / "c.extxyz") for name in ("r1a", "r2"))
+    assert len(r1) == 3 and all(np.abs(a.positions - b.positions).max() > 1e-3 for a, b in zip(r1, r2))
+    assert {a.info["active_round"] for a in r2} == {2}
+    infer = read_structures(thermal.run(*args, 300.0, "infer", d / "inf" / "s.extxyz", cfg)[0])
+    assert np.abs(infer[0].positions - r1[0].positions).max() > 1e-3  # not the inference samples
+    with pytest.raises(config.ConfigError, match="round"):
+        thermal.run(*args, 300.0, "candidates", d / "none.extxyz", cfg)

@@ -24,7 +24,7 @@ from workflow_helpers import ROOT, TINY, subprocess_env
 
 CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"
 JOBCOMP = Path("/var/log/slurm/jobcomp.log")
-GPU_RULES = {"train", "infer", "peers"}  # profiles/slurm: set-resources
+GPU_RULES = {"train", "infer", "train_round", "infer_candidates", "peers"}  # profiles/slurm: set-resources
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,9 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
     jobs = jobs_by_rule(tmp_path / ".snakemake" / "slurm_logs")
     expected_rules = {"structure", "displace", "dft", "phonons", "thermal_train", "thermal_infer", "dataset",
                       "train", "infer", "linearize", "parity", "phonons_ml", "bands", "bands_linear",
-                      "renormalization", "supercell_bands", "supercell_convergence"}
+                      "renormalization", "supercell_bands", "supercell_convergence", "thermal_test",
+                      "thermal_candidates", "infer_candidates", "select", "dft_selected", "dataset_round",
+                      "train_round", "testset", "learning"}
     assert expected_rules <= set(jobs), f"rules without a SLURM job: {expected_rules - set(jobs)}"
     all_ids = {job for ids in jobs.values() for job in ids}
     records = jobcomp_records(all_ids)
@@ -100,7 +102,7 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
         want = "gpu" if rule in GPU_RULES else "cpu"
         assert {partitions[j] for j in ids} == {want}, (rule, {j: partitions[j] for j in ids})
     # The GPU request itself, as slurmctld holds it (MinJobAge keeps finished jobs for 10 min).
-    for job in jobs["train"] + jobs["infer"]:
+    for job in jobs["train"] + jobs["infer"] + jobs["train_round"]:
         record = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
         assert re.search(r"gres[:/]gpu[:=]1", record), record
     # The training job held two CPUs (one process of two threads), and torch used both.

@@ -16,7 +16,9 @@ from mlepi.ml import train
 from mlepi.ml.graph import frame_to_data
 from mlepi.ml.model import HedgeNet
 
-from hedgenet_synthetic import TOY_BASIS, bilayer, synthetic_frames, write_dataset
+from mlepi.formats.frames import write_frames
+
+from hedgenet_synthetic import TOY_BASIS, TOY_DFT, bilayer, synthetic_frames, write_dataset
 
 torch.set_num_threads(1)
 
@@ -251,3 +253,33 @@ def test_block_residuals_are_every_real_orbital_pair_and_nothing_else(numbers):
     assert model.fills_padding(batch.numbers) == bool(mask.all()) == (1 not in numbers)
     res = train.residuals(out, batch, model, ("H",))["H"]
     assert torch.equal(res, (out["H"] - batch.H)[mask])
+
+
+def test_a_round_trains_on_from_the_previous_model_and_keeps_its_validation_frames(dataset, tmp_path):
+    """mlepi train --init (active learning): the previous model's weights and validation frames, every new
+    frame in training, active.epochs epochs at train.lr * active.lr_factor."""
+    train.run(dataset, tmp_path / "first", TINY, seed=0)
+    first = HedgeNet.load(tmp_path / "first" / "model.pt")
+    frames = synthetic_frames(6, seed=11) + synthetic_frames(2, seed=40)
+    for k, frame in enumerate(frames[6:]):
+        frame.name = f"r1_sel_{k:03d}"
+    bigger = tmp_path / "bigger.h5"
+    write_frames(bigger, frames, basis=TOY_BASIS, source="dft", parameters=TOY_DFT, provenance={})
+    # lr 1e-30: no float32 step changes a weight, so the round's first epoch shows the weights it started from
+    config = {**TINY, "active": {"epochs": 2, "lr_factor": 1e-28}}
+    train.run(bigger, tmp_path / "round", config, seed=0, init=tmp_path / "first" / "model.pt")
+    round_model = HedgeNet.load(tmp_path / "round" / "model.pt")
+    assert round_model.metadata["validation_frames"] == first.metadata["validation_frames"]
+    assert set(round_model.metadata["training_frames"]) == set(first.metadata["training_frames"]) | {
+        "r1_sel_000", "r1_sel_001"}
+    assert round_model.metadata["init_model"] == str(tmp_path / "first" / "model.pt")
+    rows = read_metrics(tmp_path / "round")
+    assert len(rows) == 2 and float(rows[0]["lr"]) == pytest.approx(1e-28 * TINY["train"]["lr"])
+    # The same weights on the same validation frames: the first training's best epoch's errors, exactly.
+    best = next(r for r in read_metrics(tmp_path / "first") if int(r["epoch"]) == first.metadata["epoch"])
+    for column in ("val_H_mae_meV", "val_forces_mae_meV_per_A", "val_energy_mae_meV_per_atom"):
+        assert float(rows[0][column]) == pytest.approx(float(best[column]), rel=1e-5), column
+
+    other = {"model": {**TINY["model"], "hidden": 8}, "train": TINY["train"]}
+    with pytest.raises(ValueError, match=r"differs from the config's in \['hidden'\]"):
+        train.run(bigger, tmp_path / "other", other, seed=0, init=tmp_path / "first" / "model.pt")

@@ -21,8 +21,18 @@ from mlepi.formats import deeph, provenance
 from mlepi.ml.model import HedgeNet
 from mlepi.formats.frames import FramesFile
 from mlepi.formats.structures import read_structures
+from mlepi.evaluation import testset
+from mlepi.evaluation.metrics import point_eigenvalues
+from mlepi.evaluation.parity import h_errors
+from mlepi.ml.infer import predict_frames
 
 from workflow_helpers import ROOT, SNAKEMAKE, planned_rules, snakemake, subprocess_env
+
+
+def answer_dir(out, cfg):
+    """Where the answer's committee and dataset are: the last active-learning round's (train/, dataset/)."""
+    rounds = cfg["active"]["rounds"]
+    return out / "active" / f"round_{rounds}" if rounds else out
 
 
 @pytest.mark.slow
@@ -56,8 +66,10 @@ def test_outputs_of_every_stage(workflow_run):
     assert np.isfinite(phonons_ml["freq_rel_err_mean"])
     parity = json.loads((out / "parity" / "parity.json").read_text())
     assert parity["validation_frames"] and np.isfinite(parity["h_mae_meV"])
-    # the held-out MAE is the one training reported for its best epoch
-    best = min(metrics, key=lambda row: float(row["val_loss"]))
+    # the held-out MAE is the one the answer's training (the last active-learning round's) reported for its best
+    # epoch
+    final = list(csv.DictReader((answer_dir(out, cfg) / "train" / "member_0" / "metrics.csv").open()))
+    best = min(final, key=lambda row: float(row["val_loss"]))
     assert parity["h_mae_meV"] == pytest.approx(float(best["val_H_mae_meV"]), rel=0.02)
     # O(3) covariance by construction (docs/hedgenet.md): a rotated held-out structure gives the rotated forces
     # and H blocks to float32 rounding (blocks of a few eV: ~1e-6 eV).
@@ -183,6 +195,88 @@ def test_select_ranks_the_inferred_samples_by_the_committees_spread(workflow_run
 
 
 @pytest.mark.slow
+def test_an_active_learning_round_adds_the_committees_worst_candidate_and_trains_on(workflow_run):
+    """Round 1: candidates at every temperature and beyond the highest, the top-ranked one recomputed by GPAW and
+    added to the dataset, every member trained on from its round-0 weights with its validation frames kept; the
+    answer's inference uses round 1's committee."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    active = cfg["active"]
+    rnd = out / "active" / "round_1"
+    temperatures = [*cfg["thermal"]["temperatures"], 1.5 * max(cfg["thermal"]["temperatures"])]
+    for T in temperatures:
+        candidates = FramesFile(rnd / f"candidates_T{T:g}.h5")
+        assert len(candidates) == active["candidates"] and candidates[0].H_committee is not None
+        assert candidates.parameters["committee"] == [str(Path("results") / cfg["system"]["name"] / "train" /
+                                                          f"member_{m}" / "model.pt")
+                                                      for m in range(cfg["train"]["committee"])]
+    rows = list(csv.DictReader((rnd / "scores.csv").open()))
+    assert len(rows) == len(temperatures) * active["candidates"]
+    (selected,) = read_structures(rnd / "selected.extxyz")
+    assert selected.info["candidate"] == rows[0]["name"] and selected.info["active_round"] == 1
+    dft = FramesFile(rnd / "dft" / "sel_000.h5")[0]
+    assert dft.name == "r1_sel_000" and dft.forces is not None and dft.H is not None
+    np.testing.assert_allclose(dft.positions, selected.positions, atol=1e-6)
+
+    base, grown = FramesFile(out / "dataset" / "dataset.h5"), FramesFile(rnd / "dataset" / "dataset.h5")
+    assert grown.names == base.names + ["r1_sel_000"]
+    for m in range(cfg["train"]["committee"]):
+        first = HedgeNet.load(out / "train" / f"member_{m}" / "model.pt")
+        model = HedgeNet.load(rnd / "train" / f"member_{m}" / "model.pt")
+        assert model.metadata["validation_frames"] == first.metadata["validation_frames"]
+        assert "r1_sel_000" in model.metadata["training_frames"]
+        assert model.metadata["init_model"].endswith(f"train/member_{m}/model.pt")
+        assert model.metadata["seed"] == first.metadata["seed"]
+        metrics = list(csv.DictReader((rnd / "train" / f"member_{m}" / "metrics.csv").open()))
+        assert len(metrics) == active["epochs"]
+    answer = FramesFile(out / "infer" / f"T{cfg['thermal']['temperatures'][0]:g}.h5")
+    assert all("active/round_1/train" in path for path in answer.parameters["committee"])
+
+
+@pytest.mark.slow
+def test_the_test_set_is_unseen_thermal_dft_and_its_errors_hold_per_member(workflow_run, tmp_path):
+    """testset.json of each round: frames at every temperature and beyond, never trained on; member 0's force
+    and H errors as that model alone predicts them; the point labelled K image holds the Dirac states."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    temperatures = [*cfg["thermal"]["temperatures"], 1.5 * max(cfg["thermal"]["temperatures"])]
+    names = [f"test_T{T:g}_s000" for T in temperatures]
+    docs = [json.loads((out / "active" / f"round_{k}" / "testset.json").read_text()) for k in (0, 1)]
+    for doc in docs:
+        assert doc["frames"] == names and len(doc["members"]) == cfg["train"]["committee"]
+        assert [row["T_K"] for row in doc["by_temperature"]] == temperatures
+        assert doc["forces_spread_meV_per_A"] > 0 and set(doc["goals"]) == set(testset.GOALS)
+    dataset = FramesFile(out / "active" / "round_1" / "dataset" / "dataset.h5")
+    assert not set(names) & set(dataset.names)
+    tests = [FramesFile(out / "dft" / f"{name}.h5")[0] for name in names]
+    assert len({t.info["seed"] for t in tests}) == 1 and tests[0].info["seed"] == cfg["thermal"].get("test_seed", 7)
+
+    model = HedgeNet.load(out / "active" / "round_1" / "train" / "member_0" / "model.pt")
+    alone = predict_frames(model, [t.to_atoms() for t in tests], names, fermi_level=False, overlap="model")
+    forces = np.concatenate([(a.forces - t.forces).ravel() for a, t in zip(alone, tests)])
+    member0 = docs[1]["members"][0]
+    assert member0["force_mae_meV_per_A"] == pytest.approx(1e3 * np.abs(forces).mean(), rel=1e-5)
+    assert member0["h_mae_meV"] == pytest.approx(h_errors(tests, alone, dataset.basis)[0]["h_mae_meV"], rel=1e-5)
+
+    # The primitive K folds onto the 2x2 supercell's K: there, and not at Gamma, lie states at the Fermi level.
+    assert docs[0]["k_image"] == "K"
+    pristine = dataset["pristine"]
+    near = {p: np.min(np.abs(e - pristine.fermi_level)) for p, (e, _) in
+            point_eigenvalues(pristine, pristine, dataset.basis).items()}
+    assert near["K"] < 0.1 < near["G"], near
+
+    learning = list(csv.DictReader((out / "active" / "learning.csv").open()))
+    assert [int(r["round"]) for r in learning] == [0, 1]
+    assert float(learning[1]["mean_force_mae_meV_per_A"]) == pytest.approx(docs[1]["mean"]["force_mae_meV_per_A"])
+    assert int(learning[1]["n_train_frames"]) == int(learning[0]["n_train_frames"]) + 1
+
+    # A frame a member trained on is refused as a test frame.
+    with pytest.raises(testset.TestSetError, match="trained or validated on"):
+        testset.run([out / "train" / "member_0" / "model.pt"], [out / "dft" / "pristine.h5"],
+                    out / "dataset" / "dataset.h5", tmp_path / "t.json")
+
+
+@pytest.mark.slow
 def test_supercell_convergence(workflow_run):
     """The workflow's own supercell and the HedgeNet-only larger ones, one row per size and temperature."""
     workdir, cfg = workflow_run
@@ -228,22 +322,43 @@ def test_band_parameter_changes_rerun_only_what_they_touch(workflow_run, tmp_pat
     path.write_text(yaml.safe_dump(changed))
     assert planned_rules(snakemake(workdir, "-n").stdout) == set(), "an unchanged config reran something"
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
+    # testset reads the band keys for the static v_F (cheap); the active-learning round's selection does not
+    # read the broadening, so nothing of the round reruns.
     assert planned == {"bands", "bands_linear", "renormalization", "supercell_bands", "supercell_convergence",
-                       "all"}, planned
+                       "testset", "learning", "all"}, planned
     # One more DFT cross-check sample: its GPAW jobs and the renormalization table, not the band analyses.
     changed = json.loads(json.dumps(cfg))
     changed["bands"]["dft_check_samples"] += 1
     path.write_text(yaml.safe_dump(changed))
     planned = planned_rules(snakemake(workdir, "-n", config=path).stdout)
     assert planned == {"dft", "renormalization", "all"}, planned
-    # One more committee member: its training, and what reads every member; not the members already trained.
+    # One more committee member: its first training, and what reads every member; not the members already
+    # trained. Round 1 of active learning ranks its candidates by the committee: it reruns whole.
     changed = json.loads(json.dumps(cfg))
     changed["train"]["committee"] += 1
     path.write_text(yaml.safe_dump(changed))
     dry = snakemake(workdir, "-n", config=path).stdout
-    assert planned_rules(dry) == {"train", "infer", "linearize", "bands", "bands_linear", "renormalization",
+    assert planned_rules(dry) == {"train", "infer", "infer_candidates", "select", "dft_selected", "dataset_round",
+                                  "train_round", "testset", "learning", "linearize", "bands", "bands_linear",
+                                  "renormalization", "parity", "phonons_ml", "supercell_bands",
                                   "supercell_convergence", "all"}, planned_rules(dry)
-    assert re.findall(r"member=(\d+)", dry) == [str(cfg["train"]["committee"])]
+    assert re.findall(r"rule train:\n(?:    .*\n)*?    wildcards: member=(\d+)", dry) == [
+        str(cfg["train"]["committee"])]
+
+
+@pytest.mark.slow
+def test_one_more_active_learning_round_reruns_only_that_round_and_the_answer(workflow_run, tmp_path):
+    """active.rounds 1 -> 2: round 2's jobs and what uses the final committee; nothing of round 0 or 1."""
+    workdir, cfg = workflow_run
+    changed = json.loads(json.dumps(cfg))
+    changed["active"]["rounds"] += 1
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    dry = snakemake(workdir, "-n", config=path).stdout
+    assert set(re.findall(r"round=(\d+)", dry)) == {"2"}, re.findall(r"round=(\d+)", dry)
+    assert {"thermal_candidates", "infer_candidates", "select", "dft_selected", "dataset_round", "train_round",
+            "testset", "learning", "infer", "bands"} <= planned_rules(dry)
+    assert not {"train", "dft", "dataset", "thermal_train", "thermal_test"} & planned_rules(dry)
 
 
 @pytest.mark.slow
@@ -331,8 +446,8 @@ def test_accuracy_benchmark_reports_held_out_errors(workflow_run, tmp_path):
 
     def accuracy(name, *test_frames):
         subprocess.run([str(Path(sys.executable).parent / "mlepi"), "accuracy",
-                        str(out / "train" / "member_0" / "model.pt"),
-                        str(out / "dataset" / "dataset.h5"), "--phonons-ml",
+                        str(answer_dir(out, cfg) / "train" / "member_0" / "model.pt"),
+                        str(answer_dir(out, cfg) / "dataset" / "dataset.h5"), "--phonons-ml",
                         str(out / "phonons_ml" / "summary.json"), "--test-frames", *map(str, test_frames),
                         "--primitive", str(out / "structure" / "primitive.extxyz"),
                         "--params", json.dumps({"bands": cfg["bands"]}), "--out", str(tmp_path / name)],
@@ -407,7 +522,7 @@ def test_hamiltonian_baseline_runs_from_the_workflow(workflow_run):
     assert result["frames"]["validation"] == validation
     assert result["frames"]["test"] == sorted(p.stem for p in (out / "dft").glob("check_*.h5"))
     assert sorted(p.name for p in (out / "peers" / "deeph").iterdir()) == sorted(FramesFile(
-        out / "dataset" / "dataset.h5").names)  # every frame exported, as `mlepi export-deeph` writes it
+        answer_dir(out, cfg) / "dataset" / "dataset.h5").names)  # every frame, as `mlepi export-deeph` writes it
     parity = json.loads((out / "parity" / "parity.json").read_text())
     models = result["models"]
     assert models["HedgeNet"]["validation"]["h_mae_meV"] == pytest.approx(parity["h_mae_meV"], rel=1e-9)

@@ -37,6 +37,8 @@ STAGE_MODULES = {
     "parity": "mlepi.evaluation.parity",
     "bands": "mlepi.electrons.bands",
     "select": "mlepi.ml.active",
+    "learning": "mlepi.ml.active",
+    "testset": "mlepi.evaluation.testset",
     "renormalization": "mlepi.electrons.renormalization",
     "supercell_bands": "mlepi.ml.supercell_bands",
     "supercell_convergence": "mlepi.ml.supercell_bands",
@@ -91,7 +93,8 @@ def cmd_phonons_ml(stage, args):
 
 
 def cmd_thermal(stage, args):
-    paths = stage.run(args.phonopy, args.pristine, args.temperature, args.purpose, args.out, _config(args))
+    paths = stage.run(args.phonopy, args.pristine, args.temperature, args.purpose, args.out, _config(args),
+                      round_index=args.round)
     print(f"wrote {len(paths)} file(s) of thermal samples at {args.temperature} K")
 
 
@@ -101,7 +104,8 @@ def cmd_dataset(stage, args):
 
 
 def cmd_train(stage, args):
-    stage.run(args.dataset, args.out_dir, _config(args), member=args.member, resume=not args.restart)
+    stage.run(args.dataset, args.out_dir, _config(args), member=args.member, resume=not args.restart,
+              init=args.init)
 
 
 def cmd_infer(stage, args):
@@ -157,6 +161,24 @@ def cmd_select(stage, args):
     for row in rows[:args.per_round]:
         print(f"selected {row['name']} ({row['frames_file']}): band spread at K {row['band_spread_meV']:.2f} meV, "
               f"forces {row['forces_spread_meV_per_A']:.1f} meV/A, score {row['score']:.2f}")
+
+
+def cmd_learning(stage, args):
+    for row in stage.learning(args.testsets, args.out_csv, args.out_png):
+        print(f"round {row['round']}: test forces {row['mean_force_mae_meV_per_A']:.1f} meV/A (spread "
+              f"{row['forces_spread_meV_per_A'] or float('nan'):.1f}), H {row['mean_h_mae_meV']:.2f} meV, "
+              f"K bands {row['mean_eig_K_image_aligned_mae_meV'] or float('nan'):.1f} meV")
+
+
+def cmd_testset(stage, args):
+    r = stage.run(args.models, args.test_frames, args.dataset, args.out, _config(args), primitive=args.primitive)
+    mean = r["mean"]
+    print(f"test set ({len(r['frames'])} frames): forces {mean['force_mae_meV_per_A']:.1f} meV/A, H "
+          f"{mean['h_mae_meV']:.2f} meV, band energies at K {mean['eig_K_image_aligned_mae_meV'] or float('nan'):.1f}"
+          " meV (committee mean)")
+    for key, goal in r["goals"].items():
+        print(f"goal {key} <= {goal['goal']}: worst member {goal['worst_member']}, met: {goal['met']}")
+    print(f"-> {args.out}")
 
 
 def cmd_compare(stage, args):
@@ -295,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phonopy", required=True, help="phonopy_params.yaml with force constants")
     p.add_argument("--pristine", required=True, help="undisplaced supercell (.extxyz)")
     p.add_argument("--temperature", required=True, type=float, help="temperature (K)")
-    p.add_argument("--purpose", required=True, choices=["train", "infer", "special"],
-                   help="train: one file per sample in OUT (a directory); infer: all samples in OUT; special: "
-                        "the Zacharias-Giustino special displacement in OUT")
-    p.add_argument("--out", required=True, help="output directory (train) or .extxyz file (infer, special)")
+    p.add_argument("--purpose", required=True, choices=["train", "test", "infer", "candidates", "special"],
+                   help="train, test (the test set, thermal.test_seed): one file per sample in OUT (a directory); "
+                        "infer, candidates (active learning, with --round): all samples in OUT; special: the "
+                        "Zacharias-Giustino special displacement in OUT")
+    p.add_argument("--round", type=int, help="active-learning round of the candidates (its own random stream)")
+    p.add_argument("--out", required=True, help="output directory (train, test) or .extxyz file (the others)")
     p.set_defaults(func=cmd_thermal)
 
     p = sub.add_parser("dataset", help="merge DFT frames files into one dataset (HDF5)")
@@ -314,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", type=int, default=0,
                    help="committee member (train.committee): seed train.seed + MEMBER (default 0)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this model.pt (an active-learning round): its weights, standardisation and "
+                        "validation frames; active.epochs epochs at train.lr * active.lr_factor")
     p.set_defaults(func=cmd_train)
 
     for name, help_text in (("infer", "HedgeNet predictions for many structures (thermal samples)"),
@@ -383,6 +410,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the selected structures (.extxyz), names sel_000, ...")
     p.add_argument("--scores", required=True, help="every candidate's spreads, score and rank (.csv)")
     p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("testset", help="a committee's errors on the test set, thermal DFT frames never trained on",
+                       description="Forces, energy, H and band-energy errors at K of the committee's mean and of "
+                                   "each member on the test set (thermal purpose test), beside the committee's "
+                                   "spread; each member's static-lattice v_F against DFT; goals "
+                                   "(mlepi.evaluation.testset).")
+    _add_config(p)
+    p.add_argument("models", nargs="+", help="the committee's model.pt files (one: a single model)")
+    p.add_argument("--test-frames", required=True, nargs="+", help="DFT frames files of the test set (.h5)")
+    p.add_argument("--dataset", required=True, help="the dataset the models were trained on (.h5)")
+    p.add_argument("--primitive", help="primitive cell (.extxyz): also each member's static-lattice v_F")
+    p.add_argument("--out", required=True, help="results (.json)")
+    p.set_defaults(func=cmd_testset)
+
+    p = sub.add_parser("learning", help="active learning: the test-set errors and spreads of every round (table, "
+                                        "figure)")
+    p.add_argument("testsets", nargs="+", help="testset.json of rounds 0, 1, ... in order")
+    p.add_argument("--out-csv", required=True, help="one row per round (.csv)")
+    p.add_argument("--out-png", required=True, help="the figure (.png)")
+    p.set_defaults(func=cmd_learning)
 
     p = sub.add_parser("renormalization", help="second-order share of the band renormalization; static and "
                                                "special-displacement points; DFT cross-check at K",

@@ -288,6 +288,28 @@ def plot_learning_curves(curves: Mapping[str, Sequence[dict]], path) -> None:
     _save(fig, path)
 
 
+def plot_active_learning(rows: Sequence[dict], path) -> None:
+    """Per active-learning round (``learning.csv`` rows of ``mlepi learning``): the true error on the test set
+    (committee mean, and the worst member) beside the committee's spread on the same frames, for the forces,
+    H and the band energies at K."""
+    fig = Figure(figsize=(10.5, 3.4), layout="constrained")
+    rounds = [r["round"] for r in rows]
+    panels = (("force_mae_meV_per_A", "forces_spread_meV_per_A", "forces on the test set (meV/Å)"),
+              ("h_mae_meV", "H_spread_meV", "H on the test set (meV)"),
+              ("eig_K_image_aligned_mae_meV", None, "band energies at K, |ML − GPAW| (meV)"))
+    for ax, (error, spread, label) in zip(fig.subplots(1, len(panels)), panels):
+        ax.plot(rounds, [r[f"mean_{error}"] for r in rows], "o-", color="C0", label="error of the mean")
+        ax.plot(rounds, [r[f"worst_member_{error}"] for r in rows], "s--", color="C1", label="worst member's error")
+        if spread is not None:
+            ax.plot(rounds, [r[spread] for r in rows], "^:", color="C2", label="committee spread")
+        ax.set_xlabel("active-learning round")
+        ax.set_ylabel(label)
+        ax.set_xticks(rounds)
+        ax.set_ylim(bottom=0)
+    fig.axes[0].legend(fontsize=7)  # the panel with all three lines
+    _save(fig, path)
+
+
 def plot_data_scaling(document: dict, path) -> None:
     """Held-out errors on the test frames against the number of training frames (``learning_curve.json`` of
     ``benchmarks/learning_curve.py``), log-log, with the fitted power laws extended to their goals (dashed), and

@@ -14,6 +14,12 @@ TEMPERATURES = [f"{t:g}" for t in config["thermal"]["temperatures"]]
 N_TRAIN = config["thermal"]["train_samples"]
 N_CHECK = config["bands"]["dft_check_samples"]
 N_MEMBERS = config["train"]["committee"]
+N_ROUNDS = config["active"]["rounds"]
+N_TEST = config["thermal"]["test_samples"]
+# Active-learning candidates and the test set are also drawn beyond the answer's temperatures: at
+# active.max_temperature_factor times the highest (a wider distribution than the training set's).
+_T_MAX = max(config["thermal"]["temperatures"]) * config["active"]["max_temperature_factor"]
+WIDE_TEMPERATURES = list(dict.fromkeys(TEMPERATURES + ([f"{_T_MAX:g}"] if _T_MAX > 0 else [])))
 
 # A DFT job: dft_ranks MPI ranks of dft_threads BLAS threads each. With one rank it is a plain process; with
 # several, an MPI job: the SLURM plugin then submits --ntasks ranks and runs the rule's own launcher inside
@@ -27,9 +33,9 @@ else:
     DFT_LAUNCH, DFT_MPI = "", {}
 
 
-def stage_params(stage):
-    """The config keys the stage reads (the schema's x-stages): a change of any other key does not rerun it."""
-    return mlepi_config.stage_params(config, stage)
+def stage_params(*stages):
+    """The config keys the stages read (the schema's x-stages): a change of any other key does not rerun them."""
+    return mlepi_config.stage_params(config, *stages)
 
 
 def displace_dir():
@@ -46,6 +52,11 @@ def thermal_train_names():
     return [f"mc_T{T}_s{k:03d}" for T in TEMPERATURES for k in range(N_TRAIN)]
 
 
+def test_names():
+    """The test set: thermal.test_samples DFT frames per temperature, never trained on (docs/active.md)."""
+    return [f"test_T{T}_s{k:03d}" for T in WIDE_TEMPERATURES for k in range(N_TEST)]
+
+
 def check_names():
     """DFT cross-check of the band analysis: the first inferred samples of each temperature."""
     return [f"check_T{T}_s{k:03d}" for T in TEMPERATURES for k in range(N_CHECK)]
@@ -57,18 +68,38 @@ def dft_frames(wildcards=None):
     return [f"{OUT}/dft/{name}.h5" for name in names]
 
 
-def member_model(member):
-    """model.pt of committee member ``member`` (train.committee; seed train.seed + member)."""
-    return f"{OUT}/train/member_{member}/model.pt"
+def round_dir(k):
+    """Active-learning round k's data, models and metrics (round 0: the first training, in train/)."""
+    return f"{OUT}/active/round_{k}"
 
 
-# The single-model stages (parity, phonons_ml, supercell bands, accuracy, peers, performance) use member 0;
+def round_model(k, member):
+    """model.pt of committee member ``member`` (train.committee; seed train.seed + member) after round k."""
+    return f"{OUT}/train/member_{member}/model.pt" if int(k) == 0 else f"{round_dir(k)}/train/member_{member}/model.pt"
+
+
+def round_models(k):
+    return [round_model(k, m) for m in range(N_MEMBERS)]
+
+
+def round_dataset(k):
+    return f"{OUT}/dataset/dataset.h5" if int(k) == 0 else f"{round_dir(k)}/dataset/dataset.h5"
+
+
+def selected_frames(k):
+    """The DFT frames that round k adds to the dataset: active.per_round selected candidates."""
+    return [f"{round_dir(k)}/dft/sel_{i:03d}.h5" for i in range(config["active"]["per_round"])]
+
+
+# The answer's committee and dataset: those of the last round (the first training without active learning).
+# The single-model stages (parity, phonons_ml, supercell bands, accuracy, peers, performance) use its member 0;
 # infer and linearize use every member.
-MODEL = member_model(0)
+MODEL = round_model(N_ROUNDS, 0)
+DATASET = round_dataset(N_ROUNDS)
 
 
 def committee_models(wildcards=None):
-    return [member_model(m) for m in range(N_MEMBERS)]
+    return round_models(N_ROUNDS)
 
 
 def train_processes():
@@ -81,6 +112,7 @@ def final_targets():
     return [
         f"{OUT}/phonons/phonon_bands.png",
         *[f"{OUT}/train/member_{m}/metrics.csv" for m in range(N_MEMBERS)],
+        *([f"{OUT}/active/learning.png"] if N_TEST else []),
         f"{OUT}/parity/parity.png",
         f"{OUT}/phonons_ml/phonons_ml_vs_dft.png",
         f"{OUT}/bands/vf.csv",
@@ -92,9 +124,10 @@ def dft_input(wildcards):
     name = wildcards.config
     if name.startswith("check_T"):
         return f"{OUT}/thermal/infer_T{name[len('check_T'):].rsplit('_s', 1)[0]}.extxyz"
-    if name.startswith("mc_T"):
-        T, k = name[len("mc_T"):].rsplit("_s", 1)
-        return f"{OUT}/thermal/train_T{T}/s{k}.extxyz"
+    for prefix, purpose in (("mc_T", "train"), ("test_T", "test")):
+        if name.startswith(prefix):
+            T, k = name[len(prefix):].rsplit("_s", 1)
+            return f"{OUT}/thermal/{purpose}_T{T}/s{k}.extxyz"
     if name == "pristine":  # computed as the primitive cell, tiled to the supercell (dft_tile_input)
         return rules.structure.output[0]
     return f"{displace_dir()}/{name}.extxyz"
@@ -113,10 +146,10 @@ def dft_index(wildcards):
 
 
 def dft_priority(wildcards):
-    """The training data first: the cross-check samples become ready with the training samples (both need only
-    the phonons), but nothing waits for them until the band analysis, so they should fill cores during
-    training instead of delaying it."""
-    return 0 if wildcards.config.startswith("check_T") else 1
+    """The training data first: the cross-check and test samples become ready with the training samples (all
+    need only the phonons), but nothing waits for them until the band analysis and the test stage, so they
+    should fill cores during training instead of delaying it."""
+    return 0 if wildcards.config.startswith(("check_T", "test_T")) else 1
 
 
 def prediction_input(wildcards):

@@ -1,5 +1,6 @@
 # Stage 3: one GPAW LCAO job per configuration (pristine, finite differences, thermal training samples, and
-# the inferred samples of the band analysis' DFT cross-check). The pristine supercell is computed as its
+# the inferred samples of the band analysis' DFT cross-check, the test set; active learning's selected
+# candidates: workflow/rules/active.smk). The pristine supercell is computed as its
 # primitive cell and tiled (mlepi.dft.tiling).
 
 
@@ -16,6 +17,7 @@ rule dft:
         f"{OUT}/benchmarks/dft/{{config}}.tsv",
     params:
         index=dft_index,
+        name=lambda w: w.config,
         tile=lambda w, input: f"--tile-to {input.tile_to}" if input.tile_to else "",
         cfg=stage_params("dft"),
     threads: DFT_RANKS * DFT_THREADS  # the cores the job holds (the local scheduler counts these)
@@ -36,4 +38,4 @@ rule dft:
         # MPI itself when the launcher started it (mlepi.dft.mpi); rank 0 writes the log and the result.
         "OMP_NUM_THREADS={resources.cpus_per_task} OPENBLAS_NUM_THREADS={resources.cpus_per_task} "
         "{resources.dft_launch}mlepi dft {input.structure} {params.index} {params.tile} --params {params.cfg:q} "
-        "--name {wildcards.config} --out {output} --log {log.gpaw} > {log.main} 2>&1"
+        "--name {params.name} --out {output} --log {log.gpaw} > {log.main} 2>&1"

@@ -26,7 +26,7 @@ rule dataset:
 # each on a cluster).
 rule train:
     input:
-        rules.dataset.output.h5,
+        dataset=rules.dataset.output.h5,
     output:
         model=f"{OUT}/train/member_{{member}}/model.pt",
         metrics=f"{OUT}/train/member_{{member}}/metrics.csv",
@@ -36,6 +36,7 @@ rule train:
         f"{OUT}/benchmarks/train_{{member}}.tsv",
     params:
         cfg=stage_params("train"),
+        init="",  # an active-learning round's: --init <the previous round's model> (workflow/rules/active.smk)
         out_dir=lambda w, output: os.path.dirname(output.model),
         nproc=train_processes(),
     threads: train_processes() * config["resources"]["train_threads"]
@@ -52,8 +53,8 @@ rule train:
         # torchrun starts one process per GPU (or CPU process): DistributedDataParallel, NCCL or gloo. Snakemake
         # sets OMP_NUM_THREADS to the job's cores; each process gets its share.
         "OMP_NUM_THREADS={resources.process_threads} torchrun --standalone --nproc_per_node {params.nproc} "
-        "-m mlepi.cli train --params {params.cfg:q} --dataset {input} --member {wildcards.member} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "-m mlepi.cli train --params {params.cfg:q} --dataset {input.dataset} --member {wildcards.member} "
+        "{params.init} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 # infer/T<T>.h5: the Monte Carlo samples; infer/special_T<T>.h5: the special displacement; infer/pristine.h5.
@@ -101,7 +102,7 @@ rule linearize:
 rule parity:
     input:
         model=MODEL,
-        dataset=rules.dataset.output.h5,
+        dataset=DATASET,
         primitive=rules.structure.output,
     output:
         summary=f"{OUT}/parity/parity.json",

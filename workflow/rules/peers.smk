@@ -6,7 +6,7 @@
 rule peers:
     input:
         model=MODEL,
-        dataset=rules.dataset.output.h5,
+        dataset=DATASET,
         disp=lambda w: f"{displace_dir()}/phonopy_disp.yaml",
         pristine=lambda w: f"{displace_dir()}/pristine.extxyz",
         dft_phonons=rules.phonons.output.params,
@@ -39,7 +39,7 @@ rule peers:
 rule peers_h:
     input:
         model=MODEL,
-        dataset=rules.dataset.output.h5,
+        dataset=DATASET,
         primitive=rules.structure.output,
         tests=lambda w: [f"{OUT}/dft/{name}.h5" for name in check_names()],
     output:

@@ -41,6 +41,7 @@ rule thermal_train:
     params:
         # The temperature comes from the wildcard: adding a temperature must not redo existing DFT.
         cfg=stage_params("thermal_train"),
+        purpose="train",
         out_dir=lambda w, output: os.path.dirname(output[0]),
     priority: 1  # before thermal_infer: its samples start the DFT jobs that training waits for (dft_priority)
     resources:
@@ -50,7 +51,21 @@ rule thermal_train:
         "../../envs/dft.yaml"
     shell:
         "mlepi thermal --params {params.cfg:q} --phonopy {input.phonopy} --pristine {input.pristine} "
-        "--temperature {wildcards.T} --purpose train --out {params.out_dir} > {log} 2>&1"
+        "--temperature {wildcards.T} --purpose {params.purpose} --out {params.out_dir} > {log} 2>&1"
+
+
+# The test set of one temperature (docs/active.md): its own seed, independent samples, never trained on.
+use rule thermal_train as thermal_test with:
+    output:
+        [f"{OUT}/thermal/test_T{{T}}/s{k:03d}.extxyz" for k in range(N_TEST)],
+    log:
+        f"{OUT}/logs/thermal_test_T{{T}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/thermal_test_T{{T}}.tsv",
+    params:
+        cfg=stage_params("thermal_test"),
+        purpose="test",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
 
 
 # The inference samples of one temperature (purpose infer) or its one special displacement (purpose special).

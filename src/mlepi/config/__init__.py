@@ -204,13 +204,18 @@ def section_config(name: str, section: dict | None = None, source: str = "config
     return validate({name: dict(section or {})}, [name], source=source)[name]
 
 
-def stage_params(config: dict, stage: str) -> str:
-    """What ``stage`` reads of the (validated) workflow config, as the canonical JSON a Snakemake rule passes.
+def stage_params(config: dict, *stages: str) -> str:
+    """What the ``stages`` read of the (validated) workflow config, as the canonical JSON a Snakemake rule passes
+    (several stages: the union of their keys, for a command that runs more than one, as ``train --init`` runs
+    ``train`` and ``train_round``).
 
     Snakemake reruns a rule when its params change, and only then: the keys a stage does not read are not in
     the string, so changing them does not rerun it.
     """
-    keys = stage_keys(stage)
+    keys: dict[str, list[str]] = {}
+    for stage in stages:
+        for section, names in stage_keys(stage).items():
+            keys.setdefault(section, []).extend(k for k in names if k not in keys[section])
     return json.dumps({section: {key: config[section][key] for key in names} for section, names in keys.items()},
                       sort_keys=True)
 

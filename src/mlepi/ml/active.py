@@ -13,10 +13,14 @@ its median over the candidates, so neither unit dominates:
 A member whose window at K holds a spurious state (not four bands' weight) is the committee's clearest
 failure: that candidate's band spread is infinite, so it ranks first. The ``per_round`` best are written as a
 structure file for GPAW, each with its score and origin in ``info``.
+
+:func:`learning` gathers each round's test-set errors (``mlepi testset``) into ``learning.csv`` and its figure:
+whether the rounds bring the true error down, and whether the spread they rank by follows it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
 from mlepi.electrons import bands, committee
 from mlepi.errors import MlepiError
+from mlepi.figures import plot_active_learning
 from mlepi.formats.frames import FramesFile
 from mlepi.formats.provenance import write_csv
 from mlepi.formats.structures import write_structures
@@ -88,8 +93,9 @@ def run(frames_paths, primitive, supercell, out_path, scores_path, per_round: in
     XYZ) and every candidate's row in ``scores_path`` (CSV, :data:`COLUMNS`). ``primitive``, ``supercell``,
     ``reference`` (the DFT pristine frame: its Fermi level centres the window) and the ``bands`` section of
     ``config`` as for ``mlepi bands``. Returns the rows, best first."""
-    # The band analysis' own keys: the candidates' bands at K are read as the answer's are.
-    cfg = BandsConfig.from_section(stage_config("bands", config)["bands"])
+    # The band analysis' keys that set the bands at K (window, zero, unfolding; the stage select in the schema):
+    # the candidates' bands at K are read as the answer's are.
+    cfg = BandsConfig.from_section(stage_config("select", config)["bands"])
     analysis = bands.setup(primitive, supercell, cfg)
     window_center = FramesFile(reference)[0].fermi_level if reference is not None else None
     sources = [str(p) for p in ([frames_paths] if isinstance(frames_paths, (str, Path)) else frames_paths)]
@@ -124,3 +130,30 @@ def run(frames_paths, primitive, supercell, out_path, scores_path, per_round: in
     write_csv(scores_path, rows, COLUMNS)
     return rows
 
+
+
+LEARNING_KEYS = ("force_mae_meV_per_A", "h_mae_meV", "eig_K_image_aligned_mae_meV", "energy_mae_meV_per_atom")
+LEARNING_COLUMNS = ["round", "n_train_frames", *[f"{who}_{key}" for key in LEARNING_KEYS
+                                                 for who in ("mean", "worst_member")],
+                    "forces_spread_meV_per_A", "H_spread_meV", "vf_static_max_abs_rel_err"]
+
+
+def learning(testset_paths, out_csv, out_png) -> list[dict]:
+    """One row per round (the ``testset.json`` of rounds 0, 1, ... in order) of :data:`LEARNING_COLUMNS`:
+    the committee mean's and the worst member's test-set errors, the committee's spread on the test frames and
+    the worst member's static-v_F error; written as ``out_csv`` and plotted as ``out_png``."""
+    rows = []
+    for k, path in enumerate(testset_paths):
+        doc = json.loads(Path(path).read_text())
+        row = {"round": k, "n_train_frames": doc.get("n_train_frames"),
+               "forces_spread_meV_per_A": doc["forces_spread_meV_per_A"], "H_spread_meV": doc["H_spread_meV"],
+               "vf_static_max_abs_rel_err": (doc.get("goals", {}).get("vf_static_max_abs_rel_err") or {})
+               .get("worst_member")}
+        for key in LEARNING_KEYS:
+            values = [m[key] for m in doc["members"] if m[key] is not None]
+            row[f"mean_{key}"] = doc["mean"][key]
+            row[f"worst_member_{key}"] = max(values) if values else None
+        rows.append(row)
+    write_csv(out_csv, rows, LEARNING_COLUMNS)
+    plot_active_learning(rows, out_png)
+    return rows

@@ -16,6 +16,11 @@ Outputs in ``out_dir``:
   stopping state, best weights, metric history). Rewritten atomically every epoch; a run that finds it resumes
   after its last completed epoch and ends as an uninterrupted run would.
 
+With ``init`` (an active-learning round, ``docs/active.md``) the training starts from another model's weights and
+output standardisation instead of a fresh initialisation, keeps that model's validation frames (so that a frame
+it trained on never becomes a validation frame of the next round) and trains every other frame, the new ones
+included, for ``active.epochs`` epochs from ``train.lr × active.lr_factor``.
+
 Loss: a weighted sum of mean squared errors, each divided by the variance of its target in the training split
 (dimensionless, so the weights compare like with like): energy per atom, force components, H and S block
 elements (only the real orbital pairs of the zero-padded blocks). A target enters only when every frame has it
@@ -57,6 +62,8 @@ TARGETS = ("energy", "forces", "H", "S")
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
 _RESUMABLE_KEYS = ("device",)
 CHECKPOINT_SCHEMA = "mlepi.train_checkpoint"
+# The config keys a training with --init reads beyond the train stage's (an active-learning round's).
+ROUND_STAGE = "train_round"
 
 
 # -------------------------------------------------------------------------------------------------- distributed
@@ -136,6 +143,17 @@ def split_indices(groups, val_fraction: float, seed: int) -> tuple[np.ndarray, n
         n_val = max(n_val, 1)
     val_groups = {unique[g] for g in order[:n_val]}
     is_val = np.array([g in val_groups for g in groups], bool)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def kept_split(names: list[str], validation: list[str], dataset_path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices that keep the validation frames ``validation`` of the model a round starts
+    from; every other frame, the round's new ones included, trains."""
+    missing = sorted(set(validation) - set(names))
+    if missing:
+        raise ValueError(f"{dataset_path}: lacks the validation frames {missing} of the model the round starts "
+                         "from; a round's dataset holds the previous round's frames and adds to them")
+    is_val = np.isin(names, validation)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
@@ -416,7 +434,7 @@ def member_seed(train_cfg: dict, member: int) -> int:
 
 
 def run(dataset_path, out_dir, config: dict | None = None, *, member: int = 0, seed: int | None = None,
-        resume: bool = True) -> dict:
+        resume: bool = True, init=None) -> dict:
     """Train HedgeNet on a dataset frames file; resume from ``out_dir/checkpoint.pt`` if it exists.
 
     Parameters
@@ -429,14 +447,22 @@ def run(dataset_path, out_dir, config: dict | None = None, *, member: int = 0, s
     seed : seed of the split, the bootstrap, initial weights and shuffling; ``None`` takes the member's.
     resume : continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the same config, seed
         and dataset); False starts afresh and overwrites it.
+    init : model.pt to start from (module docstring); the stage then also reads the ``active`` section's
+        ``epochs`` and ``lr_factor`` (stage ``train_round``, :data:`ROUND_STAGE`).
 
     Returns
     -------
     dict with the best epoch, its validation metrics and the number of epochs run.
     """
+    given = config
     config = stage_config("train", config)
     model_cfg, train_cfg = config["model"], config["train"]
     seed = member_seed(train_cfg, member) if seed is None else int(seed)
+    start_model = None
+    if init is not None:
+        start_model = _start_model(init, model_cfg)
+        active = stage_config(ROUND_STAGE, given)["active"]
+        train_cfg = {**train_cfg, "epochs": active["epochs"], "lr": train_cfg["lr"] * active["lr_factor"]}
     out_dir = Path(out_dir)
     ctx = _setup_distributed(train_cfg["device"])
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -450,15 +476,37 @@ def run(dataset_path, out_dir, config: dict | None = None, *, member: int = 0, s
         with warnings.catch_warnings():
             # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, member, ctx, resume)
+            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, member, ctx, resume, start_model)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         if ctx.owns_group:
             dist.destroy_process_group()
 
 
+def _start_model(path, model_cfg: dict) -> HedgeNet:
+    """The model an active-learning round starts from, checked to have the configured architecture."""
+    model = HedgeNet.load(path)
+    if model.config != model_cfg:
+        changed = sorted(k for k in set(model.config) | set(model_cfg) if model.config.get(k) != model_cfg.get(k))
+        raise ValueError(f"{path}: its model section differs from the config's in {changed}; a round trains on "
+                         "from the previous round's weights, so the architecture cannot change between rounds")
+    if not model.metadata.get("validation_frames") and model.metadata.get("train_config", {}).get("val_fraction"):
+        raise ValueError(f"{path}: records no validation frames to keep; retrain it with this mlepi")
+    model.metadata["loaded_from"] = str(path)
+    return model
+
+
+def init_path(model: HedgeNet) -> str:
+    return model.metadata["loaded_from"]
+
+
+def file_hash(path) -> str:
+    """A checkpoint of a round resumes only from the very model the round started from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, member: int,
-           ctx: _Dist, resume: bool) -> dict:
+           ctx: _Dist, resume: bool, start_model: HedgeNet | None = None) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[train_cfg["dtype"]]
     weights = train_cfg["weights"]
     dataset = FramesFile(dataset_path)
@@ -469,7 +517,11 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     graphs = [_cast(frame_to_data(f, dataset.basis, model_cfg["cutoff_intra"], model_cfg["cutoff_inter"]), dtype)
               for f in frames]
     groups = [split_group(f) for f in frames]
-    train_idx, val_idx = split_indices(groups, train_cfg["val_fraction"], seed)
+    if start_model is None:
+        train_idx, val_idx = split_indices(groups, train_cfg["val_fraction"], seed)
+    else:
+        train_idx, val_idx = kept_split([f.name for f in frames],
+                                        start_model.metadata.get("validation_frames") or [], dataset_path)
     if train_cfg["bootstrap"]:
         train_idx = bootstrap_indices(groups, train_idx, seed)
     train_graphs = [graphs[k] for k in train_idx]
@@ -479,6 +531,8 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     model = HedgeNet.from_config(model_cfg, dataset.basis).to(dtype)
     model_stats, scales = statistics(train_graphs, model, targets)
     model.set_standardisation(model_stats)
+    if start_model is not None:  # its weights and standardisation: the round trains on from them
+        model.load_state_dict(start_model.state_dict())
     model.to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -487,6 +541,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     fingerprint = config_hash({
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
         "seed": seed, "frames": dataset.names, "dataset_content": content_hash(frames),
+        "init": None if start_model is None else file_hash(init_path(start_model)),
         # the network's layout: a checkpoint of another mlepi version's HedgeNet is a new run, not a resume
         "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}})
     ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
@@ -515,6 +570,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
                 "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
                 "validation_frames": [frames[i].name for i in val_idx],
                 "training_frames": [frames[i].name for i in train_idx], "member": member, "seed": seed,
+                "init_model": None if start_model is None else init_path(start_model),
                 "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,13 @@ from mlepi.formats.structures import (
 from mlepi.vibrations.phonons import PhononError, read_phonopy
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
-PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4}  # supercell: mlepi.ml.supercell_bands
-STAGES = {"train": "thermal_train", "infer": "thermal_infer", "special": "thermal_special"}  # config x-stages
+# The sampler's streams; supercell: mlepi.ml.supercell_bands; candidates: active learning (one per round).
+PURPOSES = {"train": 1, "infer": 2, "special": 3, "supercell": 4, "test": 5, "candidates": 6}
+STAGES = {purpose: f"thermal_{purpose}" for purpose in ("train", "infer", "special", "test", "candidates")}
+# Purposes of independent samples (no antithetic pairs): a test set or a candidate pool gains nothing from a
+# configuration's mirror image, which would only count it twice.
+INDEPENDENT = ("test", "candidates")
+DIRECTORY_PURPOSES = ("train", "test")  # one file per sample (a DFT job each), in the directory OUT
 log = logging.getLogger(__name__)
 
 
@@ -194,34 +199,48 @@ def sample_rng(seed: int, purpose: str, temperature: float, *extra: int) -> np.r
                                                          *extra]))
 
 
+def purpose_seed(thermal_cfg: dict, purpose: str) -> int:
+    """The sampler seed of a purpose: ``thermal.test_seed`` for the test set, else ``thermal.seed``."""
+    return thermal_cfg["test_seed"] if purpose == "test" else thermal_cfg["seed"]
+
+
 def sample_structures(reference, displacements, sampler: HarmonicSampler, temperature: float, thermal_cfg: dict,
-                      purpose: str, kind: str = "thermal") -> tuple[list, list[dict]]:
+                      purpose: str, kind: str = "thermal", round_index: int | None = None
+                      ) -> tuple[list, list[dict]]:
     """Displaced copies of ``reference`` and what each records (``docs/files.md``, structure files)."""
-    antithetic = kind == "thermal" and thermal_cfg["antithetic"]
+    seed = purpose_seed(thermal_cfg, purpose)
+    antithetic = kind == "thermal" and purpose not in INDEPENDENT and thermal_cfg["antithetic"]
     frames, infos = [], []
     for index, displacement in enumerate(displacements):
         atoms = reference.copy()
         atoms.positions = reference.positions + displacement
         frames.append(atoms)
-        infos.append({"kind": kind, "temperature_K": float(temperature), "seed": thermal_cfg["seed"],
+        infos.append({"kind": kind, "temperature_K": float(temperature), "seed": seed,
                       "purpose": purpose, "sample_index": index, "antithetic": antithetic,
-                      "frozen_modes_THz": sampler.frozen_THz})
+                      "frozen_modes_THz": sampler.frozen_THz,
+                      **({} if round_index is None else {"active_round": round_index})})
     return frames, infos
 
 
-def run(params_path, pristine_path, temperature: float, purpose: str, out, config: dict | None = None
-        ) -> list[Path]:
+def run(params_path, pristine_path, temperature: float, purpose: str, out, config: dict | None = None, *,
+        round_index: int | None = None) -> list[Path]:
     """Draw the thermal samples of one temperature.
 
     ``purpose='train'``: ``thermal.train_samples`` structures, one file each (``out`` is a directory,
-    files ``s000.extxyz``, ...), for DFT. ``purpose='infer'``: ``thermal.infer_samples`` structures in one
-    extended-XYZ file ``out`` for ML inference. ``purpose='special'``: the one Zacharias-Giustino special
-    displacement (:meth:`HarmonicSampler.special_displacement`, no random numbers) in ``out``. Returns the
-    written paths. ``config``: config sections (:func:`mlepi.config.stage_config`); what each purpose reads
+    files ``s000.extxyz``, ...), for DFT. ``purpose='test'``: ``thermal.test_samples`` independent structures
+    drawn with ``thermal.test_seed``, likewise one file each: the test set. ``purpose='infer'``:
+    ``thermal.infer_samples`` structures in one extended-XYZ file ``out`` for ML inference.
+    ``purpose='candidates'``: ``active.candidates`` independent structures of active-learning round
+    ``round_index`` (its own stream) in one file ``out``. ``purpose='special'``: the one Zacharias-Giustino
+    special displacement (:meth:`HarmonicSampler.special_displacement`, no random numbers) in ``out``. Returns
+    the written paths. ``config``: config sections (:func:`mlepi.config.stage_config`); what each purpose reads
     is the schema's stage ``thermal_<purpose>`` (:data:`STAGES`).
     """
     if purpose not in STAGES:
         raise ConfigError(f"thermal: purpose {purpose!r} is not one of {sorted(STAGES)}")
+    if (purpose == "candidates") != (round_index is not None):
+        raise ConfigError("thermal: the candidates purpose, and only it, takes an active-learning round "
+                          f"(--round); got purpose {purpose!r} with round {round_index}")
     config = stage_config(STAGES[purpose], config)
     cfg = config["thermal"]
     sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"], cfg["soft_modes"])
@@ -232,14 +251,18 @@ def run(params_path, pristine_path, temperature: float, purpose: str, out, confi
     if purpose == "special":
         u, kind = sampler.special_displacement(temperature)[None], "special_displacement"
     else:
-        n_samples = cfg["train_samples"] if purpose == "train" else cfg["infer_samples"]
-        u = sampler.sample(temperature, n_samples, sample_rng(cfg["seed"], purpose, temperature),
-                           cfg["antithetic"])
+        n_samples = {"train": lambda: cfg["train_samples"], "infer": lambda: cfg["infer_samples"],
+                     "test": lambda: cfg["test_samples"],
+                     "candidates": lambda: config["active"]["candidates"]}[purpose]()
+        extra = () if round_index is None else (round_index,)
+        antithetic = purpose not in INDEPENDENT and cfg["antithetic"]
+        u = sampler.sample(temperature, n_samples, sample_rng(purpose_seed(cfg, purpose), purpose, temperature,
+                                                              *extra), antithetic)
         kind = "thermal"
-    frames, infos = sample_structures(reference, u, sampler, temperature, cfg, purpose, kind)
-    prov = provenance.record(config, seed=cfg["seed"])
+    frames, infos = sample_structures(reference, u, sampler, temperature, cfg, purpose, kind, round_index)
+    prov = provenance.record(config, seed=purpose_seed(cfg, purpose))
     infos = [{**info, "provenance": prov} for info in infos]
-    if purpose != "train":
+    if purpose not in DIRECTORY_PURPOSES:
         write_structures(out, frames, infos)
         return [Path(out)]
     paths = [Path(out) / f"s{i:03d}.extxyz" for i in range(n_samples)]
