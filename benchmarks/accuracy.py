@@ -7,7 +7,8 @@ Trains the ablation (the same network with one edge type, ``model.heterogeneous:
 seed and split) into ``benchmarks/results/ablation/`` (resumes if it is there), its phonons on the same finite
 differences (``mlepi phonons_ml``, into ``ablation/phonons_ml/``), then runs ``mlepi accuracy``
 (:mod:`mlepi.evaluation.accuracy`) on the default run's model and the ablation: on the model's validation frames
-and, under ``test``, on the band analysis' DFT cross-check samples (``dft/check_*.h5``).
+and, under ``test``, on the test set (``dft/test_*.h5``: thermal DFT frames of their own seed at every temperature
+and at 1.5x the highest, never trained on, ``docs/active.md``).
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def main(argv=None) -> int:
                               str(run / "displace" / "pristine.extxyz"), "--dft-phonons",
                               str(run / "phonons" / "phonopy_params.yaml"), "--config", str(args.configfile),
                               "--out-dir", str(ablation_phonons)])
-    checks = sorted(map(str, (run / "dft").glob("check_*.h5")))  # thermal samples never trained on
+    tests = sorted(map(str, (run / "dft").glob("test_*.h5")))  # the test set (thermal.test_samples)
     return status or mlepi(["accuracy", str(model), str(dataset), "--ablation",
                             str(args.out_dir / "ablation" / "model.pt"), "--phonons-ml", str(phonons),
                             "--ablation-phonons-ml", str(ablation_phonons / "summary.json"),
-                            *(["--test-frames", *checks] if checks else []), "--primitive", str(primitive),
+                            *(["--test-frames", *tests] if tests else []), "--primitive", str(primitive),
                             "--config", str(args.configfile),
                             "--out", str(args.out_dir / "accuracy.json")])
 

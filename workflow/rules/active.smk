@@ -50,6 +50,8 @@ rule select:
         scores=f"{OUT}/active/round_{{round}}/scores.csv",
     log:
         f"{OUT}/logs/active/round_{{round}}/select.log",
+    benchmark:
+        f"{OUT}/benchmarks/active/round_{{round}}/select.tsv",
     params:
         cfg=stage_params("select"),
         per_round=config["active"]["per_round"],
