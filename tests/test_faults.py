@@ -36,13 +36,14 @@ def _cmdline(proc) -> list[str]:
 
 def _mlepi_jobs(root: psutil.Process) -> list[tuple[psutil.Process, str, list[str]]]:
     """The running mlepi jobs under ``root``: (process, stage, command line); torchrun's ``mlepi.cli train``
-    counts too."""
+    counts too, as ``train_round`` when it trains on from a previous model (an active-learning round)."""
     jobs = []
     for proc in root.children(recursive=True):
         cmd = _cmdline(proc)
         for k, word in enumerate(cmd[:-1]):
             if word.endswith("/mlepi") or word in ("mlepi", "mlepi.cli"):
-                jobs.append((proc, cmd[k + 1], cmd))
+                stage = "train_round" if cmd[k + 1] == "train" and "--init" in cmd else cmd[k + 1]
+                jobs.append((proc, stage, cmd))
                 break
     return jobs
 
@@ -70,6 +71,7 @@ READY = {
     # model loaded, predicting.
     "infer": lambda proc, cmd, wd: _age(proc) > 3.0,
 }
+READY["train_round"] = READY["train"]  # an active-learning round's training: resumes from its checkpoint too
 
 
 def _read(path: Path) -> str:
@@ -161,7 +163,8 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
     results = workdir / "results" / name
     kept = {p: v for p, v in _seed(reference, workdir, name).items() if not _is_record(p, results)}
     faults, protected = [], {}
-    for stage in ("dft", "dataset", "train", "infer"):
+    # infer: the first inference after training is round 1's candidates (the answer's waits for round 1)
+    for stage in ("dft", "dataset", "train", "infer", "train_round"):
         killed, interrupted = _kill_during(workdir, stage)
         faults.append((stage, len({tuple(_outputs_of(cmd)) for cmd in killed})))  # jobs (torchrun: 2 processes)
         after = _snapshot(results)
@@ -170,9 +173,10 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
         # The kill hit the stage: its outputs are not there (a complete file appears only by a rename).
         # Training's model.pt is the best epoch so far, so its checkpointed epochs are the evidence there.
         for cmd in killed:
-            if stage == "train":
+            if stage.startswith("train"):
+                epochs = cfg["active"]["epochs"] if stage == "train_round" else cfg["train"]["epochs"]
                 assert len(_read(workdir / _argument(cmd, "--out-dir") / "metrics.csv").splitlines()) <= \
-                    cfg["train"]["epochs"], "training had finished before the kill"
+                    epochs, "training had finished before the kill"
             else:
                 assert not (workdir / _argument(cmd, "--out")).exists(), f"{cmd}: the kill came too late"
         # What any killed job was writing is redone; everything else must stay as it is.
@@ -191,9 +195,10 @@ def test_killed_in_every_stage_the_rerun_redoes_only_that_and_matches_an_uninter
     assert _data_files(results) == _data_files(ref_results)
     differ = [str(p) for p in _data_files(results) if (results / p).read_bytes() != (ref_results / p).read_bytes()]
     assert not differ, f"outputs differ from the uninterrupted run: {differ}"
-    a = torch.load(ref_results / "train" / "member_0" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(results / "train" / "member_0" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "the resumed training differs"
+    for model in (Path("train"), Path("active") / "round_1" / "train"):
+        a = torch.load(ref_results / model / "member_0" / "model.pt", weights_only=True)["state_dict"]
+        b = torch.load(results / model / "member_0" / "model.pt", weights_only=True)["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"the resumed {model} differs"
     ref_rows = list(csv.DictReader((ref_results / "train" / "member_0" / "metrics.csv").open()))
     rows = list(csv.DictReader((results / "train" / "member_0" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
