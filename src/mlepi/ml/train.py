@@ -421,7 +421,8 @@ def run(dataset_path, out_dir, config: dict | None = None, *, member: int = 0, s
         with warnings.catch_warnings():
             # DDP warns about grad strides of [1, n] weights after double backward; a size-1 dim has no layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, member, ctx, resume, start_model)
+            return _train(Path(dataset_path), model_cfg, train_cfg, out_dir, seed, member, ctx, resume,
+                          start_model, None if init is None else str(init))
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         if ctx.owns_group:
@@ -437,12 +438,7 @@ def _start_model(path, model_cfg: dict) -> HedgeNet:
                          "from the previous round's weights, so the architecture cannot change between rounds")
     if not model.metadata.get("validation_frames") and model.metadata.get("train_config", {}).get("val_fraction"):
         raise ValueError(f"{path}: records no validation frames to keep; retrain it with this mlepi")
-    model.metadata["loaded_from"] = str(path)
     return model
-
-
-def init_path(model: HedgeNet) -> str:
-    return model.metadata["loaded_from"]
 
 
 def file_hash(path) -> str:
@@ -451,7 +447,7 @@ def file_hash(path) -> str:
 
 
 def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, seed: int, member: int,
-           ctx: _Dist, resume: bool, start_model: HedgeNet | None = None) -> dict:
+           ctx: _Dist, resume: bool, start_model: HedgeNet | None = None, init: str | None = None) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[train_cfg["dtype"]]
     weights = train_cfg["weights"]
     dataset = FramesFile(dataset_path)
@@ -486,7 +482,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     fingerprint = config_hash({
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
         "seed": seed, "frames": dataset.names, "dataset_content": content_hash(frames),
-        "init": None if start_model is None else file_hash(init_path(start_model)),
+        "init": None if init is None else file_hash(init),
         # the network's layout: a checkpoint of another mlepi version's HedgeNet is a new run, not a resume
         "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}})
     ckpt_path, model_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "model.pt", out_dir / "metrics.csv"
@@ -515,7 +511,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
                 "dataset_provenance": dataset.provenance, "train_config": train_cfg, "targets": list(targets),
                 "validation_frames": [frames[i].name for i in val_idx],
                 "training_frames": [frames[i].name for i in train_idx], "member": member, "seed": seed,
-                "init_model": None if start_model is None else init_path(start_model),
+                "init_model": init,
                 "provenance": record({"model": model_cfg, "train": train_cfg}, seed=seed) if ctx.main else {}}
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -251,9 +251,8 @@ def run(params_path, pristine_path, temperature: float, purpose: str, out, confi
     if purpose == "special":
         u, kind = sampler.special_displacement(temperature)[None], "special_displacement"
     else:
-        n_samples = {"train": lambda: cfg["train_samples"], "infer": lambda: cfg["infer_samples"],
-                     "test": lambda: cfg["test_samples"],
-                     "candidates": lambda: config["active"]["candidates"]}[purpose]()
+        # (each purpose's stage holds only its own count: the candidates' is in the active section)
+        n_samples = config["active"]["candidates"] if purpose == "candidates" else cfg[f"{purpose}_samples"]
         extra = () if round_index is None else (round_index,)
         antithetic = purpose not in INDEPENDENT and cfg["antithetic"]
         u = sampler.sample(temperature, n_samples, sample_rng(purpose_seed(cfg, purpose), purpose, temperature,
