@@ -288,6 +288,13 @@ def test_supercell_convergence(workflow_run):
     for row in rows:
         assert int(row["n_atoms"]) == 4 * int(row["supercell"]) ** 2
         assert 0.3 < float(row["vf_1e6_m_s"]) < 2.0
+        assert (row["holds_K"] == "True") == (int(row["supercell"]) % 3 == 0)
+        # zero-point and thermal motion: <u_z^2> of carbon is of order 1e-3 A^2, and ZA is a part of it
+        assert 1e-4 < float(row["u2_z_A2"]) < 0.1 and 0 < float(row["ZA_share"]) < 1
+    largest = max(sizes)
+    for row in rows:
+        if int(row["supercell"]) == largest:
+            assert float(row["vf_minus_largest_1e6_m_s"]) == 0.0 and row["within_error_of_largest"] == "True"
     n = cfg["thermal"]["ml_supercells"][0]
     (frame, *_) = list(FramesFile(out / "supercells" / f"{n}x{n}" / "T300.h5"))
     assert frame.n_atoms == 4 * n * n and frame.info["supercell"] == [n, n]

@@ -141,7 +141,12 @@ def cmd_supercell_bands(stage, args):
 def cmd_supercell_convergence(stage, args):
     if len(args.sizes) != len(args.bands):
         raise config_mod.ConfigError(f"--sizes has {len(args.sizes)} values but --bands {len(args.bands)} files")
-    rows = stage.summarize(dict(zip(args.sizes, args.bands)), args.out_dir)
+    rows = stage.summarize(dict(zip(args.sizes, args.bands)), args.out_dir, args.phonopy, args.tolerance_THz)
+    for T in sorted({r["T_K"] for r in rows}):
+        size = stage.converged_size(rows, T)
+        print(f"T = {T:g} K: " + (f"v_F within error of the {max(args.sizes)}x{max(args.sizes)} value from "
+                                  f"{size}x{size} on" if size else f"v_F not shown converged up to "
+                                  f"{max(args.sizes)}x{max(args.sizes)}"))
     print(f"wrote {len(rows)} rows to {args.out_dir}/convergence.csv")
 
 
@@ -469,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supercell_convergence", help="v_F and K energies against supercell size (table, figure)")
     p.add_argument("--sizes", required=True, nargs="+", type=int, help="n of each n x n analysis")
     p.add_argument("--bands", required=True, nargs="+", help="bands.json of each, same order")
+    p.add_argument("--phonopy", help="phonopy_params.yaml of the DFT phonons: mean-square displacements (and their "
+                                     "flexural part) of each size's samples in the table")
+    p.add_argument("--tolerance-THz", type=float, default=0.3,
+                   help="modes below this frequency are left out, as by the sampler (thermal.imaginary_tolerance_THz)")
     p.add_argument("--out-dir", required=True, help="writes convergence.csv and convergence.png")
     p.set_defaults(func=cmd_supercell_convergence)
 

@@ -399,9 +399,10 @@ def plot_crosscheck(rows: Sequence[dict], path) -> None:
 
 
 def plot_supercell_convergence(rows: Sequence[dict], path) -> None:
-    """v_F and the outer band energies at K against the supercell size, per temperature (``convergence.csv``)."""
-    fig = Figure(figsize=(8.5, 3.4), layout="constrained")
-    ax_v, ax_k = fig.subplots(1, 2)
+    """v_F, the outer band energies at K and <u_z^2> (all modes and the flexural ZA part) against the supercell
+    size, per temperature (``convergence.csv``)."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    ax_v, ax_k, ax_u = fig.subplots(1, 3)
     for T in sorted({r["T_K"] for r in rows}):
         sel = sorted((r for r in rows if r["T_K"] == T), key=lambda r: r["supercell"])
         n = [r["supercell"] for r in sel]
@@ -412,11 +413,18 @@ def plot_supercell_convergence(rows: Sequence[dict], path) -> None:
             ax_k.errorbar(n, [1e3 * r[f"band{b}_K_eV"] for r in sel],
                           yerr=_finite([1e3 * r[f"band{b}_K_err_eV"] for r in sel]), marker=marker, capsize=3,
                           color=color, label=f"band {b}" if T == min(r["T_K"] for r in rows) else None)
-    for ax in (ax_v, ax_k):
+        if all(np.isfinite(r["u2_z_A2"]) for r in sel):
+            ax_u.plot(n, [1e4 * r["u2_z_A2"] for r in sel], "o-", color=color,
+                      label="all modes" if T == min(r["T_K"] for r in rows) else None)
+            ax_u.plot(n, [1e4 * r["u2_z_ZA_A2"] for r in sel], "s--", color=color,
+                      label="ZA" if T == min(r["T_K"] for r in rows) else None)
+    for ax in (ax_v, ax_k, ax_u):
         ax.set_xlabel("supercell n (n x n)")
         ax.set_xticks(sorted({r["supercell"] for r in rows}))
     ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
     ax_k.set_ylabel(r"outer bands at K (meV)")
+    ax_u.set_ylabel(r"$\langle u_z^2 \rangle$ ($10^{-4}$ Å$^2$)")
+    ax_u.legend(frameon=False, fontsize="small")
     ax_v.legend(frameon=False, fontsize="small")
     ax_k.legend(frameon=False, fontsize="small")
     _save(fig, path)

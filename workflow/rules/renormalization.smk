@@ -74,6 +74,7 @@ rule supercell_convergence:
     input:
         bands=[rules.bands.output.summary]
         + [f"{OUT}/supercells/{n}x{n}/bands.json" for n in config["thermal"]["ml_supercells"]],
+        phonopy=rules.phonons.output.params,
     output:
         csv=f"{OUT}/supercells/convergence.csv",
         png=report(f"{OUT}/supercells/convergence.png", caption="../report/supercell_convergence.rst",
@@ -82,6 +83,7 @@ rule supercell_convergence:
         f"{OUT}/logs/supercell_convergence.log",
     params:
         sizes=[config["system"]["supercell"][0]] + config["thermal"]["ml_supercells"],
+        tolerance=config["thermal"]["imaginary_tolerance_THz"],
         out_dir=lambda w, output: os.path.dirname(output.csv),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
@@ -89,5 +91,6 @@ rule supercell_convergence:
     conda:
         "../../envs/dft.yaml"
     shell:
-        "mlepi supercell_convergence --sizes {params.sizes} --bands {input.bands} --out-dir {params.out_dir} "
+        "mlepi supercell_convergence --sizes {params.sizes} --bands {input.bands} --phonopy {input.phonopy} "
+        "--tolerance-THz {params.tolerance} --out-dir {params.out_dir} "
         "> {log} 2>&1"

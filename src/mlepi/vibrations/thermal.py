@@ -56,6 +56,16 @@ def omega_to_THz(omega) -> np.ndarray:
     return np.asarray(omega) * units.s / (2 * np.pi * 1e12)
 
 
+def mode_variances(omega, temperature: float) -> np.ndarray:
+    """sigma^2 = hbar / (2 omega) coth(hbar omega / 2 k_B T) (amu A^2) of normal coordinates of angular frequency
+    ``omega`` (ASE units) at ``temperature`` (K); the zero-point value at 0 K."""
+    omega = np.asarray(omega, float)
+    zero_point = HBAR / (2 * omega)
+    if temperature == 0:
+        return zero_point
+    return zero_point / np.tanh(HBAR * omega / (2 * units.kB * temperature))
+
+
 class HarmonicSampler:
     """Normal modes of a supercell and the thermal distribution of its displacements.
 
@@ -115,11 +125,7 @@ class HarmonicSampler:
 
     def mode_variances(self, temperature: float) -> np.ndarray:
         """sigma_nu^2 (amu A^2) of each mode's normal coordinate at ``temperature`` (K)."""
-        zero_point = HBAR / (2 * self.omega)
-        if temperature == 0:
-            return zero_point
-        x = HBAR * self.omega / (2 * units.kB * temperature)
-        return zero_point / np.tanh(x)
+        return mode_variances(self.omega, temperature)
 
     def covariance(self, temperature: float) -> np.ndarray:
         """Analytic <u u^T> (A^2), ``[3 n_atoms, 3 n_atoms]`` in (atom, xyz) order."""
