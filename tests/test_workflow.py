@@ -296,8 +296,12 @@ def test_supercell_convergence(workflow_run):
         if int(row["supercell"]) == largest:
             assert float(row["vf_minus_largest_1e6_m_s"]) == 0.0 and row["within_error_of_largest"] == "True"
     n = cfg["thermal"]["ml_supercells"][0]
-    (frame, *_) = list(FramesFile(out / "supercells" / f"{n}x{n}" / "T300.h5"))
+    samples = FramesFile(out / "supercells" / f"{n}x{n}" / "T300.h5")
+    (frame, *_) = list(samples)
     assert frame.n_atoms == 4 * n * n and frame.info["supercell"] == [n, n]
+    # one model across sizes: the answer's committee (its mean H), not one member
+    assert samples.parameters["committee"] == FramesFile(out / "infer" / "T300.h5").parameters["committee"]
+    assert len(samples.parameters["committee"]) == cfg["train"]["committee"] and frame.H_committee is None
     assert (out / "supercells" / "convergence.png").stat().st_size > 0
 
 

@@ -461,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "thermal samples, HedgeNet H with GPAW's exact S, and the band analysis of "
                                    "`mlepi bands` (mlepi.ml.supercell_bands, docs/bands.md).")
     _add_config(p)
-    p.add_argument("model", help="trained model (model.pt)")
+    p.add_argument("model", nargs="+", help="trained model (model.pt), or every member of a committee: their "
+                                            "mean H, as in the answer's inference")
     p.add_argument("--n", required=True, type=int, help="in-plane size of the n x n supercell")
     p.add_argument("--phonopy", required=True, help="phonopy_params.yaml of the DFT phonons stage")
     p.add_argument("--primitive", required=True, help="primitive cell (.extxyz) from `mlepi structure`")

@@ -44,7 +44,7 @@ rule renormalization:
 # Convergence with supercell size: HedgeNet samples of larger n x n supercells (thermal.ml_supercells), no DFT.
 rule supercell_bands:
     input:
-        model=MODEL,
+        models=committee_models(),
         phonopy=rules.phonons.output.params,
         primitive=rules.structure.output,
         reference=f"{OUT}/dft/pristine.h5",
@@ -65,7 +65,7 @@ rule supercell_bands:
         "../../envs/ml.yaml"
     shell:
         "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-        "mlepi supercell_bands {input.model} --params {params.cfg:q} --n {wildcards.n} --phonopy {input.phonopy} "
+        "mlepi supercell_bands {input.models} --params {params.cfg:q} --n {wildcards.n} --phonopy {input.phonopy} "
         "--primitive {input.primitive} --reference {input.reference} --workers {threads} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 

@@ -10,7 +10,9 @@ cheap, so the band renormalization can be converged with supercell size without 
 2. thermal samples at every temperature (:class:`mlepi.vibrations.thermal.HarmonicSampler`, the thermal config's seed,
    count, antithetic pairs and soft-mode policy; :func:`mlepi.vibrations.thermal.sample_rng` with purpose ``supercell``
    and n, so the stream depends on n as well);
-3. HedgeNet H with GPAW's exact S (:func:`mlepi.ml.infer.predict_frames`);
+3. HedgeNet H with GPAW's exact S (:func:`mlepi.ml.infer.predict_frames`): with a committee, the members' mean H,
+   the same model as the answer's inference, so that sizes differ by their phonons alone (the members' own
+   bands are not analysed here: the committee's spread is the workflow's supercell's);
 4. the band analysis of :mod:`mlepi.electrons.bands` on the n x n pristine supercell, band window centred on the DFT
    Fermi level of the workflow's pristine supercell.
 
@@ -56,9 +58,11 @@ def interpolated_force_constants(phonon, n: int):
     return target, np.array(d2f.force_constants)
 
 
-def run(model_path, phonopy_params, primitive_path, reference_path, n: int, out_dir, config: dict | None = None, *,
+def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out_dir, config: dict | None = None, *,
         workers: int = 1) -> dict:
     """Thermal samples of the n x n supercell, HedgeNet frames, and the band analysis in ``out_dir``.
+
+    ``model_paths``: one ``model.pt``, or a committee's (their mean H).
 
     ``config``: config sections (:func:`mlepi.config.stage_config`); the stage reads the thermal sampler's keys
     and ``thermal.temperatures`` (the temperatures it samples), and the ``bands`` section. ``reference_path``:
@@ -70,7 +74,8 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, out_
     out_dir = Path(out_dir)
     thermal_cfg = config["thermal"]
     keep_freed_memory()  # one prediction per batch: reuse the memory of the last (mlepi.ml.memory)
-    model = HedgeNet.load(model_path)
+    paths = [model_paths] if isinstance(model_paths, (str, Path)) else list(model_paths)
+    members = [HedgeNet.load(path) for path in paths]
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)
     target, fc = interpolated_force_constants(phonon, n)
@@ -87,11 +92,14 @@ def run(model_path, phonopy_params, primitive_path, reference_path, n: int, out_
             atoms.info.update(info, supercell=[n, n])
         names = [f"sc{n}_T{T:g}_s{k:03d}" for k in range(len(samples))]
         with tqdm(total=len(samples), desc=f"{n}x{n} at {T:g} K", unit="sample") as bar:
-            frames = predict_frames(model, samples, names, fermi_level=False, workers=workers,
-                                    progress=lambda _: bar.update())
+            frames = predict_frames(members if len(members) > 1 else members[0], samples, names,
+                                    fermi_level=False, workers=workers, progress=lambda _: bar.update())
+        for frame in frames:  # the mean alone: the band analysis would analyse every member's H as well
+            frame.H_committee = frame.forces_committee = frame.energy_committee = None
         frames_paths.append(out_dir / f"T{T:g}.h5")
-        write_frames(frames_paths[-1], frames, basis=model.basis, source="hedgenet",
-                     parameters={"model_path": str(model_path), "supercell": [n, n]},
+        write_frames(frames_paths[-1], frames, basis=members[0].basis, source="hedgenet",
+                     parameters={"model_path": str(paths[0]), "committee": list(map(str, paths)),
+                                 "supercell": [n, n]},
                      provenance=provenance.record(config, seed=thermal_cfg["seed"]))
     return bands.run(frames_paths, primitive, pristine, out_dir, config, reference=reference_path,
                      workers=workers)
