@@ -27,6 +27,12 @@ class CommitteeBandsError(MlepiError, ValueError):
     """The frames of one band analysis hold committees of different sizes, or some frames none."""
 
 
+def drop_members(frame) -> None:
+    """Take the members' arrays off a committee's frame, leaving the mean: a band analysis of it then analyses
+    the mean alone."""
+    frame.H_committee = frame.forces_committee = frame.energy_committee = None
+
+
 def member_jobs(jobs: list[tuple]) -> list[list[tuple]]:
     """Per member, the jobs ``(frame, basis, source)`` of :func:`mlepi.electrons.bands.analyse_sample` with
     that member's H; ``[]`` when the frames hold no committee. The committee arrays are taken off every frame
@@ -41,7 +47,7 @@ def member_jobs(jobs: list[tuple]) -> list[list[tuple]]:
     members = [[] for _ in range(size)]
     for frame, basis, source in jobs:
         H_committee = frame.H_committee
-        frame.H_committee = frame.forces_committee = frame.energy_committee = None
+        drop_members(frame)
         for m, H in enumerate(H_committee):
             member = copy.copy(frame)
             member.H = H

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mlepi import figures
 from mlepi.config import stage_config
-from mlepi.electrons import bands
+from mlepi.electrons import bands, committee
 from mlepi.formats import provenance
 from mlepi.formats.frames import write_frames
 from mlepi.formats.structures import read_structure, write_structure
@@ -95,7 +95,7 @@ def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out
             frames = predict_frames(members if len(members) > 1 else members[0], samples, names,
                                     fermi_level=False, workers=workers, progress=lambda _: bar.update())
         for frame in frames:  # the mean alone: the band analysis would analyse every member's H as well
-            frame.H_committee = frame.forces_committee = frame.energy_committee = None
+            committee.drop_members(frame)
         frames_paths.append(out_dir / f"T{T:g}.h5")
         write_frames(frames_paths[-1], frames, basis=members[0].basis, source="hedgenet",
                      parameters={"model_path": str(paths[0]), "committee": list(map(str, paths)),
