@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mlepi.electrons import bands, renormalization
+from mlepi.electrons import bands, renormalization, supercell_convergence
 from mlepi.formats.frames import write_frames
 from mlepi.formats.provenance import record
 from mlepi.formats.structures import write_structure
@@ -188,9 +188,13 @@ def test_error_budget_with_a_committee(setup, tmp_path):
                                             enumerate(members))):
         out[name] = bands.run(frames, prim, sc, tmp_path / f"bands_{name}", CONFIG, with_figures=False)
     check = _write(tmp_path / "check.h5", [members[0][1]])  # "DFT" of sample 1: the unscaled model
+    # A 6x6 analysis whose v_F is 0.02 below this 3x3 one's: the supercell's part of the budget
+    v3 = out["full"]["temperatures"][0]["vf_1e6_m_s"]
+    larger = _sized_bands(tmp_path / "bands_6x6.json", out["full"], 6, v3 - 0.02)
+    supercell_convergence.summarize({3: tmp_path / "bands_full/bands.json", 6: larger}, tmp_path / "sizes")
     doc = renormalization.run(prim, sc, tmp_path / "bands_full/bands.json", tmp_path / "bands_full/bands.json",
                               static_ml, static_dft, tmp_path / "out", CONFIG, check_dft_paths=[check],
-                              infer_paths=[full])
+                              infer_paths=[full], supercells_path=tmp_path / "sizes/convergence.csv")
     (row,) = doc["temperatures"]
     v_static = doc["static"]["dft"]["vf_1e6_m_s"]
     assert doc["static"]["ml_members_vf_1e6_m_s"] == pytest.approx([v_static] * 2, rel=1e-10)
@@ -204,12 +208,19 @@ def test_error_budget_with_a_committee(setup, tmp_path):
     assert row["renormalization_bias_percent"] == pytest.approx(
         100 * (checked["vf_ml_1e6_m_s"] / checked["vf_dft_1e6_m_s"] - 1), rel=1e-10)
     assert 1.0 < row["renormalization_bias_percent"] < 2.0
+    # The supercell's part: r of 6x6 minus r of 3x3, both against the static v_F
+    assert row["supercell_largest"] == 6 and row["vf_supercell_largest_1e6_m_s"] == pytest.approx(v3 - 0.02)
+    assert row["renormalization_supercell_percent"] == pytest.approx(-2 / v_static, rel=1e-6)
+    within = 0.02 <= np.hypot(*[out["full"]["temperatures"][0]["vf_err_1e6_m_s"]] * 2)
+    assert row["supercell_converged_from"] == (3 if within else None)
+    assert ("not shown converged" in row["verdict"]) == (not within)
     assert row["renormalization_total_err_percent"] == pytest.approx(np.sqrt(
         row["renormalization_full_err_percent"] ** 2 + row["renormalization_model_err_percent"] ** 2
-        + row["renormalization_bias_percent"] ** 2), rel=1e-10)
+        + row["renormalization_bias_percent"] ** 2 + row["renormalization_supercell_percent"] ** 2), rel=1e-10)
     errors = {"samples": row["renormalization_full_err_percent"],
               "model (committee)": row["renormalization_model_err_percent"],
-              "model bias (DFT cross-check)": row["renormalization_bias_percent"]}
+              "model bias (DFT cross-check)": row["renormalization_bias_percent"],
+              "supercell": abs(row["renormalization_supercell_percent"])}
     assert row["limited_by"] == max(errors, key=errors.get)
     assert row["renormalization_resolved"] == (abs(row["renormalization_full_percent"])
                                                > row["renormalization_total_err_percent"])
@@ -224,3 +235,29 @@ def test_without_a_committee_the_renormalization_is_not_stated_as_resolved(setup
     assert np.isnan(row["renormalization_model_err_percent"]) and np.isnan(row["renormalization_total_err_percent"])
     assert not row["renormalization_resolved"] and row["limited_by"] is None
     assert "total error unknown" in row["verdict"]
+
+
+def _sized_bands(path, document, n, vf):
+    """``document`` (a bands.json) as the analysis of an n x n supercell with thermal v_F ``vf``."""
+    sized = {**document, "geometry": {**document["geometry"], "supercell_matrix": [[n, 0, 0], [0, n, 0], [0, 0, 1]]},
+             "temperatures": [{**r, "vf_1e6_m_s": vf} for r in document["temperatures"]]}
+    path.write_text(json.dumps(sized))
+    return path
+
+
+def test_a_stale_or_smaller_supercell_table(setup, tmp_path):
+    """A table whose 3x3 row is not this band analysis' is refused; one with no larger size leaves the
+    supercell's part (and so the total) unknown."""
+    d, paths = setup
+    full = json.loads((d / "bands_full/bands.json").read_text())
+    v3 = full["temperatures"][0]["vf_1e6_m_s"]
+    stale = _sized_bands(tmp_path / "stale.json", full, 3, v3 + 0.01)
+    supercell_convergence.summarize({3: stale, 6: _sized_bands(tmp_path / "6.json", full, 6, v3)}, tmp_path / "a")
+    with pytest.raises(bands.BandsError, match="stale"):
+        _run(d, paths, d / "bands_linear/bands.json", tmp_path / "out_a",
+             supercells_path=tmp_path / "a/convergence.csv")
+    supercell_convergence.summarize({2: _sized_bands(tmp_path / "2.json", full, 2, v3),
+                                     3: d / "bands_full/bands.json"}, tmp_path / "b")
+    rows = supercell_convergence.read_convergence(tmp_path / "b/convergence.csv")
+    term = renormalization.supercell_term(rows, 3, T, v3, v3, "b")
+    assert term["supercell_largest"] is None and np.isnan(term["renormalization_supercell_percent"])

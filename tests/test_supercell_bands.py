@@ -2,15 +2,13 @@
 same supercell, translation invariant, and a 6x6 spectrum that holds every 3x3 frequency (its q points are a
 subset); and the random stream of the larger-supercell samples."""
 
-import json
-
 import numpy as np
 import pytest
 from phonopy import Phonopy
 from test_thermal import spring_force_constants
 
 from mlepi.geometry.layers import build_bilayer
-from mlepi.ml.supercell_bands import converged_size, interpolated_force_constants, summarize
+from mlepi.ml.supercell_bands import interpolated_force_constants
 from mlepi.vibrations.displace import supercell_layers, to_ase, to_phonopy
 from mlepi.vibrations.thermal import HarmonicSampler, sample_rng
 
@@ -45,27 +43,3 @@ def test_sample_streams_depend_on_size_and_temperature():
                                                                              (0.0, 4))]
     np.testing.assert_array_equal(draw[0], draw[1])
     assert not np.allclose(draw[0], draw[2]) and not np.allclose(draw[0], draw[3])
-
-
-def _bands_json(path, n, vf, err):
-    doc = {"geometry": {"supercell_matrix": [[n, 0, 0], [0, n, 0], [0, 0, 1]]},
-           "temperatures": [{"T_K": 300.0, "n_samples": 4, "vf_1e6_m_s": vf, "vf_err_1e6_m_s": err,
-                             "bands_K_eV": [-0.4, -0.1, 0.1, 0.4], "bands_K_err_eV": [0.01] * 4}]}
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def test_convergence_table_compares_with_the_largest_size(phonon, tmp_path):
-    """v_F of 3x3 is off the largest (8x8) size's, 4x4 and 6x6 within error: converged from 4x4 on; the
-    mean-square displacements come from the same phonons, and only 3x3 and 6x6 hold the phonons at K."""
-    values = {3: (0.95, 0.01), 4: (0.91, 0.01), 6: (0.905, 0.01), 8: (0.90, 0.01)}
-    paths = {n: _bands_json(tmp_path / f"{n}.json", n, *v) for n, v in values.items()}
-    rows = summarize(paths, tmp_path, phonopy_params=None)
-    assert [r["within_error_of_largest"] for r in rows] == [False, True, True, True]
-    assert [r["holds_K"] for r in rows] == [True, False, True, False]
-    assert rows[0]["vf_minus_largest_1e6_m_s"] == pytest.approx(0.05)
-    assert converged_size(rows, 300.0) == 4
-    values[6] = (0.95, 0.01)  # the size below the largest is off: not shown converged
-    rows = summarize({n: _bands_json(tmp_path / f"{n}.json", n, *v) for n, v in values.items()}, tmp_path)
-    assert converged_size(rows, 300.0) is None and np.isnan(rows[0]["u2_z_A2"])
-    assert (tmp_path / "convergence.csv").exists() and (tmp_path / "convergence.png").stat().st_size > 0

@@ -295,6 +295,13 @@ def test_supercell_convergence(workflow_run):
     for row in rows:
         if int(row["supercell"]) == largest:
             assert float(row["vf_minus_largest_1e6_m_s"]) == 0.0 and row["within_error_of_largest"] == "True"
+    # The supercell's part of the answer's error budget: r of the largest size minus r of the workflow's own
+    vf = {(int(r["supercell"]), float(r["T_K"])): float(r["vf_1e6_m_s"]) for r in rows}
+    for r in csv.DictReader((out / "renormalization" / "renormalization.csv").open()):
+        T = float(r["T_K"])
+        assert int(r["supercell_largest"]) == largest
+        assert float(r["renormalization_supercell_percent"]) == pytest.approx(
+            100 * (vf[largest, T] - vf[sizes[0], T]) / float(r["vf_static_ml_1e6_m_s"]), rel=1e-6)
     n = cfg["thermal"]["ml_supercells"][0]
     samples = FramesFile(out / "supercells" / f"{n}x{n}" / "T300.h5")
     (frame, *_) = list(samples)

@@ -120,7 +120,7 @@ def cmd_linearize(stage, args):
 def cmd_renormalization(stage, args):
     doc = stage.run(args.primitive, args.supercell, args.bands, args.bands_linear, args.static_ml, args.static_dft,
                     args.out_dir, _config(args), special_paths=args.special, check_dft_paths=args.check_dft,
-                    infer_paths=args.infer, workers=args.workers)
+                    infer_paths=args.infer, supercells_path=args.supercells, workers=args.workers)
     print(f"static v_F: HedgeNet {doc['static']['ml']['vf_1e6_m_s']:.4f}, DFT {doc['static']['dft']['vf_1e6_m_s']:.4f}"
           f" (1e6 m/s, {doc['static_vf_difference_percent']:+.2f} %)")
     for r in doc["temperatures"]:
@@ -451,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--special", nargs="*", default=[], help="HedgeNet frames files of the special displacements")
     p.add_argument("--check-dft", nargs="*", default=[], help="DFT frames files of inferred samples")
     p.add_argument("--infer", nargs="*", default=[], help="HedgeNet frames files those samples come from")
+    p.add_argument("--supercells", help="convergence.csv of `mlepi supercell_convergence`: the supercell's part of "
+                                        "the error budget (without it the total error is unknown)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes analysing the single structures in parallel (default 1)")
     p.add_argument("--out-dir", required=True, help="writes renormalization.csv/.json, crosscheck.csv, figures")

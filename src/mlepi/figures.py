@@ -351,15 +351,28 @@ def plot_data_scaling(document: dict, path) -> None:
 
 
 def plot_vf_orders(document: dict, path) -> None:
-    """v_F(T) from the full and the linearized H (bootstrap errors), the special displacement, and the static
-    lattice of HedgeNet and DFT (``renormalization.json`` of :mod:`mlepi.electrons.renormalization`)."""
-    fig = Figure(figsize=(8.5, 3.4), layout="constrained")
+    """v_F(T) from the full and the linearized H (bootstrap errors), the full one's total error and the largest
+    supercell's v_F, the special displacement, and the static lattice of HedgeNet and DFT
+    (``renormalization.json`` of :mod:`mlepi.electrons.renormalization`)."""
+    fig = Figure(figsize=(8.5, 4.2), layout="constrained")
     ax_v, ax_k = fig.subplots(1, 2)
     rows = document["temperatures"]
     T = np.array([r["T_K"] for r in rows], float)
     for key, label, marker in (("full", "full H(u)", "o"), ("linear", "linear H (first-order EPI)", "s")):
         ax_v.errorbar(T, [r[f"vf_{key}_1e6_m_s"] for r in rows],
                       yerr=_finite([r[f"vf_{key}_err_1e6_m_s"] for r in rows]), marker=marker, capsize=3, label=label)
+    # The total error of the full v_F (samples, committee, DFT bias, supercell; renormalization.error_budget)
+    # and the largest supercell's v_F, where the budget has them
+    v_static = document["static"]["ml"]["vf_1e6_m_s"]
+    total = np.array([r.get("renormalization_total_err_percent", np.nan) for r in rows], float) * v_static / 100
+    v_full = np.array([r["vf_full_1e6_m_s"] for r in rows], float)
+    if np.isfinite(total).any():
+        ax_v.fill_between(T, v_full - total, v_full + total, color="C0", alpha=0.15, lw=0, label="total error")
+    larger = [(r["T_K"], r["vf_supercell_largest_1e6_m_s"], r["supercell_largest"]) for r in rows
+              if r.get("supercell_largest")]
+    if larger:
+        ax_v.plot([t for t, *_ in larger], [v for _, v, _ in larger], "^", color="C2",
+                  label=f"{larger[0][2]}x{larger[0][2]} supercell")
     special = [(r["T_K"], r["vf_special_1e6_m_s"]) for r in rows if r.get("vf_special_1e6_m_s") is not None]
     if special:
         ax_v.plot(*zip(*special), "D", mfc="none", label="special displacement")
@@ -367,7 +380,7 @@ def plot_vf_orders(document: dict, path) -> None:
         ax_v.axhline(document["static"][key]["vf_1e6_m_s"], color="k", ls=ls, lw=0.8, label=label)
     ax_v.set_xlabel("T (K)")
     ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
-    ax_v.legend(frameon=False, fontsize="x-small")
+    ax_v.legend(frameon=False, fontsize="x-small", ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     for b, marker, color in ((0, "o", "C0"), (3, "v", "C3")):  # the outer bands at K: ±γ1 in the static lattice
         for key, ls, mfc in (("full", "-", color), ("linear", "--", "none")):
             ax_k.errorbar(T, [1e3 * r[f"bands_K_shift_{key}_eV"][b] for r in rows],
@@ -424,7 +437,10 @@ def plot_supercell_convergence(rows: Sequence[dict], path) -> None:
     ax_v.set_ylabel(r"$v_F$ ($10^6$ m/s)")
     ax_k.set_ylabel(r"outer bands at K (meV)")
     ax_u.set_ylabel(r"$\langle u_z^2 \rangle$ ($10^{-4}$ Å$^2$)")
-    ax_u.legend(frameon=False, fontsize="small")
+    if ax_u.lines:
+        ax_u.legend(frameon=False, fontsize="small")
+    else:  # no phonons given: say so rather than leave an empty frame
+        ax_u.text(0.5, 0.5, "no phonons given", ha="center", va="center", transform=ax_u.transAxes)
     ax_v.legend(frameon=False, fontsize="small")
     ax_k.legend(frameon=False, fontsize="small")
     _save(fig, path)

@@ -13,6 +13,8 @@ rule renormalization:
         infer=expand(f"{OUT}/infer/T{{T}}.h5", T=TEMPERATURES),
         primitive=rules.structure.output,
         supercell=lambda w: f"{displace_dir()}/pristine.extxyz",
+        # the supercell's part of the error budget (thermal.ml_supercells; none: the total error is unknown)
+        supercells=[f"{OUT}/supercells/convergence.csv"] if config["thermal"]["ml_supercells"] else [],
     output:
         csv=f"{OUT}/renormalization/renormalization.csv",
         summary=f"{OUT}/renormalization/renormalization.json",
@@ -27,6 +29,7 @@ rule renormalization:
     params:
         cfg=stage_params("renormalization"),
         out_dir=lambda w, output: os.path.dirname(output.csv),
+        supercells=lambda w, input: f"--supercells {input.supercells}" if input.supercells else "",
     threads: config["resources"]["bands_threads"]
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
@@ -38,7 +41,7 @@ rule renormalization:
         "mlepi renormalization --params {params.cfg:q} --primitive {input.primitive} --supercell {input.supercell} "
         "--bands {input.bands} --bands-linear {input.bands_linear} --static-ml {input.static_ml} "
         "--static-dft {input.static_dft} --special {input.special} --check-dft {input.check_dft} "
-        "--infer {input.infer} --workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        "--infer {input.infer} {params.supercells} --workers {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 # Convergence with supercell size: HedgeNet samples of larger n x n supercells (thermal.ml_supercells), no DFT.

@@ -24,9 +24,10 @@ the full renormalization is within its error of zero the share is not defined by
 (``share_resolved`` false), while the second-order part r_full − r_lin still is.
 
 The error budget of r_full (:func:`error_budget`): beside the sampling error, the model error (the spread of
-the committee members' own renormalizations, when ``mlepi infer`` ran a committee) and the bias the DFT
-cross-check shows, in quadrature; r is stated as resolved only when it exceeds that total, and each temperature
-says which of the three limits it (``verdict``).
+the committee members' own renormalizations, when ``mlepi infer`` ran a committee), the bias the DFT
+cross-check shows and the supercell's part (r of the largest supercell of ``mlepi supercell_convergence`` minus
+this one's), in quadrature; r is stated as resolved only when it exceeds that total, and each temperature
+says which of the four limits it (``verdict``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 from mlepi import figures
 from mlepi.config import stage_config
 from mlepi.config.bands import BandsConfig
-from mlepi.electrons import committee
+from mlepi.electrons import committee, supercell_convergence
 from mlepi.electrons.band_files import N_BANDS, json_safe
 from mlepi.electrons.bands import BandsError, analyse_sample, fit_bands, parallel_map, setup, temperature_rng
 from mlepi.formats.frames import FramesFile, FramesFileError
@@ -167,7 +168,7 @@ def orders(full: dict, linear: dict, static_vf: float, static_K: np.ndarray, ana
 
 
 def error_budget(entry: dict, committee_T: dict | None, static_members_vf: list[float], checks: list[dict],
-                 static: dict) -> dict:
+                 static: dict, supercell: dict) -> dict:
     """The errors of the full renormalization r(T) at one temperature, and whether r exceeds them.
 
     - sampling: the bootstrap over samples (``renormalization_full_err_percent``);
@@ -176,8 +177,10 @@ def error_budget(entry: dict, committee_T: dict | None, static_members_vf: list[
     - bias: what the DFT cross-check says of the model's v_F ratio, mean over the checked samples of
       v_ML / v_DFT against the static lattice's v_ML / v_DFT (a bias common to both cancels in r; NaN without
       checks);
-    - total: the three in quadrature (NaN when one is unknown). r is resolved when |r| exceeds its total error;
-      the largest of the three is what limits the answer.
+    - supercell: ``supercell``, of :func:`supercell_term`: r of the largest supercell HedgeNet sampled minus
+      this one's (NaN without a larger size);
+    - total: the four in quadrature (NaN when one is unknown). r is resolved when |r| exceeds its total error;
+      the largest of the four is what limits the answer.
     """
     nan = float("nan")
     r_members, model = [], nan
@@ -188,18 +191,50 @@ def error_budget(entry: dict, committee_T: dict | None, static_members_vf: list[
     static_ratio = static["ml"]["vf_1e6_m_s"] / static["dft"]["vf_1e6_m_s"]
     bias = 100 * (float(np.mean(ratios)) - static_ratio) if ratios else nan
     sampling = entry["renormalization_full_err_percent"]
-    parts = {"samples": sampling, "model (committee)": model, "model bias (DFT cross-check)": abs(bias)}
+    size = supercell["renormalization_supercell_percent"]
+    parts = {"samples": sampling, "model (committee)": model, "model bias (DFT cross-check)": abs(bias),
+             "supercell": abs(size)}
     total = float(np.sqrt(sum(v ** 2 for v in parts.values())))
     r = entry["renormalization_full_percent"]
     resolved = bool(np.isfinite(total) and abs(r) > total)
     limited = max(parts, key=lambda k: parts[k]) if np.isfinite(total) else None
+    largest = supercell["supercell_largest"]
     verdict = (f"r = {r:+.2f} % ± {total:.2f} % (samples {sampling:.2f}, committee {model:.2f}, DFT bias "
-               f"{bias:+.2f}): {'resolved' if resolved else 'not resolved'}"
-               + (f", limited by the {limited}" if limited else ", total error unknown"))
+               f"{bias:+.2f}, supercell {size:+.2f}"
+               + (f" from {largest}x{largest}" if largest else "") + f"): {'resolved' if resolved else 'not resolved'}"
+               + (f", limited by the {limited}" if limited else ", total error unknown")
+               + (f"; the {largest}x{largest} v_F is not shown converged in size"
+                  if largest and supercell["supercell_converged_from"] is None else ""))
     return {"renormalization_members_percent": list(map(float, r_members)),
             "renormalization_model_err_percent": model, "renormalization_bias_percent": bias,
             "renormalization_total_err_percent": total, "renormalization_resolved": resolved,
-            "limited_by": limited, "verdict": verdict}
+            "limited_by": limited, "verdict": verdict, **supercell}
+
+
+def supercell_term(rows: list[dict] | None, n: int, T_K: float, vf: float, static_vf: float, source) -> dict:
+    """The supercell's part of the renormalization at ``T_K``: r of the largest size in the convergence table
+    ``rows`` (:func:`mlepi.electrons.supercell_convergence.read_convergence`, from ``source``) minus r of this
+    analysis' n x n supercell, whose thermal v_F is ``vf``. Both against ``static_vf``: the undisplaced lattice has
+    the primitive cell's period, so its v_F does not depend on the supercell. NaN when the table is missing or
+    holds no size larger than n; ``supercell_converged_from``: the size from which v_F is within error of the
+    largest (None: not shown converged)."""
+    term = {"supercell_largest": None, "vf_supercell_largest_1e6_m_s": float("nan"),
+            "renormalization_supercell_percent": float("nan"), "supercell_converged_from": None}
+    if rows is None:
+        return term
+    at_T = {r["supercell"]: r for r in rows if r["T_K"] == T_K}
+    if n not in at_T:
+        raise BandsError(f"{source}: no {n}x{n} row at T = {T_K:g} K; rerun `mlepi supercell_convergence` with the "
+                         "workflow's bands.json")
+    if abs(at_T[n]["vf_1e6_m_s"] - vf) > 1e-6 * abs(vf):
+        raise BandsError(f"{source}: the {n}x{n} v_F at {T_K:g} K is {at_T[n]['vf_1e6_m_s']:.6f}, the band analysis' "
+                         f"{vf:.6f}: the table is stale; rerun `mlepi supercell_convergence`")
+    largest = max(at_T)
+    if largest <= n:
+        return term
+    return {"supercell_largest": largest, "vf_supercell_largest_1e6_m_s": at_T[largest]["vf_1e6_m_s"],
+            "renormalization_supercell_percent": 100 * (at_T[largest]["vf_1e6_m_s"] - vf) / static_vf,
+            "supercell_converged_from": supercell_convergence.converged_size(rows, T_K)}
 
 
 def _share(delta_full, delta_linear):
@@ -249,7 +284,7 @@ def crosscheck_rows(pairs: list[tuple], analysed: list[dict]) -> list[dict]:
 
 
 def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, static_dft_path, out_dir,
-        config: dict | None = None, *, special_paths=(), check_dft_paths=(), infer_paths=(),
+        config: dict | None = None, *, special_paths=(), check_dft_paths=(), infer_paths=(), supercells_path=None,
         with_figures: bool = True, workers: int = 1) -> dict:
     """Write ``renormalization.csv``, ``crosscheck.csv``, ``renormalization.json`` and two figures to ``out_dir``.
 
@@ -259,13 +294,17 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
     files of the pristine supercell (HedgeNet, DFT); the DFT Fermi level centres the band window of every
     HedgeNet structure, as in ``mlepi bands --reference``. ``special_paths``: HedgeNet frames of the special
     displacements (one per temperature). ``check_dft_paths``: DFT frames of inferred samples, matched by
-    temperature and sample index to the frames of ``infer_paths``. ``workers``: processes that analyse these
+    temperature and sample index to the frames of ``infer_paths``. ``supercells_path``: ``convergence.csv`` of
+    ``mlepi supercell_convergence`` (the supercell's part of the error budget; without it, that part and the
+    total are unknown). ``workers``: processes that analyse these
     single structures in parallel (results do not depend on it).
     """
     cfg = BandsConfig.from_section(stage_config("renormalization", config)["bands"])
     out_dir = Path(out_dir)
     analysis = Analysis(primitive, supercell, cfg)
     full, linear = read_bands_summary(bands_path), read_bands_summary(bands_linear_path)
+    sizes = supercell_convergence.read_convergence(supercells_path) if supercells_path else None
+    n_side = round(np.sqrt(abs(np.linalg.det(np.asarray(full["geometry"]["supercell_matrix"], float)))))
     dft_frame, dft_basis = _single_frame(static_dft_path)
     ml_frame, ml_basis = _single_frame(static_ml_path)
     window_center = dft_frame.fermi_level
@@ -312,8 +351,9 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
         if T in special:
             entry["vf_special_1e6_m_s"] = special[T]["vf_1e6_m_s"]
             entry["bands_K_shift_special_eV"] = (np.asarray(special[T]["bands_K_eV"]) - static_K).tolist()
+        size = supercell_term(sizes, n_side, T, full_by_T[T]["vf_1e6_m_s"], static_vf, supercells_path)
         entry.update(error_budget(entry, full_by_T[T].get("committee"), static_members_vf,
-                                  [row for row in checks if row["T_K"] == T], static))
+                                  [row for row in checks if row["T_K"] == T], static, size))
         log.info("renormalization: T = %g K: %s", T, entry["verdict"])
     document = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -322,8 +362,9 @@ def run(primitive, supercell, bands_path, bands_linear_path, static_ml_path, sta
         "static_vf_within_tolerance": abs(static_difference) <= STATIC_TOLERANCE,
         "temperatures": per_T, "special": {f"{T:g}": v for T, v in special.items()}, "crosscheck": checks,
         "config": asdict(cfg),
-        "provenance": record(asdict(cfg), seed=cfg.seed, inputs=[str(bands_path), str(bands_linear_path),
-                                                                   str(static_ml_path), str(static_dft_path)]),
+        "provenance": record(asdict(cfg), seed=cfg.seed, inputs=[
+            str(path) for path in (bands_path, bands_linear_path, static_ml_path, static_dft_path, supercells_path)
+            if path]),
     }
     write_outputs(document, out_dir, with_figures)
     return document
@@ -333,6 +374,8 @@ CSV_COLUMNS = ["T_K", "n_samples", "vf_static_dft_1e6_m_s", "vf_static_ml_1e6_m_
                "vf_full_err_1e6_m_s", "vf_linear_1e6_m_s", "vf_linear_err_1e6_m_s", "vf_special_1e6_m_s",
                "renormalization_full_percent", "renormalization_full_err_percent",
                "renormalization_model_err_percent", "renormalization_bias_percent",
+               "renormalization_supercell_percent", "supercell_largest", "vf_supercell_largest_1e6_m_s",
+               "supercell_converged_from",
                "renormalization_total_err_percent", "renormalization_resolved", "limited_by",
                "renormalization_linear_percent", "renormalization_linear_err_percent",
                "second_order_percent", "second_order_err_percent", "second_order_share", "second_order_share_err",

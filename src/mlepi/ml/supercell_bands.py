@@ -16,16 +16,14 @@ cheap, so the band renormalization can be converged with supercell size without 
 4. the band analysis of :mod:`mlepi.electrons.bands` on the n x n pristine supercell, band window centred on the DFT
    Fermi level of the workflow's pristine supercell.
 
-``supercell_convergence`` puts v_F(T) and the band energies at K of every size (the workflow's own analysis
-included) in one table and figure, with each size's mean-square displacements and their flexural (ZA) part
-(:mod:`mlepi.vibrations.msd`), and says from which size v_F is within error of the largest size's. Only sizes
-divisible by 3 hold the phonons at K, which couple the two Dirac cones: 4 x 4 and 8 x 8 miss them, so v_F need
-not approach its limit monotonically in n.
+``supercell_convergence`` (:func:`summarize`) puts v_F(T) and the band energies at K of every size (the workflow's
+own analysis included) in one table and figure (:mod:`mlepi.electrons.supercell_convergence`), with each size's
+mean-square displacements and their flexural (ZA) part (:mod:`mlepi.vibrations.msd`).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +31,9 @@ from phonopy import Phonopy
 from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
 from tqdm import tqdm
 
-from mlepi import figures
 from mlepi.config import stage_config
-from mlepi.electrons import bands, committee
+from mlepi.electrons import bands, committee, supercell_convergence
+from mlepi.electrons.supercell_convergence import converged_size  # noqa: F401 (the stage's, for the CLI)
 from mlepi.formats import provenance
 from mlepi.formats.frames import write_frames
 from mlepi.formats.structures import read_structure, write_structure
@@ -105,55 +103,10 @@ def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out
                      workers=workers)
 
 
-MSD_COLUMNS = ["u2_xy_A2", "u2_z_A2", "u2_z_ZA_A2", "ZA_share"]
-COLUMNS = ["supercell", "n_atoms", "holds_K", "T_K", "n_samples", "vf_1e6_m_s", "vf_err_1e6_m_s",
-           "vf_minus_largest_1e6_m_s", "within_error_of_largest"] + MSD_COLUMNS + [
-    f"band{b}_K{suffix}_eV" for b in range(1, bands.N_BANDS + 1) for suffix in ("", "_err")]
-
-
 def summarize(summaries: dict, out_dir, phonopy_params=None, tolerance_THz: float = 0.3) -> list[dict]:
-    """``convergence.csv`` and ``convergence.png`` from ``{n: bands.json path}`` (the workflow's size included).
-
-    Per size and temperature: v_F and the band energies at K, v_F's difference from the largest size's and
-    whether it is within their combined sampling error, whether the size holds the phonons at K (n divisible
-    by 3: the intervalley modes that couple the two Dirac cones), and with ``phonopy_params`` the
-    mean-square displacements of the size's samples by branch (:func:`mlepi.vibrations.msd.branch_msd`,
-    ``tolerance_THz`` as the sampler's).
-    """
-    out_dir = Path(out_dir)
-    phonon = read_phonopy(phonopy_params) if phonopy_params else None
-    documents = {int(n): json.loads(Path(path).read_text()) for n, path in summaries.items()}
-    largest = {r["T_K"]: r for r in documents[max(documents)]["temperatures"]}
-    rows = []
-    for n, document in sorted(documents.items()):
-        n_cells = abs(round(np.linalg.det(np.array(document["geometry"]["supercell_matrix"]))))
-        temperatures = [r["T_K"] for r in document["temperatures"]]
-        msd = {m["T_K"]: m for m in branch_msd(phonon, n, temperatures, tolerance_THz)} if phonon else {}
-        for r in document["temperatures"]:
-            ref = largest.get(r["T_K"])
-            difference = r["vf_1e6_m_s"] - ref["vf_1e6_m_s"] if ref else float("nan")
-            row = {"supercell": n, "n_atoms": 4 * n_cells, "holds_K": n % 3 == 0, "T_K": r["T_K"],
-                   "n_samples": r["n_samples"], "vf_1e6_m_s": r["vf_1e6_m_s"], "vf_err_1e6_m_s": r["vf_err_1e6_m_s"],
-                   "vf_minus_largest_1e6_m_s": difference,
-                   "within_error_of_largest": bool(ref) and abs(difference) <= float(
-                       np.hypot(r["vf_err_1e6_m_s"], ref["vf_err_1e6_m_s"]))}
-            row.update({key: msd.get(r["T_K"], {}).get(key, float("nan")) for key in MSD_COLUMNS})
-            for b in range(bands.N_BANDS):
-                row[f"band{b + 1}_K_eV"] = r["bands_K_eV"][b]
-                row[f"band{b + 1}_K_err_eV"] = r["bands_K_err_eV"][b]
-            rows.append(row)
-    provenance.write_csv(out_dir / "convergence.csv", rows, COLUMNS)
-    figures.plot_supercell_convergence(rows, out_dir / "convergence.png")
-    return rows
-
-
-def converged_size(rows: list[dict], T_K: float) -> int | None:
-    """The smallest size whose v_F at ``T_K``, and every larger size's, is within error of the largest's; None
-    when only the largest is (the answer is not shown converged)."""
-    sel = sorted((r for r in rows if r["T_K"] == T_K), key=lambda r: r["supercell"])
-    size = None
-    for r in reversed(sel[:-1]):
-        if not r["within_error_of_largest"]:
-            break
-        size = r["supercell"]
-    return size
+    """Stage ``supercell_convergence``: :func:`mlepi.electrons.supercell_convergence.summarize` of
+    ``{n: bands.json path}``, with ``phonopy_params`` the mean-square displacements of each size's samples by
+    branch (:func:`mlepi.vibrations.msd.branch_msd`, ``tolerance_THz`` as the sampler's)."""
+    msd = (functools.partial(branch_msd, read_phonopy(phonopy_params), tolerance_THz=tolerance_THz)
+           if phonopy_params else None)
+    return supercell_convergence.summarize(summaries, out_dir, msd)
