@@ -312,6 +312,25 @@ def test_supercell_convergence(workflow_run):
     assert (out / "supercells" / "convergence.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_supercells_benchmark_runs_on_a_finished_run(workflow_run, tmp_path):
+    """benchmarks/supercells.py on the tiny run: the convergence table, each size's cost, and the mean-square
+    displacements from the DFT force constants as they are and with the invariances imposed."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "supercells.py"), "--configfile",
+                    str(ROOT / "tests" / "config_tiny.yaml"), "--results", str(out), "--msd-sizes", "2", "4",
+                    "--out-dir", str(tmp_path)], check=True, env=subprocess_env(), timeout=600)
+    result = json.loads((tmp_path / "supercells.json").read_text())
+    assert len(result["convergence"]) == 2 * len(cfg["thermal"]["temperatures"])
+    assert set(result["cost"]) == {f"{n}x{n}" for n in cfg["thermal"]["ml_supercells"]}
+    assert set(result["msd"]) == set(result["msd_sum_rules"]) == {"2", "4"}
+    effect = result["sum_rules"]
+    assert effect["violation_after"] < 1e-8 * effect["violation_before"]
+    assert 0 < effect["fc_change_relative"] < 0.1
+    assert (tmp_path / "sum_rules.png").stat().st_size > 0
+
+
 def _edge_keys(frame):
     return {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*frame.edge_index, frame.cell_shift))}
 
