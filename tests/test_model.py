@@ -177,8 +177,10 @@ def predict_tensors(model, atoms):
     return model(data, create_graph=True)
 
 
-def test_intra_and_inter_modules_are_separate():
-    model = make_model(basis=TOY_BASIS)
+@pytest.mark.parametrize("vectors", [0, 4], ids=["scalar", "vectors"])
+def test_intra_and_inter_modules_are_separate(vectors):
+    model = make_model(basis=TOY_BASIS, energy_vectors=vectors)
+    assert any(".vectors.inter." in n for n, _ in model.named_parameters()) == bool(vectors)
     inter_names = [n for n, _ in model.named_parameters() if ".inter." in n]
     intra_names = [n for n, _ in model.named_parameters() if ".intra." in n]
     assert inter_names and len(inter_names) == len(intra_names)
@@ -218,6 +220,24 @@ def test_save_and_load_round_trip(tmp_path):
         HedgeNet.from_config({"hiden": 3}, TOY_BASIS)
     with pytest.raises(ValueError, match="no cutoff radius|only has"):
         predict(make_model(basis=TOY_BASIS), structure())  # H atoms, carbon-only basis
+
+
+def test_a_model_file_of_the_schema_before_vector_features_still_loads(tmp_path):
+    """Version 4 files predate model.energy_vectors: they load as the scalar model they were (whatever the
+    key's default), predict as before, and a file of an unknown version is refused with what to do."""
+    model, atoms = make_model(), structure()
+    model.save(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=False)
+    state["schema_version"] = 4
+    state["config"].pop("energy_vectors")
+    torch.save(state, tmp_path / "v4.pt")
+    loaded = HedgeNet.load(tmp_path / "v4.pt")
+    assert loaded.config["energy_vectors"] == 0
+    assert predict(loaded.double(), atoms)["energy"] == pytest.approx(predict(model, atoms)["energy"], abs=1e-12)
+    state["schema_version"] = 3
+    torch.save(state, tmp_path / "v3.pt")
+    with pytest.raises(ValueError, match="schema_version 3.*retrain"):
+        HedgeNet.load(tmp_path / "v3.pt")
 
 
 def test_chunked_block_readout_and_skipped_overlap_change_nothing(monkeypatch):
@@ -348,13 +368,56 @@ def test_only_angular_invariants_see_the_angle_between_two_bonds():
     assert abs(np.cross(forces[0], bisector)[2]) < 1e-10  # mirror symmetry through the bisector
 
 
+def four_atoms(dihedral_deg: float):
+    """A chain 0-1-2-3 of 1.4 Å bonds at 120°, twisted about the 1-2 bond by ``dihedral_deg`` (0: cis), in a
+    large cell: pairs beyond the chain's bonds are at least 2.42 Å apart."""
+    from ase import Atoms
+
+    bond, phi = 1.4, np.radians(dihedral_deg)
+    positions = np.array([[-0.5 * bond, np.sqrt(0.75) * bond, 0.0], [0.0, 0.0, 0.0], [bond, 0.0, 0.0],
+                          [1.5 * bond, np.sqrt(0.75) * bond * np.cos(phi), np.sqrt(0.75) * bond * np.sin(phi)]])
+    atoms = Atoms("C4", positions=positions + 10.0, cell=[20.0, 20.0, 20.0], pbc=True)
+    atoms.set_array("layer", np.zeros(4, dtype=int))
+    return atoms
+
+
+def test_only_vector_features_see_the_dihedral_angle():
+    """With a 2.0 Å cutoff each atom sees its chain neighbours alone: bond lengths and both bond angles are the
+    same at every dihedral φ, so the power spectrum (three-body), however many interactions pass it on, gives one
+    energy for every φ and no torque about the 1-2 bond. Vector messages carry atom 2's bond directions to atom
+    1, whose <v, v> then holds n_10 . n_23 = 1/4 + 3/4 cos φ: to first order E = A + B cos φ, so the torque on
+    atom 3 is B sin φ, half of E(0) - E(180°) at 90° and half that at 30° (forces against energies)."""
+    cut = {"cutoff_intra": 2.0, "cutoff_inter": 2.0}
+
+    def energy_and_torque(model, dihedral):
+        atoms = four_atoms(dihedral)
+        out = predict(model, atoms)
+        arm = atoms.positions[3] - atoms.positions[1]  # from the 1-2 axis (the x axis through atom 1)
+        return out["energy"], arm[1] * out["forces"][3, 2] - arm[2] * out["forces"][3, 1]
+
+    for vectors in (0, 4):
+        model = make_model(**cut, energy_degree=2, energy_vectors=vectors)
+        model.set_standardisation({"energy_scale": 1000.0})  # an energy scale of a trained model: ΔE ≫ rounding
+        (e_cis, _), (_, t30), (_, t90), (e_trans, _) = (energy_and_torque(model, a) for a in (0, 30, 90, 180))
+        if not vectors:
+            assert e_cis == pytest.approx(e_trans, abs=1e-10) and abs(t90) < 1e-12
+            continue
+        assert abs(e_cis - e_trans) > 1e-8  # ~5e-7 eV at initialisation, seeded
+        assert t90 == pytest.approx((e_cis - e_trans) / 2, rel=1e-3)
+        assert t30 == pytest.approx(t90 / 2, rel=1e-3)
+
+
 @pytest.mark.parametrize("improper", [False, True], ids=["rotation", "reflection"])
-def test_angular_energy_branch_is_invariant_and_conservative(improper):
-    """energy_degree = 3 (odd and even degrees): E invariant and F covariant under a rotation and a reflection,
-    F = -dE/dx against central differences, H blocks still covariant (the readout is untouched)."""
+@pytest.mark.parametrize("energy", [{"energy_degree": 3}, {"energy_vectors": 4},
+                                    {"energy_vectors": 4, "heterogeneous": False}],
+                         ids=["degree3", "vectors", "vectors-shared"])
+def test_angular_energy_branch_is_invariant_and_conservative(improper, energy):
+    """energy_degree = 3 (odd and even degrees), and vector features (with either edge split): E invariant and F
+    covariant under a rotation and a reflection, F = -dE/dx against central differences, H blocks still
+    covariant (the readout is untouched)."""
     from mlepi.ml import wigner
 
-    model, atoms = make_model(energy_degree=3), structure()
+    model, atoms = make_model(**energy), structure()
     ref = predict(model, atoms)
     rotation = wigner.random_rotation(7)
     if improper:

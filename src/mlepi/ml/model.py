@@ -73,7 +73,9 @@ from mlepi.ml.irreps import L_MAX
 
 MODEL_SCHEMA = "mlepi.hedgenet"
 # 2: O(3)-equivariant block readout (mlepi.ml.block_readout); 3: polar octupole products, H decay
-MODEL_SCHEMA_VERSION = 4  # 4: model.energy_degree (angular energy branch)
+MODEL_SCHEMA_VERSION = 5  # 4: model.energy_degree (angular energy branch); 5: model.energy_vectors
+# Older versions this mlepi still reads, with the keys they predate set to what those models were.
+OLDER_SCHEMA_KEYS = {4: {"energy_vectors": 0}}
 DECAY_DEGREE = 3  # polynomial degree in r of log |H| of off-site blocks (HedgeNet.H_decay)
 
 PAIR_CHUNK = 1024  # edge pairs (e, reverse e) per chunk of the block readout: a working set that stays in cache
@@ -162,11 +164,37 @@ class AngularInvariants(nn.Module):
         return torch.cat(spectrum, dim=1)  # [n_atoms, C (L_max+1)]
 
 
-class Interaction(nn.Module):
-    """One interaction layer: per-kind convolutions, summed, then a residual update of h; with ``angular``
-    = (channels, L_max) the update also reads each kind's :class:`AngularInvariants`."""
+class VectorMessages(nn.Module):
+    """Equivariant (l = 1) messages over one edge kind, as in PaiNN:
+    dv_i,c = Σ_j f(r_ij) [a_c(r_ij, h_j) n_ij + b_c(r_ij, h_j) v_j,c] / <n>, ``[n_atoms, C, 3]``.
+    The b term carries j's own directional environment along the bond, which scalar messages cannot: after two
+    interactions <v_i, v_i> sees the dihedral between i's bonds and j's (four-body terms, what MACE's l >= 1
+    messages add over a power spectrum). Polar vectors, so reflections too leave their dot products invariant."""
 
-    def __init__(self, hidden: int, n_rbf: int, kinds: tuple[str, ...], angular: tuple[int, int] | None = None):
+    def __init__(self, hidden: int, n_rbf: int, channels: int):
+        super().__init__()
+        self.filter = mlp(n_rbf, hidden, 2 * channels)
+        self.source = nn.Linear(hidden, 2 * channels, bias=False)
+
+    def forward(self, h, v, edge_index, rbf, env, unit, norm):
+        # h [n_atoms, hidden]; v [n_atoms, C, 3] or None (before the first interaction); unit [E, 3]: n_ij
+        i, j = edge_index
+        w = self.filter(rbf) * env.unsqueeze(-1) * self.source(h).index_select(0, j)  # [E, 2C]
+        a, b = w.unsqueeze(-1).chunk(2, dim=1)  # [E, C, 1] each
+        msg = a * unit.unsqueeze(1)  # [E, C, 3]
+        if v is not None:
+            msg = msg + b * v.index_select(0, j)
+        return h.new_zeros(h.shape[0], a.shape[1], 3).index_add_(0, i, msg) / norm
+
+
+class Interaction(nn.Module):
+    """One interaction layer: per-kind convolutions, summed, then a residual update of h. With ``angular``
+    = (channels, L_max) the update also reads each kind's :class:`AngularInvariants`; with ``vectors`` = C
+    channels, each kind's :class:`VectorMessages` add to the atoms' vector features v, which are gated by h, and
+    the update reads their invariants <U v, V v> (U, V: channel mixings)."""
+
+    def __init__(self, hidden: int, n_rbf: int, kinds: tuple[str, ...], angular: tuple[int, int] | None = None,
+                 vectors: int = 0):
         super().__init__()
         self.convs = nn.ModuleDict({k: EdgeConv(hidden, n_rbf) for k in kinds})
         n_in = 2 * hidden
@@ -175,16 +203,33 @@ class Interaction(nn.Module):
             channels, l_max = angular
             self.angular = nn.ModuleDict({k: AngularInvariants(hidden, n_rbf, channels, l_max) for k in kinds})
             n_in += len(kinds) * channels * (l_max + 1)
+        self.vectors = None
+        if vectors:
+            self.vectors = nn.ModuleDict({k: VectorMessages(hidden, n_rbf, vectors) for k in kinds})
+            self.vector_mixing = nn.Linear(vectors, 2 * vectors, bias=False)  # U and V, over channels
+            self.vector_gate = nn.Linear(hidden, vectors)
+            n_in += vectors
         self.update = mlp(n_in, hidden, hidden)
 
-    def forward(self, h, groups: dict):
-        """``groups``: per kind (edge_index, rbf, env, norm), or (edge_index, rbf, env, harmonics, norm) with
-        angular invariants."""
-        m = sum(conv(h, *groups[kind][:3], groups[kind][-1]) for kind, conv in self.convs.items())  # [n_atoms, hidden]
-        features = [h, m]
-        if self.angular is not None:
-            features += [self.angular[kind](h, *groups[kind]) for kind in self.angular]
-        return h + self.update(torch.cat(features, dim=-1))
+    def forward(self, h, groups: dict, v=None):
+        """``groups``: per kind, the edges' ``edges``, ``rbf``, ``env``, ``norm`` and, for the angular
+        invariants and the vectors, ``harmonics`` and ``unit`` (:meth:`HedgeNet._edge_groups`). Returns the new
+        h and v (None without vectors)."""
+        features = [h, sum(conv(h, groups[kind]["edges"], groups[kind]["rbf"], groups[kind]["env"],
+                                groups[kind]["norm"]) for kind, conv in self.convs.items())]
+        for kind, angular in (self.angular or {}).items():
+            g = groups[kind]
+            features.append(angular(h, g["edges"], g["rbf"], g["env"], g["harmonics"], g["norm"]))
+        if self.vectors is not None:
+            dv = sum(messages(h, v, groups[kind]["edges"], groups[kind]["rbf"], groups[kind]["env"],
+                              groups[kind]["unit"], groups[kind]["norm"])
+                     for kind, messages in self.vectors.items())  # [n_atoms, C, 3]
+            v = dv if v is None else v + dv
+            # Gated by the incoming h (so every layer's gate shapes the invariants it reads).
+            v = v * (1 + self.vector_gate(h)).unsqueeze(-1)
+            u, w = self.vector_mixing(v.transpose(1, 2)).chunk(2, dim=-1)  # [n_atoms, 3, C] each
+            features.append((u * w).sum(1))  # <U v, V v>: smooth at v = 0, unlike a norm
+        return h + self.update(torch.cat(features, dim=-1)), v
 
 
 def reverse_edges(i: torch.Tensor, j: torch.Tensor, cell_shift: torch.Tensor, n_atoms: int
@@ -252,7 +297,8 @@ class HedgeNet(nn.Module):
         energy_degree = int(cfg["energy_degree"])
         angular = (int(cfg["moment_channels"]), energy_degree) if energy_degree else None
         self.energy_harmonics = SphericalHarmonics(energy_degree) if energy_degree else None
-        self.interactions = nn.ModuleList(Interaction(hidden, n_rbf, self.kinds, angular)
+        # Equivariant vector features between interactions (model.energy_vectors > 0); none adds no parameters.
+        self.interactions = nn.ModuleList(Interaction(hidden, n_rbf, self.kinds, angular, int(cfg["energy_vectors"]))
                                           for _ in range(int(cfg["num_interactions"])))
         self.energy_head = mlp(hidden, hidden, 1)
 
@@ -320,10 +366,11 @@ class HedgeNet(nn.Module):
         """A model written by :meth:`save`, in eval mode; ``model.metadata`` holds the saved metadata."""
         path = Path(path)
         state = read_torch_file(path, MODEL_SCHEMA, "a HedgeNet model file (model.pt of `mlepi train`)")
-        if state.get("schema_version") != MODEL_SCHEMA_VERSION:
-            raise TorchFileError(f"{path}: model schema_version {state.get('schema_version')}, this mlepi reads "
-                                 f"{MODEL_SCHEMA_VERSION}; retrain the model")
-        model = cls(state["config"], state["basis"])
+        version = state.get("schema_version")
+        if version != MODEL_SCHEMA_VERSION and version not in OLDER_SCHEMA_KEYS:
+            raise TorchFileError(f"{path}: model schema_version {version}, this mlepi reads "
+                                 f"{sorted([*OLDER_SCHEMA_KEYS, MODEL_SCHEMA_VERSION])}; retrain the model")
+        model = cls({**OLDER_SCHEMA_KEYS.get(version, {}), **state["config"]}, state["basis"])
         dtype = next(v.dtype for v in state["state_dict"].values() if v.is_floating_point())
         model.to(dtype)  # keep the precision the weights were saved in
         model.load_state_dict(state["state_dict"])
@@ -442,13 +489,16 @@ class HedgeNet(nn.Module):
             rbf = self.rbf(r)  # [E, n_rbf]
             cut = torch.where(data.edge_type == INTRA, self.config["cutoff_intra"], self.config["cutoff_inter"])
             env = envelope(r / cut.to(dtype))  # [E]
-            per_edge = [rbf, env]
-            if self.energy_harmonics is not None:  # direction harmonics with their gradient: forces see angles
-                per_edge.append(self.energy_harmonics(vec / r.unsqueeze(-1)))  # [E, (L+1)^2]
-            groups = self._edge_groups(data.edge_index, data.edge_type, *per_edge)
-            h = self.embedding(species)  # [n_atoms, hidden]
+            per_edge = {"rbf": rbf, "env": env}
+            unit = vec / r.unsqueeze(-1)  # [E, 3], with its gradient: forces see angles
+            if self.energy_harmonics is not None:
+                per_edge["harmonics"] = self.energy_harmonics(unit)  # [E, (L+1)^2]
+            if self.config["energy_vectors"]:
+                per_edge["unit"] = unit
+            groups = self._edge_groups(data.edge_index, data.edge_type, **per_edge)
+            h, v = self.embedding(species), None  # [n_atoms, hidden], vector features [n_atoms, C, 3]
             for interaction in self.interactions:
-                h = interaction(h, groups)
+                h, v = interaction(h, groups, v)
             node_energy = self.energy_shift[species] + self.energy_scale * self.energy_head(h).squeeze(-1)
             energy = node_energy.new_zeros(n_graphs).index_add_(0, batch, node_energy)  # [n_graphs]
             total = energy.sum()  # inside enable_grad: forces work under an outer no_grad (inference)
@@ -464,14 +514,16 @@ class HedgeNet(nn.Module):
             out.update(self._blocks(data, pos, cell, batch, species, h, vec, r, rbf, env, overlap))
         return out
 
-    def _edge_groups(self, edge_index, edge_type, *per_edge) -> dict:
-        """Edges per module kind: (edge_index, each of ``per_edge`` restricted to them, mean-neighbour norm)."""
+    def _edge_groups(self, edge_index, edge_type, **per_edge) -> dict:
+        """Edges per module kind: {``edges``: edge_index, each of ``per_edge`` restricted to them, ``norm``: the
+        mean neighbour count}."""
         if self.kinds == ("shared",):
-            return {"shared": (edge_index, *per_edge, self.avg_neighbors[2])}
+            return {"shared": {"edges": edge_index, **per_edge, "norm": self.avg_neighbors[2]}}
         groups = {}
         for kind, code in (("intra", INTRA), ("inter", INTER)):
             sel = (edge_type == code).nonzero().squeeze(1)  # once: each boolean mask would search again
-            groups[kind] = (edge_index[:, sel], *(t.index_select(0, sel) for t in per_edge), self.avg_neighbors[code])
+            groups[kind] = {"edges": edge_index[:, sel], **{k: t.index_select(0, sel) for k, t in per_edge.items()},
+                            "norm": self.avg_neighbors[code]}
         return groups
 
     def _blocks(self, data, pos, cell, batch, species, h, vec, r, rbf, env, overlap: bool) -> dict:
@@ -532,10 +584,10 @@ class HedgeNet(nn.Module):
         # Neighbourhood moments of every atom, per edge kind, over the message-passing edges.
         mp_unit = vec / r.unsqueeze(-1)
         mp_harmonics = self.harmonics(mp_unit if tracked else mp_unit.detach())  # [E, (L+1)^2]
-        groups = self._edge_groups(data.edge_index, data.edge_type, rbf, env, mp_harmonics)
+        groups = self._edge_groups(data.edge_index, data.edge_type, rbf=rbf, env=env, harmonics=mp_harmonics)
         chunk = chunk_size(EDGE_CHUNK, h.device)
-        moments = torch.cat([self.moments[kind](h, edges, radial, cut, sh, norm, chunk)
-                             for kind, (edges, radial, cut, sh, norm) in groups.items()], dim=1)  # [n_atoms, C, ..]
+        moments = torch.cat([self.moments[kind](h, g["edges"], g["rbf"], g["env"], g["harmonics"], g["norm"], chunk)
+                             for kind, g in groups.items()], dim=1)  # [n_atoms, C, ..]
         node = torch.cat([h, self.harmonics.per_degree(moments * moments).flatten(1)], dim=1)  # invariants
 
         # H on-site: the per-species (isotropic) mean plus an environment-dependent, symmetrised correction.
