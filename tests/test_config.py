@@ -1,5 +1,6 @@
 """Config schema: defaults, bounds, unknown keys, and that the shipped configs validate."""
 
+import copy
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -20,6 +21,35 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_configs_validate(name):
     cfg = config.load(ROOT / "config" / name)
     assert set(config.stage_keys("dft")) <= set(cfg)
+
+
+def test_the_science_config_changes_only_what_it_names():
+    """config/science.yaml goes on top of config.yaml (snakemake --configfile): merged as Snakemake merges, it is a
+    valid workflow config in its own results folder with more training, test and inference samples."""
+    from snakemake.utils import update_config
+
+    base = config.read_yaml(ROOT / "config" / "config.yaml")
+    science = config.read_yaml(ROOT / "config" / "science.yaml")
+    merged = copy.deepcopy(base)
+    update_config(merged, science)
+    config.validate_workflow(merged, [ROOT / "config" / "config.yaml", ROOT / "config" / "science.yaml"])
+    assert merged["system"]["name"] != base["system"]["name"]
+    for key in ("train_samples", "infer_samples", "test_samples"):
+        assert merged["thermal"][key] > base["thermal"][key]
+    assert merged["active"]["rounds"] >= 1 and merged["dft"] == base["dft"] and merged["model"] == base["model"]
+
+
+def test_a_key_added_at_its_default_reruns_nothing():
+    """An x-omit-default key at its default is not in the params a rule passes (so adding it to the schema
+    changes no finished job's params); the stage fills it in, and a changed value is passed."""
+    cfg = config.load(ROOT / "config" / "config.yaml")
+    assert cfg["thermal"]["force_constants"] == "finite_difference"
+    for stage in ("thermal_train", "supercell_bands"):
+        params = config.parse_params(config.stage_params(cfg, stage))
+        assert "force_constants" not in params["thermal"] and "soft_modes" in params["thermal"]
+        assert config.stage_config(stage, params)["thermal"]["force_constants"] == "finite_difference"
+    cfg["thermal"]["force_constants"] = "invariant"
+    assert config.parse_params(config.stage_params(cfg, "thermal_train"))["thermal"]["force_constants"] == "invariant"
 
 
 def test_every_schema_key_has_description_and_default():

@@ -83,7 +83,7 @@ def test_the_test_set_is_independent_thermal_draws_of_its_own_seed(displaced):
     pristine = read_structure(args[1]).positions
     u = np.array([read_structure(p).positions - pristine for p in paths])
     assert not any(np.allclose(u[k + 1], -u[k]) for k in range(0, n, 2)), "the test set holds mirror pairs"
-    sampler = thermal.sampler_from_phonopy(args[0], cfg["thermal"]["imaginary_tolerance_THz"])
+    sampler = thermal.sampler_from_phonopy(args[0], cfg["thermal"])
     msd_analytic = np.diag(sampler.covariance(300.0)).reshape(-1, 3).mean(axis=0)
     assert np.mean(u ** 2, axis=(0, 1)) == pytest.approx(msd_analytic, rel=0.15)
     info = read_structure(paths[0]).info

@@ -4,11 +4,12 @@ flexural branch's share, which must grow with the supercell at finite temperatur
 
 import numpy as np
 import pytest
+from test_sum_rules import DFT_PHONONS, THERMAL
 from test_supercell_bands import phonon  # noqa: F401  (the 3x3 spring-model bilayer fixture)
 
-from mlepi.ml.supercell_bands import interpolated_force_constants
 from mlepi.vibrations.msd import branch_msd, commensurate_qpoints
-from mlepi.vibrations.thermal import HarmonicSampler
+from mlepi.vibrations.phonons import interpolated_force_constants, read_phonopy
+from mlepi.vibrations.thermal import HarmonicSampler, sampler_for, sampling_phonon
 
 TOL_THZ = 0.3
 
@@ -47,3 +48,17 @@ def test_commensurate_qpoints():
     q = commensurate_qpoints(3)
     assert q.shape == (9, 3) and np.allclose(q[0], 0) and np.allclose(q[:, 2], 0)
     assert {tuple(np.round(3 * x[:2]).astype(int)) for x in q} == {(i, j) for i in range(3) for j in range(3)}
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_invariant_constants_and_their_frozen_shear_as_the_sampler_has_them(n):
+    """With thermal.force_constants: invariant (the real DFT constants), the branches leave out what the sampler
+    leaves out, the shear that is soft in the finite-difference constants included."""
+    dft = read_phonopy(DFT_PHONONS)
+    target, sampler = sampler_for(dft, THERMAL, n)
+    phonon, frozen = sampling_phonon(dft, THERMAL)
+    for row in branch_msd(phonon, n, [0.0, 300.0], TOL_THZ, frozen_gamma=frozen):
+        diagonal = np.diag(sampler.covariance(row["T_K"])).reshape(-1, 3)
+        assert row["u2_z_A2"] == pytest.approx(diagonal[:, 2].mean(), rel=1e-6)
+        assert row["u2_xy_A2"] == pytest.approx(diagonal[:, :2].mean(), rel=1e-6)
+        assert row["n_modes_left_out"] == 3 + len(sampler.frozen_THz) == 5

@@ -62,7 +62,8 @@ def test_force_constants_recovered(phonon_run):
     sampler_dft = HarmonicSampler(fc, pristine.get_masses())
     from mlepi.vibrations.thermal import sampler_from_phonopy
 
-    sampler_ph = sampler_from_phonopy(tmp / "out" / "phonopy_params.yaml", 0.3)
+    thermal_cfg = {"imaginary_tolerance_THz": 0.3, "soft_modes": "error", "force_constants": "finite_difference"}
+    sampler_ph = sampler_from_phonopy(tmp / "out" / "phonopy_params.yaml", thermal_cfg)
     assert np.allclose(np.sort(omega_to_THz(sampler_ph.omega)), np.sort(omega_to_THz(sampler_dft.omega)),
                        atol=1e-6)
     assert phonon.force_constants.shape[-2:] == (3, 3)

@@ -3,12 +3,15 @@ bilayer, whose isotropic springs break the rotational invariance: afterwards eve
 correction is a projection (a second one changes nothing), the crystal symmetry survives it, and the flexural
 branch comes out as the invariances predict, ω_ZA ∝ q² near Γ, where the isotropic springs give ω ∝ q."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 from test_supercell_bands import phonon  # noqa: F401  (the 3x3 spring-model bilayer fixture)
 
-from mlepi.vibrations import sum_rules
+from mlepi.vibrations import sum_rules, thermal
+from mlepi.vibrations.phonons import read_phonopy
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,55 @@ def test_the_flexural_branch_is_quadratic_only_with_the_invariances(phonon, corr
     assert _lowest_THz(phonon, corrected, path).min() > 0.0  # real along Γ-M from q = 1/48 on
     # (closer to Γ the layers' relative sliding, which these conditions leave, adds a small negative q² term:
     # -0.04 THz at q = 1/96 here; on the DFT force constants -0.006 THz at 1/192; see the module docstring)
+
+
+# The 3x3 DFT force constants of the default config (GPAW LCAO dz(dzp), PBE+D3(BJ), the relaxed AB bilayer;
+# phonopy's compact form): their interlayer shear at Γ is imaginary, -0.31 THz.
+DFT_PHONONS = Path(__file__).parent / "data" / "blg_ab_3x3_phonopy_params.yaml"
+THERMAL = {"imaginary_tolerance_THz": 0.3, "soft_modes": "freeze", "force_constants": "invariant"}
+
+
+@pytest.fixture(scope="module")
+def dft_phonon():
+    return read_phonopy(DFT_PHONONS)
+
+
+def test_the_shear_soft_in_the_dft_constants_stays_frozen(dft_phonon):
+    """The invariances make the DFT shear real (+0.41 THz); the sampler still leaves it out, by its pattern,
+    and samples every other mode of the invariant constants."""
+    soft, freq = sum_rules.gamma_soft_modes(dft_phonon, 0.3)
+    assert freq == pytest.approx([-0.312, -0.312], abs=2e-3) and soft.shape == (12, 2)
+    in_plane = soft.reshape(4, 3, 2)
+    assert np.abs(in_plane[:, 2]).max() < 1e-6  # a sliding of the layers: in-plane
+    finite_difference = thermal.sampler_for(dft_phonon, {**THERMAL, "force_constants": "finite_difference"})[1]
+    target, invariant = thermal.sampler_for(dft_phonon, THERMAL)
+    assert finite_difference.frozen_THz == pytest.approx([-0.312, -0.312], abs=2e-3)
+    assert invariant.frozen_THz == pytest.approx([0.407, 0.407], abs=2e-3)
+    assert len(invariant.omega) == len(finite_difference.omega)
+    masses = target.supercell.masses
+    u = invariant.sample(600.0, 4, np.random.default_rng(0)).reshape(4, -1) * np.sqrt(np.repeat(masses, 3))
+    # the frozen modes are the invariant constants' own, which the finite-difference pattern matches to 1e-9
+    assert np.abs(u @ thermal.tile_gamma_modes(soft, target)).max() < 1e-4 * np.abs(u).max()
+    with pytest.raises(thermal.UnstableModeError, match="soft_modes: freeze"):
+        thermal.sampler_for(dft_phonon, {**THERMAL, "soft_modes": "error"})
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_the_invariant_sampler_agrees_with_phonopys_thermal_displacements(dft_phonon, n):
+    """The real-space sampler of the n x n supercell (invariant constants, Fourier-interpolated for n = 4) against
+    phonopy's own thermal displacements of the same constants on the n x n mesh: the frozen shear at
+    0.41 THz and every mode below the tolerance left out of both (phonopy's freq_min between the two)."""
+    target, sampler = thermal.sampler_for(dft_phonon, THERMAL, None if n == 3 else n)
+    assert len(target.supercell) == 4 * n * n
+    invariant = sum_rules.invariant_phonon(dft_phonon)
+    invariant.run_mesh([n, n, 1], with_eigenvectors=True, is_mesh_symmetry=False, is_gamma_center=True)
+    others = np.sort(np.asarray(invariant.mesh.frequencies).ravel())
+    assert not np.any((others > 0.3) & (others < 0.45) & ~np.isclose(others, 0.407, atol=2e-3))
+    invariant.run_thermal_displacements(temperatures=[0.0, 300.0], freq_min=0.45)
+    expected = np.asarray(invariant.thermal_displacements.thermal_displacements).reshape(2, -1, 3)  # Å²
+    primitive = target.primitive
+    atom = np.array([primitive.p2p_map[s] for s in primitive.s2p_map])
+    for T, reference in zip((0.0, 300.0), expected):
+        diagonal = np.diag(sampler.covariance(T)).reshape(-1, 3)
+        per_atom = np.array([diagonal[atom == p].mean(axis=0) for p in range(len(reference))])
+        np.testing.assert_allclose(per_atom, reference, rtol=1e-5)

@@ -8,7 +8,7 @@ from phonopy import Phonopy
 from test_thermal import spring_force_constants
 
 from mlepi.geometry.layers import build_bilayer
-from mlepi.ml.supercell_bands import interpolated_force_constants
+from mlepi.vibrations.phonons import interpolated_force_constants
 from mlepi.vibrations.displace import supercell_layers, to_ase, to_phonopy
 from mlepi.vibrations.thermal import HarmonicSampler, sample_rng
 

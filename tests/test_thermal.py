@@ -179,3 +179,19 @@ def test_special_displacement_does_not_depend_on_the_eigensolvers_basis(sampler)
         rotation, _ = np.linalg.qr(rng.standard_normal((len(group), len(group))))
         vectors[:, group] = vectors[:, group] @ rotation
     np.testing.assert_allclose(canonical_modes(omega, vectors), canonical_modes(omega, sampler.vectors), atol=1e-8)
+
+
+def test_frozen_patterns_freeze_their_modes_whatever_their_frequency(supercell, sampler):
+    """A pattern given as frozen takes its mode out of the sampling even far above the tolerance; a pattern that
+    is no mode of the force constants is an error."""
+    fc, masses = spring_force_constants(supercell), supercell.get_masses()
+    # a whole set of degenerate modes (the supercell's symmetry leaves few alone) from the middle of the spectrum
+    middle = len(sampler.omega) // 2
+    group = np.flatnonzero(np.isclose(sampler.omega, sampler.omega[middle], rtol=1e-6))
+    pinned = HarmonicSampler(fc, masses, frozen_patterns=sampler.vectors[:, group], soft_modes="freeze")
+    assert pinned.frozen_THz == pytest.approx(sampler.frequencies_THz[group])
+    assert pinned.frequencies_THz[0] > 0.3 and len(pinned.omega) == len(sampler.omega) - len(group)
+    u = pinned.sample(300.0, 4, np.random.default_rng(0)).reshape(4, -1) * np.sqrt(np.repeat(masses, 3))
+    assert np.abs(u @ sampler.vectors[:, group]).max() < 1e-10 * np.abs(u).max()
+    with pytest.raises(ValueError, match="matches no mode"):
+        HarmonicSampler(fc, masses, frozen_patterns=np.random.default_rng(1).standard_normal((3 * len(masses), 1)))

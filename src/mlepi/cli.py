@@ -141,7 +141,8 @@ def cmd_supercell_bands(stage, args):
 def cmd_supercell_convergence(stage, args):
     if len(args.sizes) != len(args.bands):
         raise config_mod.ConfigError(f"--sizes has {len(args.sizes)} values but --bands {len(args.bands)} files")
-    rows = stage.summarize(dict(zip(args.sizes, args.bands)), args.out_dir, args.phonopy, args.tolerance_THz)
+    rows = stage.summarize(dict(zip(args.sizes, args.bands)), args.out_dir, args.phonopy, args.tolerance_THz,
+                           args.force_constants)
     for T in sorted({r["T_K"] for r in rows}):
         size = stage.converged_size(rows, T)
         print(f"T = {T:g} K: " + (f"v_F within error of the {max(args.sizes)}x{max(args.sizes)} value from "
@@ -481,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "flexural part) of each size's samples in the table")
     p.add_argument("--tolerance-THz", type=float, default=0.3,
                    help="modes below this frequency are left out, as by the sampler (thermal.imaginary_tolerance_THz)")
+    p.add_argument("--force-constants", choices=["finite_difference", "invariant"], default="finite_difference",
+                   help="the sampler's force constants (thermal.force_constants)")
     p.add_argument("--out-dir", required=True, help="writes convergence.csv and convergence.png")
     p.set_defaults(func=cmd_supercell_convergence)
 

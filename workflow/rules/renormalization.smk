@@ -87,6 +87,7 @@ rule supercell_convergence:
     params:
         sizes=[config["system"]["supercell"][0]] + config["thermal"]["ml_supercells"],
         tolerance=config["thermal"]["imaginary_tolerance_THz"],
+        force_constants=config["thermal"]["force_constants"],
         out_dir=lambda w, output: os.path.dirname(output.csv),
     resources:
         runtime=config["resources"]["analysis_runtime_min"],
@@ -95,5 +96,5 @@ rule supercell_convergence:
         "../../envs/dft.yaml"
     shell:
         "mlepi supercell_convergence --sizes {params.sizes} --bands {input.bands} --phonopy {input.phonopy} "
-        "--tolerance-THz {params.tolerance} --out-dir {params.out_dir} "
+        "--tolerance-THz {params.tolerance} --force-constants {params.force_constants} --out-dir {params.out_dir} "
         "> {log} 2>&1"

@@ -20,6 +20,7 @@ from mlepi.errors import MlepiError
 
 SCHEMA_PATH = Path(str(resources.files("mlepi.config") / "config.schema.yaml"))
 STAGES_KEYWORD = "x-stages"  # the schema's annotation of which stages read a key
+OMIT_DEFAULT_KEYWORD = "x-omit-default"  # a key left out of the params at its default (stage_params)
 
 
 class ConfigError(MlepiError, ValueError):
@@ -211,13 +212,23 @@ def stage_params(config: dict, *stages: str) -> str:
 
     Snakemake reruns a rule when its params change, and only then: the keys a stage does not read are not in
     the string, so changing them does not rerun it.
+
+    A key marked ``x-omit-default`` in the schema (one added after results existed, whose default is what the
+    stages did before it) is left out while it holds its default, which the stage fills in again: adding it
+    reruns nothing, setting it reruns what reads it.
     """
     keys: dict[str, list[str]] = {}
     for stage in stages:
         for section, names in stage_keys(stage).items():
             keys.setdefault(section, []).extend(k for k in names if k not in keys[section])
-    return json.dumps({section: {key: config[section][key] for key in names} for section, names in keys.items()},
-                      sort_keys=True)
+    properties = schema()["properties"]
+
+    def passed(section, key):
+        prop = properties[section]["properties"][key]
+        return not (prop.get(OMIT_DEFAULT_KEYWORD) and config[section][key] == prop.get("default"))
+
+    return json.dumps({section: {key: config[section][key] for key in names if passed(section, key)}
+                       for section, names in keys.items()}, sort_keys=True)
 
 
 def parse_params(text: str) -> dict:

@@ -6,7 +6,9 @@ cheap, so the band renormalization can be converged with supercell size without 
 
 1. force constants of the n x n supercell from the DFT phonons: phonopy's dynamical matrices of the DFT
    supercell's force constants at the q points commensurate with n x n (exact at the q points the DFT supercell
-   holds, Fourier-interpolated elsewhere), transformed back to real space (``DynmatToForceConstants``);
+   holds, Fourier-interpolated elsewhere), transformed back to real space
+   (:func:`mlepi.vibrations.phonons.interpolated_force_constants`); with ``thermal.force_constants: invariant``
+   those of :mod:`mlepi.vibrations.sum_rules` first (:func:`mlepi.vibrations.thermal.sampler_for`);
 2. thermal samples at every temperature (:class:`mlepi.vibrations.thermal.HarmonicSampler`, the thermal config's seed,
    count, antithetic pairs and soft-mode policy; :func:`mlepi.vibrations.thermal.sample_rng` with purpose ``supercell``
    and n, so the stream depends on n as well);
@@ -26,9 +28,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
-from phonopy import Phonopy
-from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
 from tqdm import tqdm
 
 from mlepi.config import stage_config
@@ -43,17 +42,7 @@ from mlepi.ml.model import HedgeNet
 from mlepi.vibrations.displace import supercell_layers, to_ase
 from mlepi.vibrations.msd import branch_msd
 from mlepi.vibrations.phonons import read_phonopy
-from mlepi.vibrations.thermal import HarmonicSampler, sample_rng, sample_structures
-
-
-def interpolated_force_constants(phonon, n: int):
-    """(n x n supercell as a Phonopy object, its force constants [N, N, 3, 3] in eV/Å²) from ``phonon``'s."""
-    target = Phonopy(phonon.unitcell, supercell_matrix=np.diag([n, n, 1]), primitive_matrix=phonon.primitive_matrix)
-    d2f = DynmatToForceConstants(target.primitive, target.supercell)
-    phonon.run_qpoints(d2f.commensurate_points, with_dynamical_matrices=True)
-    d2f.dynamical_matrices = phonon.qpoints.dynamical_matrices
-    d2f.run()
-    return target, np.array(d2f.force_constants)
+from mlepi.vibrations.thermal import sample_rng, sample_structures, sampler_for, sampling_phonon
 
 
 def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out_dir, config: dict | None = None, *,
@@ -76,10 +65,8 @@ def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out
     members = [HedgeNet.load(path) for path in paths]
     phonon = read_phonopy(phonopy_params)
     primitive = read_structure(primitive_path)
-    target, fc = interpolated_force_constants(phonon, n)
+    target, sampler = sampler_for(phonon, thermal_cfg, n)
     pristine = to_ase(target.supercell, supercell_layers(target, primitive))
-    sampler = HarmonicSampler(fc, target.supercell.masses, thermal_cfg["imaginary_tolerance_THz"],
-                              thermal_cfg["soft_modes"])
     write_structure(out_dir / "pristine.extxyz", pristine, kind="pristine")
     frames_paths = []
     for T in thermal_cfg["temperatures"]:
@@ -103,10 +90,15 @@ def run(model_paths, phonopy_params, primitive_path, reference_path, n: int, out
                      workers=workers)
 
 
-def summarize(summaries: dict, out_dir, phonopy_params=None, tolerance_THz: float = 0.3) -> list[dict]:
+def summarize(summaries: dict, out_dir, phonopy_params=None, tolerance_THz: float = 0.3,
+              force_constants: str = "finite_difference") -> list[dict]:
     """Stage ``supercell_convergence``: :func:`mlepi.electrons.supercell_convergence.summarize` of
     ``{n: bands.json path}``, with ``phonopy_params`` the mean-square displacements of each size's samples by
-    branch (:func:`mlepi.vibrations.msd.branch_msd`, ``tolerance_THz`` as the sampler's)."""
-    msd = (functools.partial(branch_msd, read_phonopy(phonopy_params), tolerance_THz=tolerance_THz)
-           if phonopy_params else None)
+    branch (:func:`mlepi.vibrations.msd.branch_msd`; ``tolerance_THz`` and ``force_constants`` as the sampler's,
+    the modes it freezes left out)."""
+    msd = None
+    if phonopy_params:
+        phonon, frozen = sampling_phonon(read_phonopy(phonopy_params), {
+            "imaginary_tolerance_THz": tolerance_THz, "soft_modes": "freeze", "force_constants": force_constants})
+        msd = functools.partial(branch_msd, phonon, tolerance_THz=tolerance_THz, frozen_gamma=frozen)
     return supercell_convergence.summarize(summaries, out_dir, msd)

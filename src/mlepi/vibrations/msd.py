@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from ase import units
 
-from mlepi.vibrations.thermal import mode_variances
+from mlepi.vibrations.thermal import mode_variances, pinned_modes
 
 OUT_OF_PLANE = 0.5  # a mode is out of plane when more than this fraction of its eigenvector is along z
 
@@ -32,10 +32,12 @@ def commensurate_qpoints(n: int) -> np.ndarray:
     return np.stack([i.ravel() / n, j.ravel() / n, np.zeros(n * n)], axis=1)
 
 
-def branch_msd(phonon, n: int, temperatures, tolerance_THz: float = 0.3) -> list[dict]:
+def branch_msd(phonon, n: int, temperatures, tolerance_THz: float = 0.3, frozen_gamma=None) -> list[dict]:
     """Per temperature (K): ``u2_xy_A2``, ``u2_z_A2`` (per atom, per direction), the flexural part
     ``u2_z_ZA_A2`` and its ``ZA_share`` of <u_z^2>, for the n x n supercell of ``phonon``'s primitive cell
-    (phonopy force constants, any supercell); ``n_modes_left_out`` counts modes below ``tolerance_THz``."""
+    (phonopy force constants, any supercell); ``n_modes_left_out`` counts modes below ``tolerance_THz`` and the
+    Γ modes along ``frozen_gamma`` ``[3 n_primitive, p]`` (mass-weighted), which the sampler freezes as well
+    (:func:`mlepi.vibrations.thermal.sampler_for`)."""
     qpoints = commensurate_qpoints(n)
     phonon.run_qpoints(qpoints, with_eigenvectors=True)
     freq_THz = np.asarray(phonon.qpoints.frequencies)  # [n_q, n_branch]
@@ -47,6 +49,7 @@ def branch_msd(phonon, n: int, temperatures, tolerance_THz: float = 0.3) -> list
     weight_z, weight_xy = weight[:, :, 2].sum(axis=1), weight[:, :, :2].sum(axis=(1, 2)) / 2  # [n_q, n_branch]
     p_z = e2[:, :, 2].sum(axis=1)  # out-of-plane fraction of each eigenvector
     kept = freq_THz >= tolerance_THz
+    kept[0] &= ~pinned_modes(vectors[0], kept[0], frozen_gamma)  # q = 0 is Gamma
     flexural = np.zeros_like(kept)
     for q in range(1, len(qpoints)):  # q = 0 is Gamma, where ZA is the z translation
         candidates = np.flatnonzero(kept[q] & (p_z[q] > OUT_OF_PLANE))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import phonopy
 from phonopy.file_IO import write_FORCE_SETS
+from phonopy.harmonic.dynmat_to_fc import DynmatToForceConstants
 
 from mlepi import figures
 from mlepi.config import stage_config
@@ -48,6 +49,19 @@ def read_phonopy(path, **kwargs) -> phonopy.Phonopy:
         detail = ": ".join([type(err).__name__, *str(err).splitlines()[:1]])
         raise PhononError(f"{path}: not a usable phonopy file ({detail}); rerun the stage that writes it "
                           "(displace or phonons)") from None
+
+
+def interpolated_force_constants(phonon: phonopy.Phonopy, n: int) -> tuple[phonopy.Phonopy, np.ndarray]:
+    """(n x n supercell as a Phonopy object, its force constants [N, N, 3, 3] in eV/Å²) from ``phonon``'s: its
+    dynamical matrices at the q points commensurate with n x n (exact at the q points ``phonon``'s supercell
+    holds, Fourier-interpolated elsewhere), transformed back to real space."""
+    target = phonopy.Phonopy(phonon.unitcell, supercell_matrix=np.diag([n, n, 1]),
+                             primitive_matrix=phonon.primitive_matrix)
+    d2f = DynmatToForceConstants(target.primitive, target.supercell)
+    phonon.run_qpoints(d2f.commensurate_points, with_dynamical_matrices=True)
+    d2f.dynamical_matrices = phonon.qpoints.dynamical_matrices
+    d2f.run()
+    return target, np.array(d2f.force_constants)
 
 
 def frame_forces(path) -> tuple[np.ndarray, np.ndarray]:

@@ -32,14 +32,24 @@ adds a small negative q² term to ω_ZA², which shows only very close to Γ (-0
 constants). And the rotations move the interlayer shear at Γ, imaginary in the DFT constants (-0.31 THz,
 ``docs/thermal.md``), to +0.41 THz: real but soft, so a sampler that freezes only modes below
 ``thermal.imaginary_tolerance_THz`` would slide the layers: ⟨u_xy²⟩ of the 3x3 samples at 300 K would grow
-from 0.0013 to 0.089 Å². The workflow's samplers do not use these force constants yet.
+from 0.0013 to 0.089 Å².
+
+The samplers use these force constants with ``thermal.force_constants: invariant``
+(:func:`mlepi.vibrations.thermal.sampler_for`). The shear is then decided thus: **a mode that is soft at Γ in the
+finite-difference constants stays frozen** (:func:`gamma_soft_modes`, matched by its displacement pattern, not
+by its new frequency). Its +0.41 THz is what the imposed conditions leave, not a frequency the DFT gives, and
+sampling it would put a sliding of the layers ~70x the finite-difference samples' into the answer, set by a
+number nothing has checked. The long flexural waves are what the invariances are for; the shear is not.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 IN_PLANE = (0, 1)
+N_TRANSLATIONS = 3
 
 
 class _Layout:
@@ -139,3 +149,34 @@ def violation(phonon, fc=None) -> float:
     """The largest residual |C · Φ| of the conditions (eV/Å² times Å or Å²), for ``fc`` or ``phonon``'s own."""
     fc = compact(phonon) if fc is None else np.asarray(fc, float)
     return float(np.abs(constraints(phonon) @ fc.ravel()).max())
+
+
+def invariant_phonon(phonon):
+    """A copy of ``phonon`` whose force constants are :func:`enforce`'s."""
+    invariant = copy.deepcopy(phonon)  # Phonopy.copy would not carry the force constants' layout over
+    invariant.force_constants = enforce(phonon)
+    return invariant
+
+
+def gamma_soft_modes(phonon, tolerance_THz: float) -> tuple[np.ndarray, np.ndarray]:
+    """The non-translational modes at Γ of ``phonon``'s force constants below ``tolerance_THz`` (THz) or
+    imaginary: an orthonormal real basis of their mass-weighted eigenvectors ``[3 n_primitive, n_soft]`` (the
+    convention of :class:`mlepi.vibrations.thermal.HarmonicSampler`'s modes) and their frequencies (THz,
+    negative: imaginary)."""
+    phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=True)
+    freq = np.asarray(phonon.qpoints.frequencies[0])
+    vectors = np.asarray(phonon.qpoints.eigenvectors[0])  # [3 n_p, n_branch], columns
+    # the uniform translations, by overlap (as the sampler finds them), not by being the lowest
+    translations = np.zeros((len(vectors), 3))
+    for axis in range(3):
+        translations[axis::3, axis] = np.sqrt(phonon.primitive.masses)
+    translations /= np.linalg.norm(translations, axis=0)
+    overlap = np.sum(np.abs(translations.T @ vectors) ** 2, axis=0)
+    moving = np.ones(len(freq), bool)
+    moving[np.argsort(overlap)[-N_TRANSLATIONS:]] = False
+    soft = moving & (freq < tolerance_THz)
+    # at Γ the dynamical matrix is real: a degenerate pair may come back with complex phases, which the real and
+    # imaginary parts of its vectors span
+    stacked = np.concatenate([vectors[:, soft].real, vectors[:, soft].imag], axis=1)
+    basis = np.linalg.svd(stacked, full_matrices=False)[0][:, :int(soft.sum())] if soft.any() else stacked[:, :0]
+    return basis, freq[soft]

@@ -13,6 +13,8 @@ structure is not a minimum of the DFT energy, and sampling it would be meaningle
 ``soft_modes='freeze'`` such modes are instead left out of the sampling (their displacement is zero),
 with a warning and the list in every sample's info (``frozen_modes_THz``): a documented approximation for
 settings known to miss a soft mode (e.g. the interlayer shear with the dz(dzp) basis, docs/thermal.md).
+Phi is phonopy's from the finite differences, or the nearest one with the invariances of a free bilayer
+(``thermal.force_constants``, :func:`sampler_for`).
 
 Internally ASE units: energy eV, length A, mass amu, time A sqrt(amu/eV); omega in rad per that time.
 """
@@ -34,7 +36,8 @@ from mlepi.formats.structures import (
     read_structure,
     write_structures,
 )
-from mlepi.vibrations.phonons import PhononError, read_phonopy
+from mlepi.vibrations import sum_rules
+from mlepi.vibrations.phonons import PhononError, interpolated_force_constants, read_phonopy
 
 HBAR = units._hbar * units.J * units.s  # eV * (ASE time unit)
 # The sampler's streams; supercell: mlepi.ml.supercell_bands; candidates: active learning (one per round).
@@ -43,6 +46,7 @@ STAGES = {purpose: f"thermal_{purpose}" for purpose in ("train", "infer", "speci
 # Purposes of independent samples (no antithetic pairs): a test set or a candidate pool gains nothing from a
 # configuration's mirror image, which would only count it twice.
 INDEPENDENT = ("test", "candidates")
+FORCE_CONSTANTS = ("finite_difference", "invariant")  # thermal.force_constants: see sampler_for
 DIRECTORY_PURPOSES = ("train", "test")  # one file per sample (a DFT job each), in the directory OUT
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,13 @@ class HarmonicSampler:
     soft_modes : {'error', 'freeze'}
         What to do with modes below the tolerance: raise :class:`UnstableModeError` (default) or leave
         them out of the sampling (listed in ``frozen_THz``).
+    frozen_patterns : array [3 n_atoms, p], optional
+        Mass-weighted displacement patterns whose p modes (those that overlap them most) count as soft whatever
+        their frequency: modes the caller knows to be soft in other force constants (:func:`sampler_for`).
     """
 
-    def __init__(self, force_constants, masses, tolerance_THz: float = 0.3, soft_modes: str = "error"):
+    def __init__(self, force_constants, masses, tolerance_THz: float = 0.3, soft_modes: str = "error",
+                 frozen_patterns=None):
         fc = np.asarray(force_constants, float)
         n = len(masses)
         if fc.shape != (n, n, 3, 3):
@@ -100,7 +108,7 @@ class HarmonicSampler:
         keep = np.ones(3 * n, bool)
         keep[np.argsort(overlap)[-3:]] = False
         freq_THz = omega_to_THz(np.sign(omega2) * np.sqrt(np.abs(omega2)))
-        soft = keep & (freq_THz < tolerance_THz)
+        soft = keep & ((freq_THz < tolerance_THz) | pinned_modes(vectors, keep, frozen_patterns))
         self.frozen_THz = [float(f) for f in freq_THz[soft]]
         if soft.any() and soft_modes == "freeze":
             log.warning("left out of the thermal sampling (soft_modes: freeze): %d mode(s) at %s THz",
@@ -161,6 +169,22 @@ class HarmonicSampler:
         return u.reshape(self.n_atoms, 3)
 
 
+def pinned_modes(vectors, candidates, patterns, min_share: float = 0.5) -> np.ndarray:
+    """Mask ``[n_modes]``: the p modes among ``candidates`` that overlap most the span of ``patterns`` [3n, p]
+    (none without patterns). Each must lie mostly in it (share > ``min_share``): a pattern that is no mode of
+    these force constants is an error, not a guess."""
+    pinned = np.zeros(vectors.shape[1], bool)
+    if patterns is None or not np.shape(patterns)[1]:
+        return pinned
+    span = np.linalg.qr(np.asarray(patterns, float))[0]
+    share = np.where(candidates, np.sum(np.abs(span.T @ vectors) ** 2, axis=0), 0.0)
+    chosen = np.argsort(share)[-span.shape[1]:]
+    if share[chosen].min() <= min_share:
+        raise ValueError(f"frozen patterns: a pattern matches no mode (largest overlaps {np.sort(share)[-3:]})")
+    pinned[chosen] = True
+    return pinned
+
+
 def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
     """Eigenvectors ``[3n, n_modes]`` fixed independently of the eigensolver: degenerate sets rotated, signs set.
 
@@ -187,16 +211,61 @@ def canonical_modes(omega, vectors, rtol: float = 1e-6) -> np.ndarray:
     return vectors * np.sign(generic @ vectors)
 
 
-def sampler_from_phonopy(params_path, tolerance_THz: float, soft_modes: str = "error") -> HarmonicSampler:
-    """Sampler from phonopy's ``phonopy_params.yaml`` (with force constants) of the supercell."""
+def tile_gamma_modes(modes, target) -> np.ndarray:
+    """Γ modes of the primitive cell ``[3 n_primitive, p]`` (mass-weighted) as modes of ``target``'s supercell
+    ``[3 n_atoms, p]``: every cell moves alike (normalized)."""
+    primitive = target.primitive
+    index = np.array([primitive.p2p_map[s] for s in primitive.s2p_map])  # primitive atom of each supercell atom
+    tiled = np.asarray(modes).reshape(-1, 3, np.shape(modes)[1])[index].reshape(-1, np.shape(modes)[1])
+    return tiled / np.linalg.norm(tiled, axis=0)
+
+
+def sampler_for(phonon, thermal_cfg: dict, n: int | None = None):
+    """(the supercell as a Phonopy object, its :class:`HarmonicSampler`): ``phonon``'s own supercell (``n`` None)
+    or the n x n one, from the force constants ``thermal.force_constants`` names:
+
+    - ``finite_difference``: phonopy's from the DFT finite differences (Fourier-interpolated for n x n);
+    - ``invariant``: the nearest ones that hold the invariances of a free bilayer
+      (:func:`mlepi.vibrations.sum_rules.enforce`), so that the long flexural waves of a large supercell are real;
+      the modes soft at Γ in the finite-difference constants stay frozen (the shear: ``sum_rules``' docstring).
+    """
+    phonon, soft = sampling_phonon(phonon, thermal_cfg)
+    if n is None:
+        target, fc = phonon, np.asarray(phonon.force_constants)
+        if fc.shape[0] != fc.shape[1]:  # compact form [n_prim, n_super, 3, 3]
+            fc = compact_fc_to_full_fc(phonon.primitive, fc)
+    else:
+        target, fc = interpolated_force_constants(phonon, n)
+    patterns = None if soft is None else tile_gamma_modes(soft, target)
+    return target, HarmonicSampler(fc, target.supercell.masses, thermal_cfg["imaginary_tolerance_THz"],
+                                   thermal_cfg["soft_modes"], patterns)
+
+
+def sampling_phonon(phonon, thermal_cfg: dict):
+    """(``phonon`` with the force constants ``thermal.force_constants`` names, the mass-weighted Γ modes of the
+    primitive cell ``[3 n_primitive, p]`` that must stay frozen or None): see :func:`sampler_for`."""
+    tolerance, source = thermal_cfg["imaginary_tolerance_THz"], thermal_cfg["force_constants"]
+    if source not in FORCE_CONSTANTS:
+        raise ConfigError(f"thermal.force_constants: {source!r} is not one of {list(FORCE_CONSTANTS)}")
+    if source == "finite_difference":
+        return phonon, None
+    soft, freq = sum_rules.gamma_soft_modes(phonon, tolerance)
+    if len(freq) and thermal_cfg["soft_modes"] == "error":
+        raise UnstableModeError(
+            f"the finite-difference force constants have {len(freq)} soft mode(s) at Gamma "
+            f"({', '.join(f'{f:.3f}' for f in freq)} THz; tolerance {tolerance} THz): invariant force "
+            "constants keep them out of the sampling only with thermal.soft_modes: freeze")
+    return sum_rules.invariant_phonon(phonon), soft if len(freq) else None
+
+
+def sampler_from_phonopy(params_path, thermal_cfg: dict) -> HarmonicSampler:
+    """Sampler of the DFT supercell from phonopy's ``phonopy_params.yaml`` (with force constants):
+    :func:`sampler_for` with the ``thermal`` config section."""
     phonon = read_phonopy(params_path)
-    fc = phonon.force_constants
-    if fc is None:
+    if phonon.force_constants is None:
         raise PhononError(f"{params_path}: holds no force constants; give the phonons stage's "
                           "phonopy_params.yaml, not the displacements' phonopy_disp.yaml")
-    if fc.shape[0] != fc.shape[1]:  # compact form [n_prim, n_super, 3, 3]
-        fc = compact_fc_to_full_fc(phonon.primitive, fc)
-    return HarmonicSampler(fc, phonon.supercell.masses, tolerance_THz, soft_modes)
+    return sampler_for(phonon, thermal_cfg)[1]
 
 
 def sample_rng(seed: int, purpose: str, temperature: float, *extra: int) -> np.random.Generator:
@@ -249,7 +318,7 @@ def run(params_path, pristine_path, temperature: float, purpose: str, out, confi
                           f"(--round); got purpose {purpose!r} with round {round_index}")
     config = stage_config(STAGES[purpose], config)
     cfg = config["thermal"]
-    sampler = sampler_from_phonopy(params_path, cfg["imaginary_tolerance_THz"], cfg["soft_modes"])
+    sampler = sampler_from_phonopy(params_path, cfg)
     reference = read_structure(pristine_path)
     if len(reference) != sampler.n_atoms:
         raise StructureFileError(f"{pristine_path} has {len(reference)} atoms, the force constants "
