@@ -29,6 +29,7 @@ and its weight is positive.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -53,6 +54,7 @@ from mlepi.config import stage_config
 from mlepi.formats.frames import FramesFile
 from mlepi.formats.provenance import atomic_path, config_hash, record
 from mlepi.formats.torch_files import read_torch_file, resolve_device
+from mlepi.ml.ema import EMA
 from mlepi.ml.graph import INTER, INTRA, frame_to_data
 from mlepi.ml.model import DECAY_DEGREE, HedgeNet
 from mlepi.ml.split import bootstrap_indices, kept_split, split_group, split_indices
@@ -478,6 +480,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(train_cfg["epochs"], 1), eta_min=train_cfg["lr"] * train_cfg["lr_min_factor"])
+    ema = EMA(model, train_cfg["ema_decay"]) if train_cfg["ema_decay"] > 0 else None
 
     fingerprint = config_hash({
         "model": model_cfg, "train": {k: v for k, v in train_cfg.items() if k not in _RESUMABLE_KEYS},
@@ -492,6 +495,8 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"])
         history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
         bad_epochs, best_state, stopped = state["bad_epochs"], state["best_state"], state["stopped"]
@@ -524,17 +529,18 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(net, model, train_loader, optimizer, targets, weights, scales, train_cfg, ctx)
+        train_loss = _train_epoch(net, model, train_loader, optimizer, targets, weights, scales, train_cfg, ctx, ema)
         scheduler.step()
-        metrics = evaluate(model, val_loader, targets, weights, scales, ctx) if val_graphs else {}
-        monitored = metrics.get("loss", train_loss)
-        if monitored < best_loss:
-            best_loss, best_epoch, bad_epochs = monitored, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if ctx.main:
-                model.save(model_path, **metadata, epoch=epoch, val_loss=monitored)
-        else:
-            bad_epochs += 1
+        with ema.applied(model) if ema is not None else contextlib.nullcontext():  # what model.pt would hold
+            metrics = evaluate(model, val_loader, targets, weights, scales, ctx) if val_graphs else {}
+            monitored = metrics.get("loss", train_loss)
+            if monitored < best_loss:
+                best_loss, best_epoch, bad_epochs = monitored, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                if ctx.main:
+                    model.save(model_path, **metadata, epoch=epoch, val_loss=monitored)
+            else:
+                bad_epochs += 1
         stopped = bad_epochs >= train_cfg["patience"]
         history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
                         **{f"val_{k}": v for k, v in metrics.items()},
@@ -545,6 +551,7 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
                 "schema": CHECKPOINT_SCHEMA, "fingerprint": fingerprint, "epoch": epoch,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history,
+                "ema": None if ema is None else ema.state_dict(),
                 "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                 "best_state": best_state, "stopped": stopped, "config": {"model": model_cfg, "train": train_cfg},
                 "seed": seed})
@@ -565,8 +572,9 @@ def _train(dataset_path: Path, model_cfg: dict, train_cfg: dict, out_dir: Path, 
     return {"best_epoch": best_epoch, "epochs_run": len(history), "stopped_early": stopped, "best": best}
 
 
-def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, ctx) -> float:
-    """One pass over this rank's shard; returns the mean training loss over all ranks."""
+def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, ctx, ema=None) -> float:
+    """One pass over this rank's shard (the weights' moving average ``ema`` updated after every step); returns the
+    mean training loss over all ranks."""
     model.train()
     need_forces = "forces" in targets
     total = torch.zeros(2, dtype=torch.float64)
@@ -584,6 +592,8 @@ def _train_epoch(net, model, loader, optimizer, targets, weights, scales, cfg, c
         if cfg["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         optimizer.step()
+        if ema is not None:
+            ema.update(model)
         total += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
     total = ctx.all_sum(total)
     return float(total[0] / max(float(total[1]), 1.0))
