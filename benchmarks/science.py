@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -44,6 +45,15 @@ def system_name(configfile: Path) -> str:
     return (yaml.safe_load(configfile.read_text()).get("system") or {}).get("name", base["system"]["name"])
 
 
+def machine() -> str:
+    """Host, CPU model and core count, and memory: what a reader needs to compare a time."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {model or '?'}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.platform()}"
+
+
 def collect(workdir: Path, configfile: Path, out_dir: Path) -> dict:
     results = workdir / "results" / system_name(configfile)
     missing = [name for name in REQUIRED if not (results / name).is_file()]
@@ -56,8 +66,8 @@ def collect(workdir: Path, configfile: Path, out_dir: Path) -> dict:
             target = out_dir / name.replace("/", "__")  # one flat folder: round_1__testset.json etc.
             shutil.copyfile(results / name, target)
             kept.append(target.name)
-    run = {"date": datetime.date.today().isoformat(), "machine": f"{platform.node()}, {platform.processor() or '?'}",
-           "config": str(configfile.relative_to(ROOT)), "results": str(results), "files": kept,
+    run = {"date": datetime.date.today().isoformat(), "machine": machine(),
+           "config": str(configfile), "results": str(results), "files": kept,
            "provenance": record(yaml.safe_load(configfile.read_text()))}
     workflow = out_dir / "workflow.json"
     if workflow.is_file():

@@ -331,6 +331,24 @@ def test_supercells_benchmark_runs_on_a_finished_run(workflow_run, tmp_path):
     assert (tmp_path / "sum_rules.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_science_benchmark_keeps_a_finished_runs_answer(workflow_run, tmp_path):
+    """benchmarks/science.py --collect: the answer's files, unchanged, in one flat folder with run.json; a folder
+    without a finished run is refused, naming what is missing."""
+    workdir, cfg = workflow_run
+    out = workdir / "results" / cfg["system"]["name"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "science.py"), "--configfile",
+               str(ROOT / "tests" / "config_tiny.yaml"), "--collect", "--out-dir", str(tmp_path / "kept")]
+    subprocess.run(command + ["--workdir", str(workdir)], check=True, env=subprocess_env(), timeout=300)
+    run = json.loads((tmp_path / "kept" / "run.json").read_text())
+    assert {"bands__vf.csv", "renormalization__renormalization.csv"} <= set(run["files"])
+    assert (tmp_path / "kept" / "bands__vf.csv").read_bytes() == (out / "bands" / "vf.csv").read_bytes()
+    assert run["date"] and "cores" in run["machine"]
+    empty = subprocess.run(command + ["--workdir", str(tmp_path)], env=subprocess_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert empty.returncode != 0 and "bands/vf.csv" in empty.stderr
+
+
 def _edge_keys(frame):
     return {(int(i), int(j), *map(int, r)): e for e, (i, j, r) in enumerate(zip(*frame.edge_index, frame.cell_shift))}
 
