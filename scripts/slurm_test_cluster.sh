@@ -55,8 +55,10 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP
-# Keep finished jobs visible to squeue long enough for Snakemake's status checks.
-MinJobAge=600
+# Keep finished jobs visible to squeue (Snakemake's status checks) and to scontrol (the test's check of each job's
+# GPU request) for as long as the test's workflow may run (its timeout: 3000 s); 600 s expired a loaded run's
+# first trainings before the check.
+MinJobAge=3600
 ReturnToService=2
 # srun starts MPI ranks through PMIx, as on most sites (the dft rule's launcher is srun in a job).
 MpiDefault=pmix

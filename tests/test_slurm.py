@@ -101,7 +101,7 @@ def test_tiny_workflow_runs_on_slurm_in_the_profiles_partitions(slurm_cluster, t
     for rule, ids in jobs.items():
         want = "gpu" if rule in GPU_RULES else "cpu"
         assert {partitions[j] for j in ids} == {want}, (rule, {j: partitions[j] for j in ids})
-    # The GPU request itself, as slurmctld holds it (MinJobAge keeps finished jobs for 10 min).
+    # The GPU request itself, as slurmctld holds it (MinJobAge keeps finished jobs for an hour).
     for job in jobs["train"] + jobs["infer"] + jobs["train_round"]:
         record = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
         assert re.search(r"gres[:/]gpu[:=]1", record), record
