@@ -151,6 +151,19 @@ def violation(phonon, fc=None) -> float:
     return float(np.abs(constraints(phonon) @ fc.ravel()).max())
 
 
+def translation_modes(vectors, masses) -> np.ndarray:
+    """Mask ``[n_modes]`` of the three uniform translations among mass-weighted modes ``[3 n, n_modes]`` (columns),
+    found by overlap, not by being the lowest: a soft or imaginary mode may lie below them."""
+    translations = np.zeros((len(vectors), N_TRANSLATIONS))
+    for axis in range(N_TRANSLATIONS):
+        translations[axis::3, axis] = np.sqrt(masses)
+    translations /= np.linalg.norm(translations, axis=0)
+    overlap = np.sum(np.abs(translations.T @ vectors) ** 2, axis=0)
+    mask = np.zeros(vectors.shape[1], bool)
+    mask[np.argsort(overlap)[-N_TRANSLATIONS:]] = True
+    return mask
+
+
 def invariant_phonon(phonon):
     """A copy of ``phonon`` whose force constants are :func:`enforce`'s."""
     invariant = copy.deepcopy(phonon)  # Phonopy.copy would not carry the force constants' layout over
@@ -166,15 +179,7 @@ def gamma_soft_modes(phonon, tolerance_THz: float) -> tuple[np.ndarray, np.ndarr
     phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=True)
     freq = np.asarray(phonon.qpoints.frequencies[0])
     vectors = np.asarray(phonon.qpoints.eigenvectors[0])  # [3 n_p, n_branch], columns
-    # the uniform translations, by overlap (as the sampler finds them), not by being the lowest
-    translations = np.zeros((len(vectors), 3))
-    for axis in range(3):
-        translations[axis::3, axis] = np.sqrt(phonon.primitive.masses)
-    translations /= np.linalg.norm(translations, axis=0)
-    overlap = np.sum(np.abs(translations.T @ vectors) ** 2, axis=0)
-    moving = np.ones(len(freq), bool)
-    moving[np.argsort(overlap)[-N_TRANSLATIONS:]] = False
-    soft = moving & (freq < tolerance_THz)
+    soft = ~translation_modes(vectors, phonon.primitive.masses) & (freq < tolerance_THz)
     # at Γ the dynamical matrix is real: a degenerate pair may come back with complex phases, which the real and
     # imaginary parts of its vectors span
     stacked = np.concatenate([vectors[:, soft].real, vectors[:, soft].imag], axis=1)

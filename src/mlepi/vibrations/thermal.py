@@ -99,14 +99,7 @@ class HarmonicSampler:
         inv_sqrt_m = np.repeat(self.masses ** -0.5, 3)  # [3n]
         D = fc.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) * np.outer(inv_sqrt_m, inv_sqrt_m)
         omega2, vectors = np.linalg.eigh(0.5 * (D + D.T))
-        # The three uniform translations are identified by overlap, not by being the lowest modes.
-        translations = np.zeros((3 * n, 3))
-        for axis in range(3):
-            translations[axis::3, axis] = np.sqrt(self.masses)
-        translations /= np.linalg.norm(translations, axis=0)
-        overlap = np.sum((translations.T @ vectors) ** 2, axis=0)  # [3n]
-        keep = np.ones(3 * n, bool)
-        keep[np.argsort(overlap)[-3:]] = False
+        keep = ~sum_rules.translation_modes(vectors, self.masses)
         freq_THz = omega_to_THz(np.sign(omega2) * np.sqrt(np.abs(omega2)))
         soft = keep & ((freq_THz < tolerance_THz) | pinned_modes(vectors, keep, frozen_patterns))
         self.frozen_THz = [float(f) for f in freq_THz[soft]]
